@@ -1,0 +1,45 @@
+# rtlibvirt: set up, demo, test.  Run as root (or with sudo) on Debian 12.
+#   make demo   install what is missing, then define examples/plc.yaml on libvirt's test driver
+#   make test   install what is missing, start libvirtd, then lint, type-check and run every test
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: all setup demo test lint unit daemon bench clean
+
+all: test
+
+$(STAMP): pyproject.toml setup.cfg scripts/install-deps
+	scripts/install-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/rtlibvirt define examples/plc.yaml --connect test:///default --show-xml
+
+daemon: setup
+	scripts/libvirtd-up
+
+lint: setup
+	$(BIN)/ruff check rtlibvirt tests bench
+	$(BIN)/ruff format --check rtlibvirt tests bench
+	$(BIN)/mypy rtlibvirt
+
+unit: setup
+	$(BIN)/python -m pytest -q
+
+test: setup daemon lint
+	RTLIBVIRT_REQUIRE_DAEMON=1 $(BIN)/python -m pytest -q
+
+bench: setup
+	scripts/install-deps --bench
+	$(BIN)/python bench/render_vs_virtinstall.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

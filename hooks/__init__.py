@@ -1,0 +1,1 @@
+"""The libvirt hook entry points shipped with rtlibvirt (package data)."""

@@ -1,0 +1,220 @@
+"""The ``rtlibvirt`` command line. The only module that prints or exits.
+
+Commands are thin: they call library modules and turn RtlibvirtErrors into one
+message and an exit status (see ``errors``). ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import EXIT_FAILURE, Problem, RtlibvirtError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """A click group that turns expected failures into a message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RtlibvirtError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo(exc.render(), err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            click.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "  hint: this is a bug in rtlibvirt; run again with --debug and report the "
+                "traceback",
+                err=True,
+            )
+            ctx.exit(EXIT_FAILURE)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) or os.environ.get("RTLIBVIRT_DEBUG") == "1"
+
+
+# ---- shared options, defined once -----------------------------------------
+
+
+def connect_option(func: F) -> F:
+    from .virt import default_uri
+
+    return click.option(
+        "-c",
+        "--connect",
+        "uri",
+        metavar="URI",
+        default=default_uri,
+        show_default="$LIBVIRT_DEFAULT_URI, else qemu:///system",
+        help="libvirt connection URI, as for virsh.",
+    )(func)
+
+
+spec_argument = click.argument(
+    "spec_file", metavar="VM.yaml", type=click.Path(dir_okay=True, path_type=Path)
+)
+
+
+def _warn(problems: Sequence[Problem], source: str) -> None:
+    for problem in problems:
+        click.echo(f"warning: {problem.render(source)}", err=True)
+
+
+def _load(path: Path) -> Any:
+    from .spec import load_spec
+
+    loaded = load_spec(path)
+    _warn(loaded.warnings, loaded.source)
+    return loaded.spec
+
+
+# ---- the commands ------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="rtlibvirt")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+def cli(debug: bool) -> None:
+    """Provision real-time KVM virtual machines with libvirt from short YAML files.
+
+    \b
+    Examples:
+      rtlibvirt render examples/plc.yaml             # the domain XML, no libvirt needed
+      rtlibvirt define examples/plc.yaml             # define it on qemu:///system
+      rtlibvirt define examples/plc.yaml --dry-run   # show what would change
+      rtlibvirt schema > vm.schema.json              # JSON Schema for editors
+
+    Exit status: 0 success, 1 runtime or libvirt error, 2 invalid input or usage,
+    3 a check or verify found differences.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@spec_argument
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the XML to FILE instead of standard output.",
+)
+def render(spec_file: Path, output: Path | None) -> None:
+    """Print the libvirt domain XML of VM.yaml. Needs no libvirt daemon.
+
+    \b
+    Examples:
+      rtlibvirt render examples/plc.yaml
+      rtlibvirt render examples/plc.yaml -o plc.xml && virsh define plc.xml
+    """
+    from .fsutil import atomic_write
+    from .render import render as render_xml
+
+    xml = render_xml(_load(spec_file))
+    if output is None:
+        click.echo(xml, nl=False)
+    else:
+        atomic_write(output, xml.encode("utf-8"), mode=0o644)
+        click.echo(f"wrote {output}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@spec_argument
+@connect_option
+@click.option("--dry-run", is_flag=True, help="Show what would change (a diff); define nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a same-named domain that rtlibvirt did not create (keeping its UUID).",
+)
+@click.option("--show-xml", is_flag=True, help="Also print the definition as libvirt stored it.")
+def define(spec_file: Path, uri: str, dry_run: bool, force: bool, show_xml: bool) -> None:
+    """Define VM.yaml's real-time domain in libvirt (or update it).
+
+    Defining again after a change to VM.yaml updates the same domain: its UUID
+    and generated MAC addresses are kept. The domain stays an ordinary libvirt
+    domain: virsh and virt-manager start, stop and edit it as usual.
+
+    \b
+    Examples:
+      rtlibvirt define examples/plc.yaml
+      rtlibvirt define examples/plc.yaml --dry-run
+      rtlibvirt define examples/plc.yaml -c test:///default --show-xml
+    """
+    from . import define as defining
+    from . import virt
+
+    spec = _load(spec_file)
+    with virt.connection(uri) as conn:
+        plan = defining.plan(conn, spec, force=force)
+        if dry_run:
+            _print_dry_run(plan)
+            return
+        stored = defining.apply(conn, plan)
+    verb = "Updated" if plan.exists else "Defined"
+    if plan.exists and not plan.managed:
+        verb = "Replaced"
+    click.echo(f"{verb} domain {plan.name!r} on {plan.uri}")
+    for line in defining.describe(stored):
+        click.echo(f"  {line}")
+    if plan.running:
+        click.echo(f"note: {plan.name!r} is running; the new definition applies at its next start")
+    if show_xml:
+        click.echo()
+        click.echo(stored, nl=False)
+
+
+def _print_dry_run(plan: Any) -> None:
+    diff = plan.diff()
+    if not plan.exists:
+        click.echo(f"Would define new domain {plan.name!r} on {plan.uri}:")
+    elif not diff:
+        click.echo(f"Domain {plan.name!r} on {plan.uri} is up to date; nothing would change.")
+        return
+    else:
+        click.echo(f"Would update domain {plan.name!r} on {plan.uri}:")
+    click.echo(diff, nl=False)
+    click.echo("(dry run: nothing was defined)", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+def schema() -> None:
+    """Print the JSON Schema of VM.yaml, for editors to validate and complete it.
+
+    \b
+    Example (VS Code with the YAML extension, first line of vm.yaml):
+      rtlibvirt schema > vm.schema.json
+      # yaml-language-server: $schema=./vm.schema.json
+    """
+    from .spec import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="rtlibvirt")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

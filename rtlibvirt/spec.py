@@ -1,0 +1,833 @@
+"""The ``vm.yaml`` model: typed, frozen, validated, and its JSON Schema.
+
+Loading happens in three steps, each reporting *every* problem it finds with
+its key path and YAML line, and nothing later runs if one fails:
+
+1. YAML syntax (``yamlfile``);
+2. shape: keys, types, ranges, formats (pydantic models below);
+3. meaning: the rules that tie keys together (``_semantic_problems``).
+
+The normalized spec (every default filled in) dumps to JSON that is itself a
+valid ``vm.yaml``; it is what ``metadata`` stores in the domain XML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from . import cpuset, units
+from .errors import Problem, SpecError
+from .yamlfile import Document, KeyPath, format_path, load
+
+# --------------------------------------------------------------------------
+# Value types: parse what users write, keep one normalized form.
+# --------------------------------------------------------------------------
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_PCI = re.compile(
+    r"^(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
+    r"(?P<slot>[0-9a-fA-F]{1,2})\.(?P<function>[0-7])$"
+)
+_PCI_JSON_PATTERN = r"^([0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\.[0-7]$"
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_.:-]{0,14}$")
+_CPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+MAX_CPU = 8191  # the kernel's largest NR_CPUS
+
+
+def _error(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _cpu_list(value: Any) -> tuple[int, ...]:
+    """A YAML list of integers or a cpulist string, in the order written."""
+    if isinstance(value, str):
+        try:
+            cpus = cpuset.parse_cpulist(value)
+        except cpuset.CpuListError as exc:
+            raise _error("cpulist", str(exc)) from None
+    elif isinstance(value, list | tuple):
+        cpus = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise _error(
+                    "cpulist",
+                    f"CPU lists hold integers; {_describe(item)} is not one "
+                    "(write [2, 3] or the string '2-3')",
+                )
+            cpus.append(item)
+    else:
+        raise _error(
+            "cpulist",
+            f"expected a list of CPU numbers or a cpulist string such as '2-5,8', "
+            f"got {_describe(value)}",
+        )
+    for cpu in cpus:
+        if cpu < 0 or cpu > MAX_CPU:
+            raise _error("cpulist", f"CPU number {cpu} is out of range 0-{MAX_CPU}")
+    return tuple(cpus)
+
+
+_CPU_LIST_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_CPU}},
+        {
+            "type": "string",
+            "pattern": r"^\s*\d+(-\d+(:\d+/\d+)?)?(\s*,\s*\d+(-\d+(:\d+/\d+)?)?)*\s*$",
+            "description": "a Linux cpulist such as '2-5,8'",
+        },
+    ]
+}
+
+CpuList = Annotated[tuple[int, ...], BeforeValidator(_cpu_list), WithJsonSchema(_CPU_LIST_SCHEMA)]
+
+
+def _memory(value: Any) -> int:
+    if isinstance(value, bool):
+        raise _error("size", f"expected a size such as 2GiB, got {_describe(value)}")
+    if isinstance(value, int):
+        if value <= 0:
+            raise _error("size", f"memory must be positive, got {value}")
+        return value * units.MIB
+    if isinstance(value, str):
+        try:
+            kib = units.parse_size_kib(value)
+        except units.SizeError as exc:
+            raise _error("size", str(exc)) from None
+        if kib <= 0:
+            raise _error("size", f"memory must be positive, got {value!r}")
+        if kib % units.MIB:
+            mib = kib / units.MIB
+            hint = ""
+            if re.search(r"[KMGT]B\s*$", value, re.IGNORECASE):
+                hint = " (KB, MB, GB and TB are powers of 1000; did you mean KiB, MiB, GiB, TiB?)"
+            raise _error(
+                "size",
+                f"{value!r} is {mib:.2f} MiB: memory must be a whole number of MiB{hint}",
+            )
+        return kib
+    raise _error("size", f"expected a size such as 2GiB, got {_describe(value)}")
+
+
+MemoryKiB = Annotated[
+    int,
+    BeforeValidator(_memory),
+    PlainSerializer(units.format_size_kib, return_type=str),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"},
+                {"type": "integer", "minimum": 1, "description": "MiB"},
+            ],
+            "description": "a size with a unit (512MiB, 2GiB, 1G) or an integer in MiB",
+        }
+    ),
+]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _error("string_type", f"expected a string, got {_describe(value)}")
+    if not value:
+        raise _error("string_empty", "must not be empty")
+    if _CONTROL.search(value):
+        raise _error("string_control", "must not contain control characters")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_text), WithJsonSchema({"type": "string", "minLength": 1})]
+
+
+def _name(value: Any) -> str:
+    text = _text(value)
+    if not NAME_RE.match(text):
+        raise _error(
+            "name",
+            f"{text!r} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ . + -, "
+            "starting with a letter or digit",
+        )
+    return text
+
+
+Name = Annotated[
+    str, BeforeValidator(_name), WithJsonSchema({"type": "string", "pattern": NAME_RE.pattern})
+]
+
+
+def normalize_pci_address(value: str) -> str:
+    """``03:00.0`` -> ``0000:03:00.0``; raises ValueError when malformed."""
+    m = _PCI.match(value.strip())
+    if not m:
+        raise ValueError(
+            f"{value!r} is not a PCI address: expected DDDD:BB:SS.F or BB:SS.F, "
+            "e.g. 0000:03:00.0 (see `lspci -D`)"
+        )
+    slot = int(m.group("slot"), 16)
+    if slot > 0x1F:
+        raise ValueError(f"{value!r}: PCI slot {slot:#x} is out of range 00-1f")
+    domain = int(m.group("domain") or "0", 16)
+    bus = int(m.group("bus"), 16)
+    return f"{domain:04x}:{bus:02x}:{slot:02x}.{m.group('function')}"
+
+
+def _pci(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _error(
+            "pci_address", f"expected a PCI address such as 0000:03:00.0, got {_describe(value)}"
+        )
+    try:
+        return normalize_pci_address(value)
+    except ValueError as exc:
+        raise _error("pci_address", str(exc)) from None
+
+
+PciAddress = Annotated[
+    str, BeforeValidator(_pci), WithJsonSchema({"type": "string", "pattern": _PCI_JSON_PATTERN})
+]
+
+
+def _mac(value: Any) -> str:
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise _error(
+            "mac", f"expected a MAC address such as 52:54:00:12:34:56, got {_describe(value)}"
+        )
+    if int(value[:2], 16) & 1:
+        raise _error(
+            "mac",
+            f"{value} is a multicast address; a NIC needs a unicast one "
+            "(first byte even, e.g. 52:54:00:...)",
+        )
+    return value.lower()
+
+
+MacAddress = Annotated[
+    str, BeforeValidator(_mac), WithJsonSchema({"type": "string", "pattern": _MAC.pattern})
+]
+
+
+def _ifname(value: Any) -> str:
+    text = _text(value)
+    if not _IFNAME.match(text):
+        raise _error(
+            "bridge",
+            f"{text!r} is not a Linux interface name (1-15 characters, no spaces or '/')",
+        )
+    return text
+
+
+BridgeName = Annotated[
+    str, BeforeValidator(_ifname), WithJsonSchema({"type": "string", "pattern": _IFNAME.pattern})
+]
+
+
+def _matching(value: Any, regex: re.Pattern[str], what: str, example: str) -> str:
+    text = _text(value)
+    if not regex.match(text):
+        raise _error("pattern", f"{text!r} is not a valid {what} (e.g. {example})")
+    return text
+
+
+def _cpu_model(value: Any) -> str:
+    return _matching(value, _CPU_MODEL, "CPU model name", "host-passthrough, Skylake-Server")
+
+
+def _cpu_feature(value: Any) -> str:
+    return _matching(value, _CPU_FEATURE, "CPU feature name", "arch-capabilities, tsc-deadline")
+
+
+CpuModelName = Annotated[
+    str,
+    BeforeValidator(_cpu_model),
+    WithJsonSchema({"type": "string", "pattern": _CPU_MODEL.pattern}),
+]
+CpuFeatureName = Annotated[
+    str,
+    BeforeValidator(_cpu_feature),
+    WithJsonSchema({"type": "string", "pattern": _CPU_FEATURE.pattern}),
+]
+
+# --------------------------------------------------------------------------
+# The models. Field descriptions become the JSON Schema's documentation.
+# --------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Realtime(_Model):
+    """Real-time scheduling of vCPU threads (libvirt ``<vcpusched>``)."""
+
+    vcpus: CpuList | None = Field(
+        None, description="vCPU ids scheduled real-time; default: every vCPU"
+    )
+    policy: Literal["fifo", "rr"] = Field("fifo", description="SCHED_FIFO or SCHED_RR")
+    priority: StrictInt = Field(1, ge=1, le=99, description="real-time priority, 1-99")
+
+
+def _null_to(schema: dict[str, Any], replacement: dict[str, Any]) -> None:
+    """In a generated ``anyOf [X, null]`` schema, replace the null branch."""
+    schema["anyOf"] = [
+        replacement if branch == {"type": "null"} else branch for branch in schema["anyOf"]
+    ]
+
+
+def _realtime(value: Any) -> Any:
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    if value is None:
+        raise _error("realtime", "expected a mapping, or false to turn real-time scheduling off")
+    return value
+
+
+class Topology(_Model):
+    """Guest CPU topology; sockets * cores * threads must equal ``vcpus``."""
+
+    sockets: StrictInt = Field(1, ge=1)
+    cores: StrictInt = Field(1, ge=1)
+    threads: StrictInt = Field(1, ge=1)
+
+
+FeaturePolicy = Literal["require", "disable"]
+
+
+class Cpu(_Model):
+    """vCPU placement, scheduling and model."""
+
+    pinning: CpuList = Field(
+        description="host CPU of each vCPU, in vCPU order; each host CPU used once"
+    )
+    emulator: CpuList = Field(
+        description="host CPUs for QEMU's emulator and I/O threads; "
+        "none of them may carry a realtime vCPU"
+    )
+    iothreads: StrictInt = Field(0, ge=0, le=64, description="number of I/O threads")
+    realtime: Annotated[Realtime | None, BeforeValidator(_realtime)] = Field(
+        default_factory=Realtime,
+        description="real-time scheduling of vCPUs; false turns it off",
+        json_schema_extra=lambda schema: _null_to(schema, {"type": "boolean"}),
+    )
+    model: CpuModelName = Field(
+        "host-passthrough",
+        description="host-passthrough, host-model, or a named CPU model",
+    )
+    topology: Topology | None = Field(
+        None, description="default: 1 socket, one core per vCPU, 1 thread"
+    )
+    features: dict[CpuFeatureName, FeaturePolicy] = Field(
+        default_factory=dict, description="CPU feature name -> require or disable"
+    )
+
+
+class Numa(_Model):
+    """Host NUMA placement of the guest's memory."""
+
+    node: StrictInt | None = Field(None, ge=0, description="host NUMA node id")
+
+
+class MemoryBacking(_Model):
+    """How guest RAM is backed on the host."""
+
+    hugepages: Literal["2M", "1G", "none"] = Field("1G", description="hugepage size, or none")
+    locked: StrictBool = Field(True, description="lock guest memory in host RAM")
+    nosharepages: StrictBool = Field(True, description="no KSM page sharing")
+
+
+DiskBus = Literal["virtio", "sata", "scsi", "ide"]
+DiskFormat = Literal["raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed"]
+
+
+class Disk(_Model):
+    """A disk image file or block device."""
+
+    source: Text = Field(description="absolute path of an image file or a block device")
+    bus: DiskBus = "virtio"
+    format: DiskFormat | None = Field(
+        None, description="default: qcow2 for *.qcow2 files, else raw"
+    )
+    readonly: StrictBool = False
+
+
+NicModel = Literal["virtio", "e1000e", "e1000", "rtl8139"]
+
+
+class Network(_Model):
+    """A NIC on a host bridge or a libvirt network (exactly one of the two)."""
+
+    bridge: BridgeName | None = None
+    network: Text | None = None
+    model: NicModel = "virtio"
+    mac: MacAddress | None = None
+
+
+def _hostdev(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"address": value}
+    return value
+
+
+class Hostdev(_Model):
+    """A PCI device passed through with VFIO."""
+
+    address: PciAddress = Field(description="DDDD:BB:SS.F or BB:SS.F")
+    managed: StrictBool = Field(
+        True, description="libvirt binds the device to vfio-pci at start and back after"
+    )
+
+
+HostdevItem = Annotated[Hostdev, BeforeValidator(_hostdev)]
+
+
+def _hostdev_items(schema: dict[str, Any]) -> None:
+    schema["items"] = {"anyOf": [{"type": "string", "pattern": _PCI_JSON_PATTERN}, schema["items"]]}
+
+
+class Devices(_Model):
+    disks: tuple[Disk, ...] = ()
+    networks: tuple[Network, ...] = ()
+    hostdevs: tuple[HostdevItem, ...] = Field(
+        (),
+        description="PCI addresses, or mappings {address, managed}",
+        json_schema_extra=_hostdev_items,
+    )
+
+
+class Isolation(_Model):
+    """Host isolation that the rtlibvirt hook applies while the VM runs."""
+
+    irqs: StrictBool = Field(True, description="move movable host IRQs off the VM's CPUs")
+    workqueues: StrictBool = Field(
+        True, description="take the VM's CPUs out of the unbound and writeback workqueue cpumasks"
+    )
+    machine_check_polling: StrictBool | None = Field(
+        None,
+        description="false: machine-check polling off (interval 0) while the VM runs; "
+        "unset: left alone",
+    )
+    cache_ways: StrictInt = Field(
+        0, ge=0, le=64, description="exclusive L3 cache ways (resctrl); 0 = none"
+    )
+    strict: StrictBool = Field(
+        False, description="refuse to start when an isolation step cannot be applied"
+    )
+
+
+class VmSpec(_Model):
+    """A real-time VM: the contents of ``vm.yaml``."""
+
+    name: Name = Field(description="domain name")
+    memory: MemoryKiB = Field(description="guest RAM")
+    vcpus: StrictInt = Field(ge=1, le=4096, description="number of vCPUs")
+    cpu: Cpu
+    numa: Numa = Field(default_factory=Numa)
+    memory_backing: MemoryBacking = Field(default_factory=MemoryBacking)
+    machine: Literal["q35", "pc"] = "q35"
+    firmware: Literal["bios", "efi"] = "bios"
+    devices: Devices = Field(default_factory=Devices)
+    isolation: Isolation = Field(default_factory=Isolation)
+
+    # ---- derived views, used by render, the hook and checks -------------
+
+    @property
+    def realtime_vcpus(self) -> tuple[int, ...]:
+        """vCPU ids with real-time scheduling (empty when it is off)."""
+        rt = self.cpu.realtime
+        if rt is None:
+            return ()
+        return rt.vcpus if rt.vcpus is not None else tuple(range(self.vcpus))
+
+    @property
+    def realtime_host_cpus(self) -> frozenset[int]:
+        """ "The VM's CPUs": the host CPUs its realtime vCPUs are pinned to."""
+        return frozenset(self.cpu.pinning[v] for v in self.realtime_vcpus)
+
+    @property
+    def topology(self) -> Topology:
+        return self.cpu.topology or Topology(sockets=1, cores=self.vcpus, threads=1)
+
+    @property
+    def hugepage_kib(self) -> int | None:
+        return {"2M": 2 * units.MIB, "1G": units.GIB, "none": None}[self.memory_backing.hugepages]
+
+    def normalized(self) -> dict[str, Any]:
+        """Every default filled in; JSON-ready and itself a valid vm.yaml."""
+        data = self.model_dump(mode="json")
+        if self.cpu.realtime is None:
+            data["cpu"]["realtime"] = False
+        else:
+            data["cpu"]["realtime"]["vcpus"] = list(self.realtime_vcpus)
+        data["cpu"]["topology"] = self.topology.model_dump(mode="json")
+        for disk, raw in zip(self.devices.disks, data["devices"]["disks"], strict=True):
+            raw["format"] = disk_format(disk)
+        return data
+
+
+def disk_format(disk: Disk) -> str:
+    """The disk's format, from the spec or else from the file extension."""
+    if disk.format is not None:
+        return disk.format
+    return "qcow2" if disk.source.lower().endswith(".qcow2") else "raw"
+
+
+# --------------------------------------------------------------------------
+# Loading and error reporting
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A valid spec, the warnings found while checking it, and where it came from."""
+
+    spec: VmSpec
+    warnings: tuple[Problem, ...]
+    source: str
+
+
+def load_spec(path: str | Path) -> Loaded:
+    """Read, validate and normalize a vm.yaml file; raise SpecError listing every problem."""
+    return validate_document(load(path))
+
+
+def validate_document(doc: Document, model: type[VmSpec] = VmSpec) -> Loaded:
+    try:
+        spec = model.model_validate(doc.data)
+    except ValidationError as exc:
+        raise SpecError(doc.source, _by_line(_shape_problems(exc, doc, model))) from None
+    errors, warnings = _semantic_problems(spec, doc)
+    if errors:
+        raise SpecError(doc.source, _by_line(errors))
+    return Loaded(spec=spec, warnings=tuple(warnings), source=doc.source)
+
+
+def _by_line(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def validate_data(data: Mapping[str, Any], source: str = "<spec>") -> VmSpec:
+    """Validate already-parsed data (e.g. the spec stored in a domain's metadata)."""
+    return validate_document(Document(source=source, data=dict(data))).spec
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of vm.yaml, for editors (``rtlibvirt schema``)."""
+    schema = VmSpec.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://rtlibvirt.org/schema/vm.json",
+        "title": "rtlibvirt VM spec (vm.yaml)",
+        **schema,
+    }
+
+
+def _data_path(loc: Sequence[str | int], data: Any) -> KeyPath:
+    """Map a pydantic error location onto keys that exist in the input data.
+
+    pydantic inserts validator names and union tags into ``loc``; the user only
+    knows the keys of their file. The last element is kept even when it is not
+    in the data (a missing or unknown key).
+    """
+    path: list[str | int] = []
+    node = data
+    for i, key in enumerate(loc):
+        found, child = _child(node, key)
+        if found:
+            path.append(key)
+            node = child
+        elif i == len(loc) - 1 and (isinstance(node, Mapping) or isinstance(key, int)):
+            path.append(key)
+    return tuple(path)
+
+
+def _child(node: Any, key: str | int) -> tuple[bool, Any]:
+    """``(True, node[key])`` when ``key`` is a key or index of ``node``."""
+    if isinstance(node, Mapping) and isinstance(key, str) and key in node:
+        return True, node[key]
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return True, node[key]
+    return False, None
+
+
+def _model_at(model: type[BaseModel], path: KeyPath) -> type[BaseModel] | None:
+    """The model class that describes the mapping at ``path`` (list indices skipped)."""
+    current: type[BaseModel] | None = model
+    for key in path:
+        if current is None:
+            return None
+        if isinstance(key, int):
+            continue
+        field = current.model_fields.get(key)
+        if field is None:
+            return None
+        current = _first_model(field.annotation)
+    return current
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None or get_args(annotation):
+        for arg in get_args(annotation):
+            found = _first_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "tuple_type": "a list",
+    "list_type": "a list",
+}
+
+
+def _shape_problems(exc: ValidationError, doc: Document, model: type[BaseModel]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors(include_url=False):
+        path = _data_path(err["loc"], doc.data)
+        kind = err["type"]
+        hint = None
+        if kind == "missing":
+            message = "is required but missing"
+            hint = _missing_hint(path)
+        elif kind == "extra_forbidden":
+            message = "unknown key"
+            hint = _did_you_mean(model, path)
+        elif kind in _TYPE_NAMES:
+            message = f"expected {_TYPE_NAMES[kind]}, got {_describe(err['input'])}"
+        elif kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            message = f"must be {expected}, not {_describe(err['input'])}"
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            message = f"{err['input']!r} is out of range: {err['msg'].lower()}"
+            message = message.replace("input should be", "must be")
+        else:
+            message = err["msg"]
+            message = message[0].lower() + message[1:] if message else kind
+        key = (format_path(path), message)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(Problem(format_path(path), message, doc.line_of(path), hint))
+    return problems
+
+
+def _missing_hint(path: KeyPath) -> str | None:
+    hints: dict[KeyPath, str] = {
+        ("name",): "add e.g. `name: plc`",
+        ("memory",): "add e.g. `memory: 2GiB`",
+        ("vcpus",): "add e.g. `vcpus: 4`",
+        ("cpu",): "add a `cpu:` section with `pinning` and `emulator` (see examples/plc.yaml)",
+        ("cpu", "pinning"): "list the host CPU of each vCPU, e.g. `pinning: [2, 3, 4, 5]`",
+        ("cpu", "emulator"): "name housekeeping host CPUs for QEMU's own threads, "
+        "e.g. `emulator: 0-1`",
+    }
+    if path[-1:] == ("source",):
+        return "give the image path, e.g. `source: /var/lib/libvirt/images/plc.qcow2`"
+    return hints.get(path)
+
+
+def _did_you_mean(model: type[BaseModel], path: KeyPath) -> str | None:
+    parent = _model_at(model, path[:-1])
+    if parent is None or not path or not isinstance(path[-1], str):
+        return None
+    known = sorted(parent.model_fields)
+    close = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`? Known keys here: {', '.join(known)}"
+    return f"known keys here: {', '.join(known)}"
+
+
+def _semantic_problems(spec: VmSpec, doc: Document) -> tuple[list[Problem], list[Problem]]:
+    """The rules that tie keys together. Returns (errors, warnings)."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+
+    def error(path: KeyPath, message: str, hint: str | None = None) -> None:
+        errors.append(Problem(format_path(path), message, doc.line_of(path), hint))
+
+    def warn(path: KeyPath, message: str, hint: str | None = None) -> None:
+        warnings.append(Problem(format_path(path), message, doc.line_of(path), hint))
+
+    cpu = spec.cpu
+    n = spec.vcpus
+
+    # cpu.pinning: one host CPU per vCPU, each used once.
+    if len(cpu.pinning) != n:
+        error(
+            ("cpu", "pinning"),
+            f"lists {len(cpu.pinning)} host CPU{'s' if len(cpu.pinning) != 1 else ''} "
+            f"but vcpus is {n}",
+            f"give exactly one host CPU per vCPU ({n} in all), in vCPU order",
+        )
+    first_vcpu: dict[int, int] = {}
+    for vcpu, host in enumerate(cpu.pinning):
+        if host in first_vcpu:
+            error(
+                _item_path(doc, ("cpu", "pinning"), vcpu),
+                f"host CPU {host} is used twice (vCPU {first_vcpu[host]} and vCPU {vcpu})",
+                "give each vCPU a host CPU of its own",
+            )
+        else:
+            first_vcpu[host] = vcpu
+
+    if not cpu.emulator:
+        error(("cpu", "emulator"), "must name at least one host CPU")
+
+    # cpu.realtime.vcpus: existing vCPUs only.
+    rt = cpu.realtime
+    if rt is not None and rt.vcpus is not None:
+        if not rt.vcpus:
+            error(
+                ("cpu", "realtime", "vcpus"),
+                "is empty",
+                "list the realtime vCPUs, or set `cpu.realtime: false` to turn it off",
+            )
+        for index, vcpu in enumerate(rt.vcpus):
+            if vcpu >= n:
+                error(
+                    _item_path(doc, ("cpu", "realtime", "vcpus"), index),
+                    f"vCPU {vcpu} does not exist: the VM has {n} vCPU{'s' if n != 1 else ''} "
+                    f"(0-{n - 1})",
+                    "realtime vCPU ids count from 0 and must be below `vcpus`",
+                )
+
+    # cpu.emulator must not share a CPU with a realtime vCPU.
+    if len(cpu.pinning) == n:
+        for vcpu in spec.realtime_vcpus:
+            if vcpu < n and cpu.pinning[vcpu] in cpu.emulator:
+                host = cpu.pinning[vcpu]
+                error(
+                    ("cpu", "emulator"),
+                    f"shares host CPU {host} with realtime vCPU {vcpu}: a SCHED_FIFO vCPU on "
+                    "the emulator's CPU starves QEMU's own threads and the guest never boots",
+                    "pin the emulator to housekeeping CPUs that no realtime vCPU uses",
+                )
+        if rt is not None and set(spec.realtime_vcpus) == set(range(n)):
+            warn(
+                ("cpu", "realtime"),
+                "every vCPU is real-time: a Linux guest needs one non-realtime vCPU for "
+                "housekeeping and I/O (libvirt's kvm-realtime guide)",
+                "set e.g. `cpu.realtime.vcpus: 1-" + str(n - 1) + "` to keep vCPU 0 non-realtime"
+                if n > 1
+                else "add a second vCPU for housekeeping",
+            )
+
+    # cpu.topology: product equals vcpus.
+    if cpu.topology is not None:
+        t = cpu.topology
+        product = t.sockets * t.cores * t.threads
+        if product != n:
+            error(
+                ("cpu", "topology"),
+                f"sockets*cores*threads = {t.sockets}*{t.cores}*{t.threads} = {product}, "
+                f"but vcpus is {n}",
+                "make the product equal the number of vCPUs",
+            )
+
+    # memory: a whole number of hugepages.
+    page = spec.hugepage_kib
+    if page is not None and spec.memory % page:
+        size = spec.memory_backing.hugepages
+        error(
+            ("memory",),
+            f"{units.format_size_kib(spec.memory)} is not a multiple of the {size} hugepage size",
+            f"use a multiple of {units.format_size_kib(page)}"
+            + (", or `memory_backing.hugepages: 2M`" if size == "1G" else ""),
+        )
+
+    # devices.
+    for index, disk in enumerate(spec.devices.disks):
+        path = ("devices", "disks", index)
+        if not disk.source.startswith("/"):
+            error(
+                (*path, "source"),
+                f"{disk.source!r} is not an absolute path",
+                "libvirt needs absolute paths, e.g. /var/lib/libvirt/images/plc.qcow2",
+            )
+        if disk.bus == "ide" and spec.machine == "q35":
+            error(
+                (*path, "bus"),
+                "the q35 machine has no IDE bus",
+                "use `bus: sata` (or virtio), or `machine: pc`",
+            )
+    macs: dict[str, int] = {}
+    for index, nic in enumerate(spec.devices.networks):
+        path = ("devices", "networks", index)
+        if (nic.bridge is None) == (nic.network is None):
+            error(
+                path,
+                "needs exactly one of `bridge` or `network`"
+                + (", not both" if nic.bridge is not None else ""),
+                "e.g. `bridge: br0` for a host bridge, or `network: default` for a libvirt network",
+            )
+        if nic.mac is not None:
+            if nic.mac in macs:
+                error((*path, "mac"), f"MAC {nic.mac} is already used by networks[{macs[nic.mac]}]")
+            macs[nic.mac] = index
+    addresses: dict[str, int] = {}
+    for index, dev in enumerate(spec.devices.hostdevs):
+        if dev.address in addresses:
+            error(
+                ("devices", "hostdevs", index),
+                f"PCI device {dev.address} is listed twice "
+                f"(also hostdevs[{addresses[dev.address]}])",
+                "pass each device once",
+            )
+        else:
+            addresses[dev.address] = index
+    return errors, warnings
+
+
+def _item_path(doc: Document, base: KeyPath, index: int) -> KeyPath:
+    """``base[index]`` when the file wrote a list, else ``base`` (a cpulist string)."""
+    node: Any = doc.data
+    for key in base:
+        if isinstance(node, Mapping) and key in node:
+            node = node[key]
+        else:
+            return base
+    return (*base, index) if isinstance(node, list) else base

@@ -1,0 +1,1 @@
+"""Jinja2 templates of the libvirt domain XML (package data)."""
