@@ -5,7 +5,7 @@ its key path and YAML line, and nothing later runs if one fails:
 
 1. YAML syntax (``yamlfile``);
 2. shape: keys, types, ranges, formats (pydantic models below);
-3. meaning: the rules that tie keys together (``_semantic_problems``).
+3. meaning: the rules that tie keys together (``_check_semantics``).
 
 The normalized spec (every default filled in) dumps to JSON that is itself a
 valid ``vm.yaml``; it is what ``metadata`` stores in the domain XML.
@@ -13,36 +13,41 @@ valid ``vm.yaml``; it is what ``metadata`` stores in the domain XML.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     StrictBool,
     StrictInt,
-    ValidationError,
     WithJsonSchema,
 )
-from pydantic_core import PydanticCustomError
 
-from . import cpuset, units
-from .errors import Problem, SpecError
-from .yamlfile import Document, KeyPath, format_path, load
+from . import units
+from .errors import Problem
+from .validation import (
+    Checker,
+    CpuList,
+    Model,
+    Text,
+    check_text,
+    custom_error,
+    describe,
+    null_to,
+    validate_model,
+)
+from .yamlfile import Document, KeyPath, load
 
 # --------------------------------------------------------------------------
 # Value types: parse what users write, keep one normalized form.
 # --------------------------------------------------------------------------
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PCI = re.compile(
     r"^(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
     r"(?P<slot>[0-9a-fA-F]{1,2})\.(?P<function>[0-7])$"
@@ -52,95 +57,33 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_.:-]{0,14}$")
 _CPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-MAX_CPU = 8191  # the kernel's largest NR_CPUS
-
-
-def _error(kind: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError(kind, message)
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _cpu_list(value: Any) -> tuple[int, ...]:
-    """A YAML list of integers or a cpulist string, in the order written."""
-    if isinstance(value, str):
-        try:
-            cpus = cpuset.parse_cpulist(value)
-        except cpuset.CpuListError as exc:
-            raise _error("cpulist", str(exc)) from None
-    elif isinstance(value, list | tuple):
-        cpus = []
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int):
-                raise _error(
-                    "cpulist",
-                    f"CPU lists hold integers; {_describe(item)} is not one "
-                    "(write [2, 3] or the string '2-3')",
-                )
-            cpus.append(item)
-    else:
-        raise _error(
-            "cpulist",
-            f"expected a list of CPU numbers or a cpulist string such as '2-5,8', "
-            f"got {_describe(value)}",
-        )
-    for cpu in cpus:
-        if cpu < 0 or cpu > MAX_CPU:
-            raise _error("cpulist", f"CPU number {cpu} is out of range 0-{MAX_CPU}")
-    return tuple(cpus)
-
-
-_CPU_LIST_SCHEMA: dict[str, Any] = {
-    "oneOf": [
-        {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_CPU}},
-        {
-            "type": "string",
-            "pattern": r"^\s*\d+(-\d+(:\d+/\d+)?)?(\s*,\s*\d+(-\d+(:\d+/\d+)?)?)*\s*$",
-            "description": "a Linux cpulist such as '2-5,8'",
-        },
-    ]
-}
-
-CpuList = Annotated[tuple[int, ...], BeforeValidator(_cpu_list), WithJsonSchema(_CPU_LIST_SCHEMA)]
 
 
 def _memory(value: Any) -> int:
     if isinstance(value, bool):
-        raise _error("size", f"expected a size such as 2GiB, got {_describe(value)}")
+        raise custom_error("size", f"expected a size such as 2GiB, got {describe(value)}")
     if isinstance(value, int):
         if value <= 0:
-            raise _error("size", f"memory must be positive, got {value}")
+            raise custom_error("size", f"memory must be positive, got {value}")
         return value * units.MIB
     if isinstance(value, str):
         try:
             kib = units.parse_size_kib(value)
         except units.SizeError as exc:
-            raise _error("size", str(exc)) from None
+            raise custom_error("size", str(exc)) from None
         if kib <= 0:
-            raise _error("size", f"memory must be positive, got {value!r}")
+            raise custom_error("size", f"memory must be positive, got {value!r}")
         if kib % units.MIB:
             mib = kib / units.MIB
             hint = ""
             if re.search(r"[KMGT]B\s*$", value, re.IGNORECASE):
                 hint = " (KB, MB, GB and TB are powers of 1000; did you mean KiB, MiB, GiB, TiB?)"
-            raise _error(
+            raise custom_error(
                 "size",
                 f"{value!r} is {mib:.2f} MiB: memory must be a whole number of MiB{hint}",
             )
         return kib
-    raise _error("size", f"expected a size such as 2GiB, got {_describe(value)}")
+    raise custom_error("size", f"expected a size such as 2GiB, got {describe(value)}")
 
 
 MemoryKiB = Annotated[
@@ -159,23 +102,10 @@ MemoryKiB = Annotated[
 ]
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _error("string_type", f"expected a string, got {_describe(value)}")
-    if not value:
-        raise _error("string_empty", "must not be empty")
-    if _CONTROL.search(value):
-        raise _error("string_control", "must not contain control characters")
-    return value
-
-
-Text = Annotated[str, BeforeValidator(_text), WithJsonSchema({"type": "string", "minLength": 1})]
-
-
 def _name(value: Any) -> str:
-    text = _text(value)
+    text = check_text(value)
     if not NAME_RE.match(text):
-        raise _error(
+        raise custom_error(
             "name",
             f"{text!r} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ . + -, "
             "starting with a letter or digit",
@@ -206,13 +136,13 @@ def normalize_pci_address(value: str) -> str:
 
 def _pci(value: Any) -> str:
     if not isinstance(value, str):
-        raise _error(
-            "pci_address", f"expected a PCI address such as 0000:03:00.0, got {_describe(value)}"
+        raise custom_error(
+            "pci_address", f"expected a PCI address such as 0000:03:00.0, got {describe(value)}"
         )
     try:
         return normalize_pci_address(value)
     except ValueError as exc:
-        raise _error("pci_address", str(exc)) from None
+        raise custom_error("pci_address", str(exc)) from None
 
 
 PciAddress = Annotated[
@@ -222,11 +152,11 @@ PciAddress = Annotated[
 
 def _mac(value: Any) -> str:
     if not isinstance(value, str) or not _MAC.match(value):
-        raise _error(
-            "mac", f"expected a MAC address such as 52:54:00:12:34:56, got {_describe(value)}"
+        raise custom_error(
+            "mac", f"expected a MAC address such as 52:54:00:12:34:56, got {describe(value)}"
         )
     if int(value[:2], 16) & 1:
-        raise _error(
+        raise custom_error(
             "mac",
             f"{value} is a multicast address; a NIC needs a unicast one "
             "(first byte even, e.g. 52:54:00:...)",
@@ -240,9 +170,9 @@ MacAddress = Annotated[
 
 
 def _ifname(value: Any) -> str:
-    text = _text(value)
+    text = check_text(value)
     if not _IFNAME.match(text):
-        raise _error(
+        raise custom_error(
             "bridge",
             f"{text!r} is not a Linux interface name (1-15 characters, no spaces or '/')",
         )
@@ -255,9 +185,9 @@ BridgeName = Annotated[
 
 
 def _matching(value: Any, regex: re.Pattern[str], what: str, example: str) -> str:
-    text = _text(value)
+    text = check_text(value)
     if not regex.match(text):
-        raise _error("pattern", f"{text!r} is not a valid {what} (e.g. {example})")
+        raise custom_error("pattern", f"{text!r} is not a valid {what} (e.g. {example})")
     return text
 
 
@@ -285,11 +215,7 @@ CpuFeatureName = Annotated[
 # --------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Realtime(_Model):
+class Realtime(Model):
     """Real-time scheduling of vCPU threads (libvirt ``<vcpusched>``)."""
 
     vcpus: CpuList | None = Field(
@@ -299,24 +225,19 @@ class Realtime(_Model):
     priority: StrictInt = Field(1, ge=1, le=99, description="real-time priority, 1-99")
 
 
-def _null_to(schema: dict[str, Any], replacement: dict[str, Any]) -> None:
-    """In a generated ``anyOf [X, null]`` schema, replace the null branch."""
-    schema["anyOf"] = [
-        replacement if branch == {"type": "null"} else branch for branch in schema["anyOf"]
-    ]
-
-
 def _realtime(value: Any) -> Any:
     if value is True:
         return {}
     if value is False:
         return None
     if value is None:
-        raise _error("realtime", "expected a mapping, or false to turn real-time scheduling off")
+        raise custom_error(
+            "realtime", "expected a mapping, or false to turn real-time scheduling off"
+        )
     return value
 
 
-class Topology(_Model):
+class Topology(Model):
     """Guest CPU topology; sockets * cores * threads must equal ``vcpus``."""
 
     sockets: StrictInt = Field(1, ge=1)
@@ -327,7 +248,7 @@ class Topology(_Model):
 FeaturePolicy = Literal["require", "disable"]
 
 
-class Cpu(_Model):
+class Cpu(Model):
     """vCPU placement, scheduling and model."""
 
     pinning: CpuList = Field(
@@ -341,7 +262,7 @@ class Cpu(_Model):
     realtime: Annotated[Realtime | None, BeforeValidator(_realtime)] = Field(
         default_factory=Realtime,
         description="real-time scheduling of vCPUs; false turns it off",
-        json_schema_extra=lambda schema: _null_to(schema, {"type": "boolean"}),
+        json_schema_extra=lambda schema: null_to(schema, {"type": "boolean"}),
     )
     model: CpuModelName = Field(
         "host-passthrough",
@@ -355,13 +276,13 @@ class Cpu(_Model):
     )
 
 
-class Numa(_Model):
+class Numa(Model):
     """Host NUMA placement of the guest's memory."""
 
     node: StrictInt | None = Field(None, ge=0, description="host NUMA node id")
 
 
-class MemoryBacking(_Model):
+class MemoryBacking(Model):
     """How guest RAM is backed on the host."""
 
     hugepages: Literal["2M", "1G", "none"] = Field("1G", description="hugepage size, or none")
@@ -373,7 +294,7 @@ DiskBus = Literal["virtio", "sata", "scsi", "ide"]
 DiskFormat = Literal["raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed"]
 
 
-class Disk(_Model):
+class Disk(Model):
     """A disk image file or block device."""
 
     source: Text = Field(description="absolute path of an image file or a block device")
@@ -387,7 +308,7 @@ class Disk(_Model):
 NicModel = Literal["virtio", "e1000e", "e1000", "rtl8139"]
 
 
-class Network(_Model):
+class Network(Model):
     """A NIC on a host bridge or a libvirt network (exactly one of the two)."""
 
     bridge: BridgeName | None = None
@@ -402,7 +323,7 @@ def _hostdev(value: Any) -> Any:
     return value
 
 
-class Hostdev(_Model):
+class Hostdev(Model):
     """A PCI device passed through with VFIO."""
 
     address: PciAddress = Field(description="DDDD:BB:SS.F or BB:SS.F")
@@ -418,7 +339,7 @@ def _hostdev_items(schema: dict[str, Any]) -> None:
     schema["items"] = {"anyOf": [{"type": "string", "pattern": _PCI_JSON_PATTERN}, schema["items"]]}
 
 
-class Devices(_Model):
+class Devices(Model):
     disks: tuple[Disk, ...] = ()
     networks: tuple[Network, ...] = ()
     hostdevs: tuple[HostdevItem, ...] = Field(
@@ -428,7 +349,7 @@ class Devices(_Model):
     )
 
 
-class Isolation(_Model):
+class Isolation(Model):
     """Host isolation that the rtlibvirt hook applies while the VM runs."""
 
     irqs: StrictBool = Field(True, description="move movable host IRQs off the VM's CPUs")
@@ -448,7 +369,7 @@ class Isolation(_Model):
     )
 
 
-class VmSpec(_Model):
+class VmSpec(Model):
     """A real-time VM: the contents of ``vm.yaml``."""
 
     name: Name = Field(description="domain name")
@@ -524,19 +445,12 @@ def load_spec(path: str | Path) -> Loaded:
     return validate_document(load(path))
 
 
-def validate_document(doc: Document, model: type[VmSpec] = VmSpec) -> Loaded:
-    try:
-        spec = model.model_validate(doc.data)
-    except ValidationError as exc:
-        raise SpecError(doc.source, _by_line(_shape_problems(exc, doc, model))) from None
-    errors, warnings = _semantic_problems(spec, doc)
-    if errors:
-        raise SpecError(doc.source, _by_line(errors))
-    return Loaded(spec=spec, warnings=tuple(warnings), source=doc.source)
-
-
-def _by_line(problems: list[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda p: p.line or 0)
+def validate_document(doc: Document) -> Loaded:
+    spec = validate_model(doc, VmSpec, _missing_hint)
+    check = Checker(doc)
+    _check_semantics(spec, check)
+    check.raise_errors()
+    return Loaded(spec=spec, warnings=tuple(check.warnings), source=doc.source)
 
 
 def validate_data(data: Mapping[str, Any], source: str = "<spec>") -> VmSpec:
@@ -555,106 +469,6 @@ def json_schema() -> dict[str, Any]:
     }
 
 
-def _data_path(loc: Sequence[str | int], data: Any) -> KeyPath:
-    """Map a pydantic error location onto keys that exist in the input data.
-
-    pydantic inserts validator names and union tags into ``loc``; the user only
-    knows the keys of their file. The last element is kept even when it is not
-    in the data (a missing or unknown key).
-    """
-    path: list[str | int] = []
-    node = data
-    for i, key in enumerate(loc):
-        found, child = _child(node, key)
-        if found:
-            path.append(key)
-            node = child
-        elif i == len(loc) - 1 and (isinstance(node, Mapping) or isinstance(key, int)):
-            path.append(key)
-    return tuple(path)
-
-
-def _child(node: Any, key: str | int) -> tuple[bool, Any]:
-    """``(True, node[key])`` when ``key`` is a key or index of ``node``."""
-    if isinstance(node, Mapping) and isinstance(key, str) and key in node:
-        return True, node[key]
-    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-        return True, node[key]
-    return False, None
-
-
-def _model_at(model: type[BaseModel], path: KeyPath) -> type[BaseModel] | None:
-    """The model class that describes the mapping at ``path`` (list indices skipped)."""
-    current: type[BaseModel] | None = model
-    for key in path:
-        if current is None:
-            return None
-        if isinstance(key, int):
-            continue
-        field = current.model_fields.get(key)
-        if field is None:
-            return None
-        current = _first_model(field.annotation)
-    return current
-
-
-def _first_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) is not None or get_args(annotation):
-        for arg in get_args(annotation):
-            found = _first_model(arg)
-            if found is not None:
-                return found
-    return None
-
-
-_TYPE_NAMES = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "tuple_type": "a list",
-    "list_type": "a list",
-}
-
-
-def _shape_problems(exc: ValidationError, doc: Document, model: type[BaseModel]) -> list[Problem]:
-    problems: list[Problem] = []
-    seen: set[tuple[str, str]] = set()
-    for err in exc.errors(include_url=False):
-        path = _data_path(err["loc"], doc.data)
-        kind = err["type"]
-        hint = None
-        if kind == "missing":
-            message = "is required but missing"
-            hint = _missing_hint(path)
-        elif kind == "extra_forbidden":
-            message = "unknown key"
-            hint = _did_you_mean(model, path)
-        elif kind in _TYPE_NAMES:
-            message = f"expected {_TYPE_NAMES[kind]}, got {_describe(err['input'])}"
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            message = f"must be {expected}, not {_describe(err['input'])}"
-        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            message = f"{err['input']!r} is out of range: {err['msg'].lower()}"
-            message = message.replace("input should be", "must be")
-        else:
-            message = err["msg"]
-            message = message[0].lower() + message[1:] if message else kind
-        key = (format_path(path), message)
-        if key in seen:
-            continue
-        seen.add(key)
-        problems.append(Problem(format_path(path), message, doc.line_of(path), hint))
-    return problems
-
-
 def _missing_hint(path: KeyPath) -> str | None:
     hints: dict[KeyPath, str] = {
         ("name",): "add e.g. `name: plc`",
@@ -670,28 +484,9 @@ def _missing_hint(path: KeyPath) -> str | None:
     return hints.get(path)
 
 
-def _did_you_mean(model: type[BaseModel], path: KeyPath) -> str | None:
-    parent = _model_at(model, path[:-1])
-    if parent is None or not path or not isinstance(path[-1], str):
-        return None
-    known = sorted(parent.model_fields)
-    close = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean `{close[0]}`? Known keys here: {', '.join(known)}"
-    return f"known keys here: {', '.join(known)}"
-
-
-def _semantic_problems(spec: VmSpec, doc: Document) -> tuple[list[Problem], list[Problem]]:
-    """The rules that tie keys together. Returns (errors, warnings)."""
-    errors: list[Problem] = []
-    warnings: list[Problem] = []
-
-    def error(path: KeyPath, message: str, hint: str | None = None) -> None:
-        errors.append(Problem(format_path(path), message, doc.line_of(path), hint))
-
-    def warn(path: KeyPath, message: str, hint: str | None = None) -> None:
-        warnings.append(Problem(format_path(path), message, doc.line_of(path), hint))
-
+def _check_semantics(spec: VmSpec, check: Checker) -> None:
+    """The rules that tie keys together."""
+    error, warn = check.error, check.warn
     cpu = spec.cpu
     n = spec.vcpus
 
@@ -707,7 +502,7 @@ def _semantic_problems(spec: VmSpec, doc: Document) -> tuple[list[Problem], list
     for vcpu, host in enumerate(cpu.pinning):
         if host in first_vcpu:
             error(
-                _item_path(doc, ("cpu", "pinning"), vcpu),
+                check.item(("cpu", "pinning"), vcpu),
                 f"host CPU {host} is used twice (vCPU {first_vcpu[host]} and vCPU {vcpu})",
                 "give each vCPU a host CPU of its own",
             )
@@ -729,7 +524,7 @@ def _semantic_problems(spec: VmSpec, doc: Document) -> tuple[list[Problem], list
         for index, vcpu in enumerate(rt.vcpus):
             if vcpu >= n:
                 error(
-                    _item_path(doc, ("cpu", "realtime", "vcpus"), index),
+                    check.item(("cpu", "realtime", "vcpus"), index),
                     f"vCPU {vcpu} does not exist: the VM has {n} vCPU{'s' if n != 1 else ''} "
                     f"(0-{n - 1})",
                     "realtime vCPU ids count from 0 and must be below `vcpus`",
@@ -819,15 +614,3 @@ def _semantic_problems(spec: VmSpec, doc: Document) -> tuple[list[Problem], list
             )
         else:
             addresses[dev.address] = index
-    return errors, warnings
-
-
-def _item_path(doc: Document, base: KeyPath, index: int) -> KeyPath:
-    """``base[index]`` when the file wrote a list, else ``base`` (a cpulist string)."""
-    node: Any = doc.data
-    for key in base:
-        if isinstance(node, Mapping) and key in node:
-            node = node[key]
-        else:
-            return base
-    return (*base, index) if isinstance(node, list) else base

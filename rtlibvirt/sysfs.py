@@ -1,0 +1,100 @@
+"""Every access to /proc, /sys, /run (and /etc, for host-prep) goes through here.
+
+A :class:`HostFS` is rooted: ``HostFS("/")`` is the live host, and
+``HostFS(tmp_path)`` is a fake tree that a test has shaped like the kernel's
+own files. Paths are always written as on the host (``/proc/irq/5/smp_affinity``).
+
+Standard library only: the hook uses this on every libvirt event.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from . import cpuset
+
+CPU_DIR = "/sys/devices/system/cpu"
+
+
+class HostFS:
+    """The host's files under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"HostFS({str(self.root)!r})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.root == Path("/")
+
+    def path(self, host_path: str) -> Path:
+        """The real path of ``host_path`` (which must be absolute) under the root."""
+        if not host_path.startswith("/"):
+            raise ValueError(f"host paths are absolute: {host_path!r}")
+        return self.root / host_path.lstrip("/")
+
+    def exists(self, host_path: str) -> bool:
+        return self.path(host_path).exists()
+
+    def read(self, host_path: str) -> str:
+        """The file's text without its trailing newline."""
+        return self.path(host_path).read_text(encoding="utf-8").rstrip("\n")
+
+    def read_or(self, host_path: str, default: str) -> str:
+        try:
+            return self.read(host_path)
+        except OSError:
+            return default
+
+    def write(self, host_path: str, value: str) -> None:
+        """Write a value the way ``echo VALUE > FILE`` does (one write of VALUE + newline).
+
+        Kernel files take one value per write; an error of the write itself
+        (EINVAL, EIO, EPERM) is raised as the OSError the kernel returned.
+        """
+        data = (value if value.endswith("\n") else value + "\n").encode("utf-8")
+        fd = os.open(self.path(host_path), os.O_WRONLY | os.O_TRUNC)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):  # pragma: no cover - kernel files take one write
+                raise OSError(errno.EIO, f"short write to {host_path}")
+        finally:
+            os.close(fd)
+
+    def listdir(self, host_path: str) -> list[str]:
+        """Entry names of a directory, sorted; empty when it does not exist."""
+        try:
+            return sorted(os.listdir(self.path(host_path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def cpulist(self, host_path: str) -> frozenset[int] | None:
+        """A cpulist file (``/sys/devices/system/cpu/online``); None if absent."""
+        try:
+            return frozenset(cpuset.parse_cpulist(self.read(host_path)))
+        except OSError:
+            return None
+
+    # ---- CPUs, as the kernel lists them --------------------------------------
+
+    def cpus_present(self) -> frozenset[int]:
+        return self.cpulist(f"{CPU_DIR}/present") or frozenset()
+
+    def cpus_online(self) -> frozenset[int]:
+        return self.cpulist(f"{CPU_DIR}/online") or frozenset()
+
+    def cpus_isolated(self) -> frozenset[int]:
+        """CPUs isolated on the running kernel (``isolcpus=``); empty if none."""
+        return self.cpulist(f"{CPU_DIR}/isolated") or frozenset()
+
+    def cpus_nohz_full(self) -> frozenset[int]:
+        return self.cpulist(f"{CPU_DIR}/nohz_full") or frozenset()
+
+    def nr_cpu_ids(self) -> int:
+        """Width of the kernel's cpumasks: highest possible CPU + 1."""
+        possible = self.cpulist(f"{CPU_DIR}/possible") or self.cpus_present()
+        return max(possible, default=0) + 1
