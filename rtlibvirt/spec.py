@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from . import units
+from .cpuset import format_cpulist
 from .errors import Problem
 from .validation import (
     Checker,
@@ -546,7 +547,8 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                 ("cpu", "realtime"),
                 "every vCPU is real-time: a Linux guest needs one non-realtime vCPU for "
                 "housekeeping and I/O (libvirt's kvm-realtime guide)",
-                "set e.g. `cpu.realtime.vcpus: 1-" + str(n - 1) + "` to keep vCPU 0 non-realtime"
+                f"set `cpu.realtime.vcpus: {format_cpulist(range(1, n))}` to keep vCPU 0 "
+                "non-realtime"
                 if n > 1
                 else "add a second vCPU for housekeeping",
             )
@@ -582,6 +584,12 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                 (*path, "source"),
                 f"{disk.source!r} is not an absolute path",
                 "libvirt needs absolute paths, e.g. /var/lib/libvirt/images/plc.qcow2",
+            )
+        if disk.readonly and disk.bus in ("sata", "ide"):
+            error(
+                (*path, "readonly"),
+                f"QEMU has no read-only {disk.bus.upper()} hard disks",
+                "use `bus: virtio` or `bus: scsi` for a read-only disk",
             )
         if disk.bus == "ide" and spec.machine == "q35":
             error(

@@ -46,7 +46,9 @@ def describe(value: Any) -> str:
 
 
 def cpu_list(value: Any) -> tuple[int, ...]:
-    """A YAML list of integers or a cpulist string, in the order written."""
+    """A YAML list of integers, a cpulist string or one integer, in the order written."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]  # a single CPU
     if isinstance(value, str):
         try:
             cpus = cpuset.parse_cpulist(value)
@@ -77,6 +79,7 @@ def cpu_list(value: Any) -> tuple[int, ...]:
 _CPU_LIST_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_CPU}},
+        {"type": "integer", "minimum": 0, "maximum": MAX_CPU},
         {
             "type": "string",
             "pattern": r"^\s*\d+(-\d+(:\d+/\d+)?)?(\s*,\s*\d+(-\d+(:\d+/\d+)?)?)*\s*$",
@@ -215,8 +218,9 @@ def shape_problems(
             message = f"{err['input']!r} is out of range: {err['msg'].lower()}"
             message = message.replace("input should be", "must be")
         else:
-            message = err["msg"]
-            message = message[0].lower() + message[1:] if message else kind
+            message = err["msg"] or kind
+            if message[:1].isupper() and not message[1:2].isupper():  # keep "CPU", "PCI"
+                message = message[0].lower() + message[1:]
         key = (format_path(path), message)
         if key in seen:
             continue
