@@ -14,7 +14,7 @@ all: test
 $(STAMP): pyproject.toml setup.cfg scripts/install-deps
 	scripts/install-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
