@@ -37,7 +37,7 @@ unit: setup
 test: setup daemon lint
 	RTLIBVIRT_REQUIRE_DAEMON=1 $(BIN)/python -m pytest -q
 
-bench: setup
+bench: daemon
 	scripts/install-deps --bench
 	$(BIN)/python bench/render_vs_virtinstall.py
 

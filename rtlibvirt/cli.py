@@ -59,9 +59,15 @@ def _debug(ctx: click.Context) -> bool:
 # ---- shared options, defined once -----------------------------------------
 
 
-def connect_option(func: F) -> F:
-    from .virt import default_uri
+DEFAULT_URI = "qemu:///system"
 
+
+def default_uri() -> str:
+    """Like virsh: $LIBVIRT_DEFAULT_URI, else qemu:///system."""
+    return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+
+
+def connect_option(func: F) -> F:
     return click.option(
         "-c",
         "--connect",

@@ -8,6 +8,8 @@ so the output is always well-formed and never carries markup from the spec.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -179,13 +181,28 @@ def context(spec: VmSpec, identity: Identity | None = None) -> dict[str, Any]:
     }
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs (keyed by the template's checksum)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = os.path.join(base, "rtlibvirt", f"jinja2-{__version__}")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: compile every time
+    if not os.access(directory, os.W_OK):
+        return None
+    return jinja2.FileSystemBytecodeCache(directory)
+
+
 @cache
 def _environment() -> jinja2.Environment:
-    def load(name: str) -> str:
-        return resources.templates().joinpath(name).read_text(encoding="utf-8")
+    def load(name: str) -> tuple[str, str | None, Callable[[], bool]]:
+        text = resources.templates().joinpath(name).read_text(encoding="utf-8")
+        return text, None, lambda: True
 
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(load),
+        bytecode_cache=_bytecode_cache(),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

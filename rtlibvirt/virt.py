@@ -7,7 +7,6 @@ a hint, and that keep libvirt's default error handler from printing to stderr.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,15 +15,8 @@ import libvirt
 
 from .errors import LibvirtError
 
-DEFAULT_URI = "qemu:///system"
-
 # libvirt's default handler prints every error to stderr; we report our own.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-def default_uri() -> str:
-    """Like virsh: $LIBVIRT_DEFAULT_URI, else qemu:///system."""
-    return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
 def _message(exc: libvirt.libvirtError) -> str:
