@@ -222,5 +222,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="rtlibvirt")
 
 
+from .hostprep.cli import host_prep  # noqa: E402
+
+cli.add_command(host_prep)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,74 @@
+"""The declarative changes every host-prep module plans, and the plan that holds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cmdline import CmdlinePlan
+from .effects import FileState
+from .facts import HostFacts
+from .spec import Resolved
+
+HEADER = (
+    "# Written by `rtlibvirt host-prep apply` from {source}.\n"
+    "# `rtlibvirt host-prep revert` removes it; edit host.yaml and apply again to change it.\n"
+)
+
+
+def header(comment: str = "#") -> str:
+    return HEADER.format(source="host.yaml").replace("# ", f"{comment} ")
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """``path`` should be ``want``; after a change, run ``then`` (live host only)."""
+
+    path: str
+    want: FileState
+    why: str
+    topic: str
+    reboot: bool = False
+    then: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class RuntimeChange:
+    """A kernel value (``/proc/sys``, ``/sys``) to set now."""
+
+    path: str
+    value: str
+    label: str
+    why: str
+    writable: bool = True
+
+
+@dataclass(frozen=True)
+class MountChange:
+    path: str
+    fstype: str
+    why: str
+
+
+@dataclass(frozen=True)
+class GrubbyChange:
+    """Kernel arguments given to every boot entry by grubby (Fedora, RHEL and kin)."""
+
+    args: tuple[str, ...]
+
+
+@dataclass
+class Plan:
+    host: Resolved
+    facts: HostFacts
+    cmdline: CmdlinePlan
+    runtime_only: bool
+    bootloader: str = ""  # a sentence: how the kernel arguments reach the boot loader
+    files: list[FileChange] = field(default_factory=list)
+    grubby: GrubbyChange | None = None
+    runtime: list[RuntimeChange] = field(default_factory=list)
+    mounts: list[MountChange] = field(default_factory=list)
+    stop_services: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (topic, text)
+
+    def note(self, topic: str, text: str) -> None:
+        self.notes.append((topic, text))

@@ -1,0 +1,151 @@
+"""What host-prep reads from the host (or a tree) before it plans anything.
+
+Everything is read under a :class:`~rtlibvirt.sysfs.HostFS` root. A file that
+is absent is a fact ("not known here"); a file that exists but cannot be read
+is an error, so that nothing is planned from half the facts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from .. import cpuset
+from ..errors import HostError
+from ..sysfs import CPU_DIR, HostFS
+
+VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+
+
+def read_text(fs: HostFS, host_path: str) -> str | None:
+    """The text of a file under the root; None when it does not exist.
+
+    Any other failure (a directory, no permission, not UTF-8) is a HostError:
+    host-prep refuses to plan from a file it could not read.
+    """
+    path = fs.path(host_path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise HostError(f"{path}: is a directory, expected a file") from None
+    except PermissionError:
+        raise HostError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise HostError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise HostError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """``/etc/os-release`` (shell-style KEY=value lines) into a dict."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The facts host-prep plans from. ``None`` means "not known under this root"."""
+
+    fs: HostFS
+    vendor_id: str | None  # e.g. "GenuineIntel", from /proc/cpuinfo
+    cpus_present: frozenset[int] | None
+    os_release: dict[str, str] = field(default_factory=dict)
+    systemd_running: bool = False  # /run/systemd/system exists (sd_booted)
+    pid1: str | None = None  # the command name of PID 1
+    kvm_params: frozenset[str] | None = None  # /sys/module/kvm/parameters, if kvm is loaded
+    filesystems: frozenset[str] = frozenset()  # from /proc/filesystems
+    proc_cmdline: str | None = None
+
+    @property
+    def vendor(self) -> str | None:
+        """``intel`` or ``amd`` from /proc/cpuinfo; None if absent or another vendor."""
+        return VENDORS.get(self.vendor_id or "")
+
+    @property
+    def os_ids(self) -> tuple[str, ...]:
+        """``ID`` then every ``ID_LIKE`` entry, lower case."""
+        ids = [self.os_release.get("ID", ""), *self.os_release.get("ID_LIKE", "").split()]
+        return tuple(i.lower() for i in ids if i)
+
+    @property
+    def os_name(self) -> str:
+        return self.os_release.get("PRETTY_NAME") or self.os_release.get("NAME") or "unknown"
+
+    def unit_file(self, unit: str) -> str | None:
+        """The host path of a systemd unit's file, searched as systemd does; None if absent."""
+        for directory in UNIT_DIRS:
+            candidate = f"{directory}/{unit}"
+            if os.path.lexists(self.fs.path(candidate)):
+                return candidate
+        return None
+
+    def tool(self, *names: str) -> str | None:
+        """The host path of the first of ``names`` found in sbin/bin dirs under the root."""
+        for name in names:
+            for directory in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+                candidate = self.fs.path(f"{directory}/{name}")
+                try:
+                    mode = candidate.stat().st_mode
+                except OSError:
+                    continue
+                if stat.S_ISREG(mode) and mode & 0o111:
+                    return f"{directory}/{name}"
+        return None
+
+
+def gather(fs: HostFS) -> HostFacts:
+    """Read every fact under ``fs``; unreadable files raise HostError."""
+    cpuinfo = read_text(fs, "/proc/cpuinfo")
+    vendor_id = None
+    if cpuinfo is not None:
+        for line in cpuinfo.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id":
+                vendor_id = value.strip()
+                break
+    present_text = read_text(fs, f"{CPU_DIR}/present")
+    present = None
+    if present_text is not None:
+        try:
+            present = frozenset(cpuset.parse_cpulist(present_text))
+        except cpuset.CpuListError as exc:
+            raise HostError(f"{fs.path(CPU_DIR + '/present')}: {exc}") from None
+    os_text = read_text(fs, "/etc/os-release")
+    if os_text is None:
+        os_text = read_text(fs, "/usr/lib/os-release")
+    pid1 = read_text(fs, "/proc/1/comm")
+    kvm_dir = fs.path("/sys/module/kvm/parameters")
+    kvm_params = frozenset(os.listdir(kvm_dir)) if kvm_dir.is_dir() else None
+    filesystems_text = read_text(fs, "/proc/filesystems") or ""
+    filesystems = frozenset(line.split()[-1] for line in filesystems_text.splitlines() if line)
+    cmdline = read_text(fs, "/proc/cmdline")
+    return HostFacts(
+        fs=fs,
+        vendor_id=vendor_id,
+        cpus_present=present or None,
+        os_release=parse_os_release(os_text or ""),
+        systemd_running=fs.path("/run/systemd/system").is_dir(),
+        pid1=pid1.strip() if pid1 else None,
+        kvm_params=kvm_params,
+        filesystems=filesystems,
+        proc_cmdline=cmdline.strip() if cmdline is not None else None,
+    )

@@ -1,0 +1,286 @@
+"""The journal: what the host was like before host-prep changed it.
+
+Kept under ``/var/lib/rtlibvirt/host-prep/`` (under the root): ``journal.json``
+and ``blobs/<sha256>``, the pre-image of every file. Each record is made
+durable *before* the change it describes, and only the first record of a path
+is kept (the original, not an earlier rtlibvirt version), so an apply stopped
+after any number of changes, or applied again and again, still reverts to the
+host as it was before the first apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import HostError
+from .effects import Effects, FileState
+
+JOURNAL_DIR = "/var/lib/rtlibvirt/host-prep"
+OWN_DIRS = ("/var/lib/rtlibvirt/host-prep", "/var/lib/rtlibvirt")  # removed when empty
+VERSION = 1
+
+
+class Journal:
+    """The journal under one root; created on the first record."""
+
+    def __init__(self, effects: Effects) -> None:
+        self.effects = effects
+        self.fs = effects.fs
+        self.data: dict[str, Any] = _empty()
+        self._lock_fd: int | None = None
+        self.exists = False
+        self._load()
+
+    # ---- reading ---------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return f"{JOURNAL_DIR}/journal.json"
+
+    def _load(self) -> None:
+        real = self.fs.path(self.path)
+        try:
+            text = real.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise HostError(f"{real}: cannot read the journal: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise HostError(
+                f"{real}: the journal is damaged ({exc})",
+                "it holds what revert needs: inspect it before removing it",
+            ) from None
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            raise HostError(f"{real}: unknown journal version; written by another rtlibvirt?")
+        base = _empty()
+        base.update(data)
+        self.data = base
+        self.exists = True
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return self.data["files"]  # type: ignore[no-any-return]
+
+    @property
+    def runtime(self) -> list[dict[str, Any]]:
+        return self.data["runtime"]  # type: ignore[no-any-return]
+
+    @property
+    def services(self) -> list[dict[str, Any]]:
+        return self.data["services"]  # type: ignore[no-any-return]
+
+    @property
+    def mounts(self) -> list[dict[str, Any]]:
+        return self.data["mounts"]  # type: ignore[no-any-return]
+
+    @property
+    def pending(self) -> list[list[str]]:
+        return self.data["pending"]  # type: ignore[no-any-return]
+
+    @property
+    def grubby(self) -> dict[str, Any] | None:
+        return self.data.get("grubby")
+
+    def file_entry(self, host_path: str) -> dict[str, Any] | None:
+        return next((e for e in self.files if e["path"] == host_path), None)
+
+    def runtime_entry(self, host_path: str) -> dict[str, Any] | None:
+        return next((e for e in self.runtime if e["path"] == host_path), None)
+
+    def pre_image(self, entry: dict[str, Any]) -> FileState:
+        """The recorded original of a file entry."""
+        kind = entry["kind"]
+        if kind == "file":
+            blob = self.fs.path(f"{JOURNAL_DIR}/blobs/{entry['blob']}")
+            try:
+                data = blob.read_bytes()
+            except OSError as exc:
+                raise HostError(
+                    f"{blob}: the pre-image of {entry['path']} is missing: {exc.strerror}"
+                ) from None
+            if hashlib.sha256(data).hexdigest() != entry["blob"]:
+                raise HostError(f"{blob}: the pre-image of {entry['path']} is damaged")
+            return FileState.file(data, entry["mode"])
+        if kind == "symlink":
+            return FileState.symlink(entry["target"])
+        return FileState(kind)
+
+    def empty(self) -> bool:
+        return not any(
+            self.data[k] for k in ("files", "runtime", "services", "mounts", "pending")
+        ) and not self.data.get("grubby")
+
+    # ---- writing ---------------------------------------------------------
+
+    def _ensure(self) -> None:
+        """Create the journal's directory (once) and hold its lock."""
+        if self._lock_fd is not None:
+            return
+        for parent in reversed(OWN_DIRS):
+            self._mkdir(parent)
+        self.lock()
+
+    def _mkdir(self, host_path: str) -> None:
+        if not self.fs.path(host_path).is_dir():
+            if not self.fs.path(os.path.dirname(host_path)).is_dir():
+                self._mkdir(os.path.dirname(host_path))
+            self.effects.put(host_path, FileState("dir", mode=0o700))
+
+    def lock(self) -> None:
+        """Hold the journal's lock (released by the kernel if we die)."""
+        if self._lock_fd is not None or not self.fs.path(JOURNAL_DIR).is_dir():
+            return
+        fd = os.open(self.fs.path(JOURNAL_DIR), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HostError(
+                "another `rtlibvirt host-prep` is changing this host right now",
+                "wait for it to finish, then run the command again",
+            ) from None
+        self._lock_fd = fd
+        self.data = _empty()
+        self.exists = False
+        self._load()  # what the previous holder left
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def save(self) -> None:
+        self._ensure()
+        text = json.dumps(self.data, indent=1, sort_keys=True) + "\n"
+        self.effects.put(self.path, FileState.file(text.encode("utf-8"), 0o600))
+        self.exists = True
+
+    @staticmethod
+    def fingerprint(state: FileState) -> str:
+        return hashlib.sha256(
+            f"{state.kind}:{state.target}:{state.mode:o}:".encode() + state.data
+        ).hexdigest()
+
+    def set_after(self, host_path: str, now: FileState) -> None:
+        """For a guarded entry: what the file was right after our change."""
+        entry = self.file_entry(host_path)
+        if (
+            entry is not None
+            and entry.get("guarded")
+            and entry.get("after") != (fingerprint := self.fingerprint(now))
+        ):
+            entry["after"] = fingerprint
+            self.save()
+
+    def record_file(
+        self,
+        host_path: str,
+        now: FileState,
+        then: Sequence[Sequence[str]] = (),
+        guarded: bool = False,
+    ) -> None:
+        """Record ``now`` as the original of ``host_path`` unless already recorded.
+
+        ``then``: the commands to run after the file is put back (``update-grub``).
+        """
+        if self.file_entry(host_path) is not None:
+            return
+        self._ensure()
+        entry: dict[str, Any] = {"path": host_path, "kind": now.kind}
+        if then:
+            entry["then"] = [list(argv) for argv in then]
+        if guarded:  # changed by a tool, not by us: restored only if unchanged since
+            entry["guarded"] = True
+        if now.kind == "file":
+            digest = hashlib.sha256(now.data).hexdigest()
+            self._mkdir(f"{JOURNAL_DIR}/blobs")
+            blob = f"{JOURNAL_DIR}/blobs/{digest}"
+            if not self.fs.path(blob).exists():
+                self.effects.put(blob, FileState.file(now.data, 0o600))
+            st = self.fs.path(host_path).lstat()
+            entry.update(blob=digest, mode=now.mode, uid=st.st_uid, gid=st.st_gid)
+        elif now.kind == "symlink":
+            entry["target"] = now.target
+        elif now.kind == "dir":
+            raise HostError(f"{self.fs.path(host_path)}: is a directory, expected a file")
+        self.files.append(entry)
+        self.save()
+
+    def forget_file(self, host_path: str) -> None:
+        self.data["files"] = [e for e in self.files if e["path"] != host_path]
+
+    def record_runtime(self, host_path: str, previous: str, wanted: str) -> None:
+        entry = self.runtime_entry(host_path)
+        if entry is None:
+            self.runtime.append({"path": host_path, "previous": previous, "wanted": wanted})
+        elif entry["wanted"] == wanted:
+            return
+        else:
+            entry["wanted"] = wanted
+        self.save()
+
+    def forget_runtime(self, host_path: str) -> None:
+        self.data["runtime"] = [e for e in self.runtime if e["path"] != host_path]
+
+    def record_service(self, unit: str, was_active: bool) -> None:
+        if any(e["unit"] == unit for e in self.services):
+            return
+        self.services.append({"unit": unit, "was_active": was_active})
+        self.save()
+
+    def forget_service(self, unit: str) -> None:
+        self.data["services"] = [e for e in self.services if e["unit"] != unit]
+
+    def record_mount(self, host_path: str, fstype: str) -> None:
+        if any(e["path"] == host_path for e in self.mounts):
+            return
+        self.mounts.append({"path": host_path, "fstype": fstype})
+        self.save()
+
+    def forget_mount(self, host_path: str) -> None:
+        self.data["mounts"] = [e for e in self.mounts if e["path"] != host_path]
+
+    def set_grubby(self, record: dict[str, Any] | None) -> None:
+        self.data["grubby"] = record
+        self.save()
+
+    def add_pending(self, argv: list[str]) -> None:
+        if argv not in self.pending:
+            self.pending.append(argv)
+            self.save()
+
+    def done_pending(self, argv: list[str]) -> None:
+        if argv in self.pending:
+            self.pending.remove(argv)
+            self.save()
+
+    def remove(self) -> None:
+        """Remove the journal and our own directories (once everything is reverted)."""
+        self.close()
+        self.effects.remove_tree(JOURNAL_DIR)
+        for own in OWN_DIRS[1:]:
+            with contextlib.suppress(OSError):
+                if self.fs.path(own).is_dir() and not any(self.fs.path(own).iterdir()):
+                    self.effects.put(own, FileState.absent())
+        self.data = _empty()
+        self.exists = False
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "files": [],
+        "runtime": [],
+        "services": [],
+        "mounts": [],
+        "grubby": None,
+        "pending": [],
+    }

@@ -1,0 +1,61 @@
+"""Host settings that do not survive a reboot: 2M hugepages, resctrl, machine-check polling.
+
+``apply`` sets them at once; ``rtlibvirt-host.service`` sets them again at
+each boot (``apply --runtime-only``). Where the kernel lacks one (no resctrl
+support, no machinecheck devices) the plan says so instead of failing.
+"""
+
+from __future__ import annotations
+
+from .changes import MountChange, Plan, RuntimeChange
+
+HUGEPAGES_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+RESCTRL = "/sys/fs/resctrl"
+MACHINECHECK = "/sys/devices/system/machinecheck"
+
+
+def plan(plan_: Plan) -> None:
+    host, facts = plan_.host, plan_.facts
+    fs = facts.fs
+    count = host.hugepages("2M")
+    if count is not None:
+        if fs.exists(HUGEPAGES_2M):
+            plan_.runtime.append(
+                RuntimeChange(HUGEPAGES_2M, str(count), "2M hugepages", f"{count} 2M pages for VMs")
+            )
+        else:
+            plan_.note("hugepages", f"2M hugepages: {HUGEPAGES_2M} does not exist; skipped")
+    if host.spec.cache_allocation:
+        if "resctrl" not in facts.filesystems:
+            plan_.note(
+                "resctrl",
+                "the running kernel has no resctrl file system (none in /proc/filesystems): "
+                "not mounted; rdt=l3cat takes effect on a kernel and CPU that support it",
+            )
+        elif _mounted(plan_, RESCTRL) is None:
+            plan_.mounts.append(
+                MountChange(RESCTRL, "resctrl", "the cache allocation interface for the hook")
+            )
+    if host.spec.machine_check_polling is False:
+        banks = [n for n in fs.listdir(MACHINECHECK) if n.startswith("machinecheck")]
+        if not banks:
+            plan_.note("machine check", f"{MACHINECHECK} does not exist: polling not changed")
+        for name in banks:
+            path = f"{MACHINECHECK}/{name}/check_interval"
+            if fs.exists(path):
+                plan_.runtime.append(
+                    RuntimeChange(path, "0", f"{name} check_interval", "no machine-check polling")
+                )
+
+
+def _mounted(plan_: Plan, path: str) -> str | None:
+    """The file system type mounted at ``path`` per /proc/mounts, or None."""
+    try:
+        text = plan_.facts.fs.read("/proc/mounts")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == path:
+            return fields[2]
+    return None

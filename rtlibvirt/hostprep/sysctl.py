@@ -1,0 +1,53 @@
+"""sysctl: ``/etc/sysctl.d/50-rtlibvirt.conf`` for every boot, and the same values now."""
+
+from __future__ import annotations
+
+from .changes import FileChange, Plan, RuntimeChange, header
+from .effects import FileState
+
+PATH = "/etc/sysctl.d/50-rtlibvirt.conf"
+
+# (key, value, why, may fail): a "-" prefix tells systemd-sysctl to go on when
+# the key cannot be set (nmi_watchdog is read-only without a hard-lockup detector).
+VALUES: tuple[tuple[str, str, str, bool], ...] = (
+    (
+        "kernel.sched_rt_runtime_us",
+        "-1",
+        "no RT throttling: a FIFO vCPU may use its whole CPU",
+        False,
+    ),
+    ("kernel.timer_migration", "0", "timers stay on the CPU that armed them", False),
+    ("kernel.nmi_watchdog", "0", "no NMI watchdog interrupts", True),
+    ("vm.stat_interval", "10", "VM statistics updated every 10 s, not every second", False),
+)
+
+
+def proc_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def plan(plan_: Plan) -> None:
+    if not plan_.runtime_only:
+        lines = [header()]
+        for key, value, why, optional in VALUES:
+            lines.append(f"# {why}\n{'-' if optional else ''}{key} = {value}\n")
+        plan_.files.append(
+            FileChange(
+                PATH,
+                FileState.file("".join(lines).encode("utf-8")),
+                "the same sysctl values at every boot",
+                "sysctl",
+            )
+        )
+    runtime(plan_)
+
+
+def runtime(plan_: Plan) -> None:
+    fs = plan_.facts.fs
+    for key, value, why, _optional in VALUES:
+        path = proc_path(key)
+        if not fs.exists(path):
+            plan_.note("sysctl", f"{key}: not on this kernel ({path} does not exist); skipped")
+            continue
+        writable = bool(fs.path(path).stat().st_mode & 0o222)
+        plan_.runtime.append(RuntimeChange(path, value, key, why, writable))
