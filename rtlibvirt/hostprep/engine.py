@@ -85,6 +85,13 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
     """Compare the plan with the host; HostError if a file in the way cannot be read."""
     out = Preview()
     planned = {change.path for change in plan.files}
+    # A service's links removed by an earlier apply are still to stay removed.
+    disabled = set(plan.host.services)
+    planned |= {
+        e["path"]
+        for e in journal.files
+        if e["kind"] == "symlink" and os.path.basename(e["target"]) in disabled
+    }
     for change in plan.files:
         now = effects.state(change.path)
         if now.kind == "dir":
@@ -596,15 +603,17 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
                 status = "differs" if have else "missing"
             rows.append(Row(f"cmdline {arg.key}", arg.text, found, status))
         for change in plan.files:
+            if change.topic.startswith("service "):
+                continue
             now = effects.state(change.path)
             ok = now.same_as(change.want)
-            if change.topic.startswith("service "):
-                what = f"{change.topic} link"
-                wanted = f"no {change.path}"
-            else:
-                what, wanted = f"file {change.path}", _describe_state(change.want)
             status = "ok" if ok else "missing" if now.kind == "absent" else "differs"
-            rows.append(Row(what, wanted, _describe_state(now) if not ok else "as planned", status))
+            found = "as planned" if ok else _describe_state(now)
+            rows.append(Row(f"file {change.path}", _describe_state(change.want), found, status))
+        for unit in plan.host.services:
+            links = [link for link, _ in services.enable_links(plan, unit)]
+            found = f"enabled ({', '.join(links)})" if links else "disabled"
+            rows.append(Row(f"service {unit}", "disabled", found, "differs" if links else "ok"))
         if facts.systemd_running and effects.commands:
             for unit in plan.stop_services:
                 code, state = effects.query(["systemctl", "is-active", unit])

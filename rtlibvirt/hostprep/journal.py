@@ -218,6 +218,7 @@ class Journal:
         self.data["files"] = [e for e in self.files if e["path"] != host_path]
 
     def record_runtime(self, host_path: str, previous: str, wanted: str) -> None:
+        self._ensure()  # before changing data: taking the lock reloads it
         entry = self.runtime_entry(host_path)
         if entry is None:
             self.runtime.append({"path": host_path, "previous": previous, "wanted": wanted})
@@ -231,6 +232,7 @@ class Journal:
         self.data["runtime"] = [e for e in self.runtime if e["path"] != host_path]
 
     def record_service(self, unit: str, was_active: bool) -> None:
+        self._ensure()  # before changing data: taking the lock reloads it
         if any(e["unit"] == unit for e in self.services):
             return
         self.services.append({"unit": unit, "was_active": was_active})
@@ -240,6 +242,7 @@ class Journal:
         self.data["services"] = [e for e in self.services if e["unit"] != unit]
 
     def record_mount(self, host_path: str, fstype: str) -> None:
+        self._ensure()  # before changing data: taking the lock reloads it
         if any(e["path"] == host_path for e in self.mounts):
             return
         self.mounts.append({"path": host_path, "fstype": fstype})
@@ -249,10 +252,12 @@ class Journal:
         self.data["mounts"] = [e for e in self.mounts if e["path"] != host_path]
 
     def set_grubby(self, record: dict[str, Any] | None) -> None:
+        self._ensure()  # before changing data: taking the lock reloads it
         self.data["grubby"] = record
         self.save()
 
     def add_pending(self, argv: list[str]) -> None:
+        self._ensure()  # before changing data: taking the lock reloads it
         if argv not in self.pending:
             self.pending.append(argv)
             self.save()
