@@ -412,7 +412,7 @@ def revert(effects: Effects, journal: Journal) -> Report:
     """Put back everything the journal recorded; idempotent; keeps what it could not undo."""
     report = Report()
     if not journal.exists:
-        _remove_own_empty_dirs(effects)
+        _remove_own_empty_dirs(effects, journal.own_dirs)
         report.did("nothing to revert: no journal of host-prep changes on this host")
         return report
     journal.lock()
@@ -453,7 +453,7 @@ def revert(effects: Effects, journal: Journal) -> Report:
         _restore_services(journal, effects, report, keep=set())
         if journal.empty():
             journal.remove()
-            _remove_own_empty_dirs(effects)
+            _remove_own_empty_dirs(effects, journal.own_dirs)
     finally:
         journal.close()
     return report
@@ -554,10 +554,9 @@ def _restore_services(journal: Journal, effects: Effects, report: Report, keep: 
         journal.save()
 
 
-def _remove_own_empty_dirs(effects: Effects) -> None:
-    from .journal import OWN_DIRS
-
-    for own in OWN_DIRS:
+def _remove_own_empty_dirs(effects: Effects, own_dirs: tuple[str, ...]) -> None:
+    """Our own journal directories, left empty by an apply stopped before its first record."""
+    for own in own_dirs:
         path = effects.fs.path(own)
         with contextlib.suppress(OSError):
             if path.is_dir() and not any(path.iterdir()):

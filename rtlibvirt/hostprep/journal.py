@@ -29,7 +29,9 @@ VERSION = 1
 class Journal:
     """The journal under one root; created on the first record."""
 
-    def __init__(self, effects: Effects) -> None:
+    def __init__(self, effects: Effects, directory: str = JOURNAL_DIR) -> None:
+        self.dir = directory
+        self.own_dirs = OWN_DIRS if directory == JOURNAL_DIR else (directory,)
         self.effects = effects
         self.fs = effects.fs
         self.data: dict[str, Any] = _empty()
@@ -41,7 +43,7 @@ class Journal:
 
     @property
     def path(self) -> str:
-        return f"{JOURNAL_DIR}/journal.json"
+        return f"{self.dir}/journal.json"
 
     def _load(self) -> None:
         real = self.fs.path(self.path)
@@ -99,7 +101,7 @@ class Journal:
         """The recorded original of a file entry."""
         kind = entry["kind"]
         if kind == "file":
-            blob = self.fs.path(f"{JOURNAL_DIR}/blobs/{entry['blob']}")
+            blob = self.fs.path(f"{self.dir}/blobs/{entry['blob']}")
             try:
                 data = blob.read_bytes()
             except OSError as exc:
@@ -124,8 +126,7 @@ class Journal:
         """Create the journal's directory (once) and hold its lock."""
         if self._lock_fd is not None:
             return
-        for parent in reversed(OWN_DIRS):
-            self._mkdir(parent)
+        self._mkdir(self.dir)
         self.lock()
 
     def _mkdir(self, host_path: str) -> None:
@@ -136,9 +137,9 @@ class Journal:
 
     def lock(self) -> None:
         """Hold the journal's lock (released by the kernel if we die)."""
-        if self._lock_fd is not None or not self.fs.path(JOURNAL_DIR).is_dir():
+        if self._lock_fd is not None or not self.fs.path(self.dir).is_dir():
             return
-        fd = os.open(self.fs.path(JOURNAL_DIR), os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(self.fs.path(self.dir), os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -201,8 +202,8 @@ class Journal:
             entry["guarded"] = True
         if now.kind == "file":
             digest = hashlib.sha256(now.data).hexdigest()
-            self._mkdir(f"{JOURNAL_DIR}/blobs")
-            blob = f"{JOURNAL_DIR}/blobs/{digest}"
+            self._mkdir(f"{self.dir}/blobs")
+            blob = f"{self.dir}/blobs/{digest}"
             if not self.fs.path(blob).exists():
                 self.effects.put(blob, FileState.file(now.data, 0o600))
             st = self.fs.path(host_path).lstat()
@@ -270,8 +271,8 @@ class Journal:
     def remove(self) -> None:
         """Remove the journal and our own directories (once everything is reverted)."""
         self.close()
-        self.effects.remove_tree(JOURNAL_DIR)
-        for own in OWN_DIRS[1:]:
+        self.effects.remove_tree(self.dir)
+        for own in self.own_dirs[1:]:
             with contextlib.suppress(OSError):
                 if self.fs.path(own).is_dir() and not any(self.fs.path(own).iterdir()):
                     self.effects.put(own, FileState.absent())

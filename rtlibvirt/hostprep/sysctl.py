@@ -47,7 +47,11 @@ def runtime(plan_: Plan) -> None:
     for key, value, why, _optional in VALUES:
         path = proc_path(key)
         if not fs.exists(path):
-            plan_.note("sysctl", f"{key}: not on this kernel ({path} does not exist); skipped")
+            plan_.note(
+                "sysctl",
+                f"{key}: {path} does not exist under {fs.root}: not set now"
+                + ("" if plan_.runtime_only else " (the sysctl.d file sets it at boot)"),
+            )
             continue
         writable = bool(fs.path(path).stat().st_mode & 0o222)
         plan_.runtime.append(RuntimeChange(path, value, key, why, writable))
