@@ -56,7 +56,9 @@ def _program(live: bool) -> str:
     return shutil.which("rtlibvirt") or DEFAULT_PROGRAM
 
 
-def _prepare(host_file: Path, root: Path, runtime_only: bool) -> tuple[Any, Any, Any]:
+def _prepare(
+    host_file: Path, root: Path, runtime_only: bool, need_bootloader: bool = True
+) -> tuple[Any, Any, Any]:
     """Facts, validated spec, plan, effects and journal: nothing changed yet."""
     from .effects import Effects
     from .engine import build_plan
@@ -70,7 +72,13 @@ def _prepare(host_file: Path, root: Path, runtime_only: bool) -> tuple[Any, Any,
     host = load_host_spec(host_file, facts)
     for problem in host.warnings:
         click.echo(f"warning: {problem.render(host.source)}", err=True)
-    plan = build_plan(host, facts, runtime_only=runtime_only, program=_program(live))
+    plan = build_plan(
+        host,
+        facts,
+        runtime_only=runtime_only,
+        program=_program(live),
+        need_bootloader=need_bootloader,
+    )
     effects = Effects(fs, runtime=live, commands=live)
     return plan, effects, Journal(effects)
 
@@ -179,7 +187,10 @@ def verify(ctx: click.Context, host_file: Path, root: Path) -> None:
     from .engine import render_rows
     from .engine import verify as do_verify
 
-    plan_, effects, _journal = _prepare(host_file, root, False)
+    plan_, effects, _journal = _prepare(host_file, root, False, need_bootloader=False)
+    for topic, text in plan_.notes:
+        if topic == "boot loader":
+            click.echo(f"note: {text}", err=True)
     rows = do_verify(plan_, effects)
     click.echo(render_rows(rows), nl=False)
     drift = [r for r in rows if r.drift]

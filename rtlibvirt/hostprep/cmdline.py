@@ -105,8 +105,8 @@ def plan(host: Resolved) -> CmdlinePlan:
     one_g = host.hugepages("1G")
     if one_g is not None:
         add("default_hugepagesz", "1G", "1G pages are the default hugepage size")
-        add("hugepagesz", "1G", "reserve 1G pages...")
-        add("hugepages", str(one_g), f"...{one_g} of them, at boot while memory is unfragmented")
+        add("hugepagesz", "1G", "the next hugepages= counts 1G pages")
+        add("hugepages", str(one_g), f"{one_g} x 1G reserved at boot, while memory is unfragmented")
     if spec.iommu:
         if intel:
             add("intel_iommu", "on", "IOMMU on, for VFIO device passthrough")
@@ -139,7 +139,7 @@ def plan(host: Resolved) -> CmdlinePlan:
         add(
             driver,
             spec.pstate,
-            f"{driver} mode {spec.pstate}: no frequency scaling surprises"
+            "no P-state driver: the frequency does not change under the vCPUs"
             if spec.pstate == "disable"
             else f"{driver} in {spec.pstate} mode",
         )

@@ -32,15 +32,29 @@ GRUB_DEFAULTS = "/etc/default/grub"
 
 
 def build_plan(
-    host: Resolved, facts: HostFacts, *, runtime_only: bool = False, program: str = DEFAULT_PROGRAM
+    host: Resolved,
+    facts: HostFacts,
+    *,
+    runtime_only: bool = False,
+    program: str = DEFAULT_PROGRAM,
+    need_bootloader: bool = True,
 ) -> Plan:
-    """Everything host-prep would do for ``host``, from the facts alone. Changes nothing."""
+    """Everything host-prep would do for ``host``, from the facts alone. Changes nothing.
+
+    HostError when the kernel arguments cannot reach a boot loader here, unless
+    ``need_bootloader`` is false (verify: the running kernel is still checked).
+    """
     cl = cmdline.plan(host)
     plan = Plan(host=host, facts=facts, cmdline=cl, runtime_only=runtime_only)
     for note in cl.notes:
         plan.note("kernel command line", note)
     if not runtime_only:
-        grub.plan(plan, grub.detect(facts, cl.texts))
+        try:
+            grub.plan(plan, grub.detect(facts, cl.texts))
+        except HostError as exc:
+            if need_bootloader:
+                raise
+            plan.note("boot loader", exc.message)
         systemd.plan(plan, program)
         services.plan(plan)
     modprobe.plan(plan)
@@ -238,7 +252,7 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
         add("  none\n")
     elif not effects.commands:
         add(f"  (listed only: with --root {facts.fs.root} no command is run)\n")
-    if plan.stop_services or host.services or host.missing_services:
+    if not plan.runtime_only and (host.services or host.missing_services):
         add("\nServices:\n")
         for unit in host.services:
             stop = ", stop now" if unit in pv.stops else ""
@@ -608,7 +622,8 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
             ok = now.same_as(change.want)
             status = "ok" if ok else "missing" if now.kind == "absent" else "differs"
             found = "as planned" if ok else _describe_state(now)
-            rows.append(Row(f"file {change.path}", _describe_state(change.want), found, status))
+            wanted = "as planned" if change.want.kind == "file" else _describe_state(change.want)
+            rows.append(Row(f"file {change.path}", wanted, found, status))
         for unit in plan.host.services:
             links = [link for link, _ in services.enable_links(plan, unit)]
             found = f"enabled ({', '.join(links)})" if links else "disabled"
