@@ -114,6 +114,12 @@ def plan(host_file: Path, root: Path, runtime_only: bool) -> None:
     """Show every change apply would make: file diffs, commands, runtime values.
 
     Changes nothing.
+
+    \b
+    Examples:
+      rtlibvirt host-prep plan host.yaml
+      rtlibvirt host-prep plan host.yaml --runtime-only
+      rtlibvirt host-prep plan host.yaml --root /srv/image   # a tree; cpu_vendor if no /proc
     """
     from .engine import preview, render_plan
 
@@ -136,6 +142,12 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool) -> None:
 
     Every change is journaled before it is made; applying the same file again
     changes nothing; `rtlibvirt host-prep revert` undoes it all.
+
+    \b
+    Examples:
+      rtlibvirt host-prep apply host.yaml                  # shows the plan, asks
+      rtlibvirt host-prep apply host.yaml --yes
+      rtlibvirt host-prep apply host.yaml --runtime-only --yes
     """
     from .engine import apply as do_apply
     from .engine import preview, render_plan
@@ -183,6 +195,11 @@ def verify(ctx: click.Context, host_file: Path, root: Path) -> None:
 
     "reboot pending": the boot entry has the argument but the running kernel
     (/proc/cmdline) does not yet.
+
+    \b
+    Examples:
+      rtlibvirt host-prep verify host.yaml && echo "host ready"
+      rtlibvirt host-prep verify host.yaml --root /srv/image
     """
     from .engine import render_rows
     from .engine import verify as do_verify
@@ -210,6 +227,11 @@ def revert(root: Path) -> None:
     Files host-prep created are removed, the boot loader is updated again,
     disabled services are enabled (and started if they ran). Needs no HOST.yaml;
     works after a reboot; running it again changes nothing.
+
+    \b
+    Examples:
+      rtlibvirt host-prep revert
+      rtlibvirt host-prep revert --root /srv/image
     """
     from .effects import Effects
     from .engine import revert as do_revert

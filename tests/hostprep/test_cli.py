@@ -211,3 +211,11 @@ def test_fake_host_runs_the_stand_ins(fake_host: Callable[..., Host]) -> None:
     report = host.apply()
     assert "ran update-grub" in report.lines
     assert host.commands() == ["update-grub "]
+
+
+def test_the_example_plans_on_a_seed_shaped_host(debian: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples/host-prep/host.yaml"
+    code, out, err = run("host-prep", "plan", str(example), "--root", str(debian))
+    assert code == 0, err
+    assert "isolcpus=managed_irq,domain,2-13" in out and "CPUAffinity=0-1" in out
+    assert "thermald.service is not installed" in err
