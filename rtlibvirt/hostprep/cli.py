@@ -155,9 +155,12 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool) -> None:
     _need_root(root)
     plan_, effects, journal = _prepare(host_file, root, runtime_only)
     pv = preview(plan_, effects, journal)
-    if not (yes and runtime_only):
+    quiet = yes and runtime_only  # rtlibvirt-host.service at boot: only what it did
+    if not quiet:
         click.echo(render_plan(plan_, pv, effects, journal), nl=False)
     if pv.empty:
+        if quiet:
+            click.echo("The host already matches; nothing changed.")
         return
     if not yes:
         if not sys.stdin.isatty():
@@ -176,7 +179,8 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool) -> None:
                 "or undo them with `rtlibvirt host-prep revert`"
             )
         raise
-    click.echo()
+    if not quiet:
+        click.echo()
     for line in report.lines:
         click.echo(f"  {line}")
     for warning in report.warnings:
