@@ -155,12 +155,31 @@ def render(spec_file: Path, output: Path | None) -> None:
     help="Replace a same-named domain that rtlibvirt did not create (keeping its UUID).",
 )
 @click.option("--show-xml", is_flag=True, help="Also print the definition as libvirt stored it.")
-def define(spec_file: Path, uri: str, dry_run: bool, force: bool, show_xml: bool) -> None:
+@click.option("--no-host-check", is_flag=True, help="Skip the checks against the host.")
+@click.option(
+    "--allow-shared",
+    is_flag=True,
+    help="Allow CPUs that other defined domains pin (for domains that never run together).",
+)
+def define(
+    spec_file: Path,
+    uri: str,
+    dry_run: bool,
+    force: bool,
+    show_xml: bool,
+    no_host_check: bool,
+    allow_shared: bool,
+) -> None:
     """Define VM.yaml's real-time domain in libvirt (or update it).
 
     Defining again after a change to VM.yaml updates the same domain: its UUID
     and generated MAC addresses are kept. The domain stays an ordinary libvirt
     domain: virsh and virt-manager start, stop and edit it as usual.
+
+    First it checks the spec against the host (CPUs, isolation, other domains'
+    pins, SMT siblings, NUMA, hugepages, PCI devices, RT group scheduling):
+    errors stop it, warnings are printed. `cpu.pinning: auto` and
+    `cpu.emulator: auto` are resolved here, and the choice is shown.
 
     \b
     Examples:
@@ -170,9 +189,13 @@ def define(spec_file: Path, uri: str, dry_run: bool, force: bool, show_xml: bool
     """
     from . import define as defining
     from . import virt
+    from .cli_fit import fit_for_define
 
     spec = _load(spec_file)
     with virt.connection(uri) as conn:
+        spec = fit_for_define(
+            conn, uri, spec, host_check=not no_host_check, allow_shared=allow_shared
+        )
         plan = defining.plan(conn, spec, force=force)
         if dry_run:
             _print_dry_run(plan)
@@ -228,3 +251,9 @@ cli.add_command(host_prep)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ---- commands in modules of their own (one line each) -----------------------------
+from . import cli_fit  # noqa: E402
+
+cli.add_command(cli_fit.check)  # type: ignore[has-type]

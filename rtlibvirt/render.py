@@ -19,7 +19,8 @@ from lxml import etree
 
 from . import __version__, metadata, resources, units
 from .cpuset import format_cpulist
-from .spec import VmSpec, disk_format
+from .errors import InputError
+from .spec import AUTO, VmSpec, disk_format
 
 # libvirt's memlock limit for VFIO guests is RAM + 1 GiB (qemuDomainGetMemLockLimitBytes);
 # the same margin is used as the hard_limit that libvirt advises next to <locked/>.
@@ -54,11 +55,20 @@ def context(spec: VmSpec, identity: Identity | None = None) -> dict[str, Any]:
     """Everything the templates need, already decided."""
     identity = identity or Identity()
     cpu = spec.cpu
+    pinning, emulator_cpus = cpu.pinning, cpu.emulator
+    if not isinstance(pinning, tuple) or not isinstance(emulator_cpus, tuple):
+        which = "cpu.pinning" if pinning == AUTO else "cpu.emulator"
+        raise InputError(
+            f"{which} is `auto`: choosing host CPUs needs the libvirt host, which `render` "
+            "does not read",
+            "`rtlibvirt define VM.yaml --dry-run` shows the CPUs it would choose, "
+            "or write the CPUs in VM.yaml",
+        )
     rt_vcpus = spec.realtime_vcpus
     iothread_ids = list(range(1, cpu.iothreads + 1))
 
-    emulator = set(cpu.emulator)
-    dedicated = len(set(cpu.pinning)) == len(cpu.pinning) and not emulator & set(cpu.pinning)
+    emulator = set(emulator_cpus)
+    dedicated = len(set(pinning)) == len(pinning) and not emulator & set(pinning)
     cpu_mode = cpu.model if cpu.model in ("host-passthrough", "host-model") else "custom"
 
     counters: dict[str, int] = {}
@@ -139,8 +149,8 @@ def context(spec: VmSpec, identity: Identity | None = None) -> dict[str, Any]:
         "vcpus": spec.vcpus,
         "iothreads": cpu.iothreads,
         "iothread_ids": iothread_ids,
-        "vcpupins": [{"vcpu": v, "cpuset": host} for v, host in enumerate(cpu.pinning)],
-        "emulator_cpuset": format_cpulist(cpu.emulator),
+        "vcpupins": [{"vcpu": v, "cpuset": host} for v, host in enumerate(pinning)],
+        "emulator_cpuset": format_cpulist(emulator_cpus),
         "vcpusched": (
             {
                 "vcpus": format_cpulist(rt_vcpus),

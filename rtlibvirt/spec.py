@@ -27,16 +27,19 @@ from pydantic import (
     StrictInt,
     WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 from . import units
 from .cpuset import format_cpulist
 from .errors import Problem
 from .validation import (
+    CPU_LIST_SCHEMA,
     Checker,
     CpuList,
     Model,
     Text,
     check_text,
+    cpu_list,
     custom_error,
     describe,
     null_to,
@@ -211,6 +214,33 @@ CpuFeatureName = Annotated[
     WithJsonSchema({"type": "string", "pattern": _CPU_FEATURE.pattern}),
 ]
 
+AUTO = "auto"
+
+
+def _cpus_or_auto(value: Any) -> Any:
+    if isinstance(value, str) and value.strip() == AUTO:
+        return AUTO
+    try:
+        return cpu_list(value)
+    except PydanticCustomError as exc:
+        raise custom_error(
+            "cpulist", f"{exc.message()}; or write `auto` to let rtlibvirt choose host CPUs"
+        ) from None
+
+
+CpusOrAuto = Annotated[
+    tuple[int, ...] | Literal["auto"],
+    BeforeValidator(_cpus_or_auto),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                *CPU_LIST_SCHEMA["oneOf"],
+                {"const": "auto", "description": "rtlibvirt chooses the host CPUs"},
+            ]
+        }
+    ),
+]
+
 # --------------------------------------------------------------------------
 # The models. Field descriptions become the JSON Schema's documentation.
 # --------------------------------------------------------------------------
@@ -252,12 +282,13 @@ FeaturePolicy = Literal["require", "disable"]
 class Cpu(Model):
     """vCPU placement, scheduling and model."""
 
-    pinning: CpuList = Field(
-        description="host CPU of each vCPU, in vCPU order; each host CPU used once"
+    pinning: CpusOrAuto = Field(
+        description="host CPU of each vCPU, in vCPU order; each host CPU used once; "
+        "or `auto`: rtlibvirt chooses them when it defines the domain"
     )
-    emulator: CpuList = Field(
+    emulator: CpusOrAuto = Field(
         description="host CPUs for QEMU's emulator and I/O threads; "
-        "none of them may carry a realtime vCPU"
+        "none of them may carry a realtime vCPU; or `auto`: housekeeping CPUs of the VM's node"
     )
     iothreads: StrictInt = Field(0, ge=0, le=64, description="number of I/O threads")
     realtime: Annotated[Realtime | None, BeforeValidator(_realtime)] = Field(
@@ -396,8 +427,24 @@ class VmSpec(Model):
 
     @property
     def realtime_host_cpus(self) -> frozenset[int]:
-        """ "The VM's CPUs": the host CPUs its realtime vCPUs are pinned to."""
-        return frozenset(self.cpu.pinning[v] for v in self.realtime_vcpus)
+        """ "The VM's CPUs": the host CPUs its realtime vCPUs are pinned to.
+
+        Empty while ``cpu.pinning`` is ``auto`` (not yet placed).
+        """
+        pinning = self.cpu.pinning
+        if not isinstance(pinning, tuple):
+            return frozenset()
+        return frozenset(pinning[v] for v in self.realtime_vcpus if v < len(pinning))
+
+    @property
+    def needs_placement(self) -> bool:
+        """True while ``cpu.pinning`` or ``cpu.emulator`` is ``auto``."""
+        return AUTO in (self.cpu.pinning, self.cpu.emulator)
+
+    def placed(self, pinning: tuple[int, ...], emulator: tuple[int, ...]) -> VmSpec:
+        """This spec with host CPUs chosen for ``auto`` (see ``placement``)."""
+        cpu = self.cpu.model_copy(update={"pinning": pinning, "emulator": emulator})
+        return self.model_copy(update={"cpu": cpu})
 
     @property
     def topology(self) -> Topology:
@@ -490,17 +537,18 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
     error, warn = check.error, check.warn
     cpu = spec.cpu
     n = spec.vcpus
+    pinning = cpu.pinning if isinstance(cpu.pinning, tuple) else None
+    emulator = cpu.emulator if isinstance(cpu.emulator, tuple) else None
 
     # cpu.pinning: one host CPU per vCPU, each used once.
-    if len(cpu.pinning) != n:
+    if pinning is not None and len(pinning) != n:
         error(
             ("cpu", "pinning"),
-            f"lists {len(cpu.pinning)} host CPU{'s' if len(cpu.pinning) != 1 else ''} "
-            f"but vcpus is {n}",
+            f"lists {len(pinning)} host CPU{'s' if len(pinning) != 1 else ''} but vcpus is {n}",
             f"give exactly one host CPU per vCPU ({n} in all), in vCPU order",
         )
     first_vcpu: dict[int, int] = {}
-    for vcpu, host in enumerate(cpu.pinning):
+    for vcpu, host in enumerate(pinning or ()):
         if host in first_vcpu:
             error(
                 check.item(("cpu", "pinning"), vcpu),
@@ -510,8 +558,8 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
         else:
             first_vcpu[host] = vcpu
 
-    if not cpu.emulator:
-        error(("cpu", "emulator"), "must name at least one host CPU")
+    if emulator is not None and not emulator:
+        error(("cpu", "emulator"), "must name at least one host CPU", "or write `auto`")
 
     # cpu.realtime.vcpus: existing vCPUs only.
     rt = cpu.realtime
@@ -532,16 +580,17 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                 )
 
     # cpu.emulator must not share a CPU with a realtime vCPU.
-    if len(cpu.pinning) == n:
+    if pinning is not None and emulator is not None and len(pinning) == n:
         for vcpu in spec.realtime_vcpus:
-            if vcpu < n and cpu.pinning[vcpu] in cpu.emulator:
-                host = cpu.pinning[vcpu]
+            if vcpu < n and pinning[vcpu] in emulator:
+                host = pinning[vcpu]
                 error(
                     ("cpu", "emulator"),
                     f"shares host CPU {host} with realtime vCPU {vcpu}: a SCHED_FIFO vCPU on "
                     "the emulator's CPU starves QEMU's own threads and the guest never boots",
                     "pin the emulator to housekeeping CPUs that no realtime vCPU uses",
                 )
+    if pinning is None or len(pinning) == n:  # noqa: SIM102
         if rt is not None and set(spec.realtime_vcpus) == set(range(n)):
             warn(
                 ("cpu", "realtime"),

@@ -110,3 +110,54 @@ def uri_of(conn: Any) -> str:
         return str(conn.getURI())
     except libvirt.libvirtError:  # pragma: no cover
         return "?"
+
+
+# ---- reading the host and its domains (host-aware checks, placement, status) ----
+
+
+def capabilities(conn: Any) -> str:
+    """The host's capabilities XML (CPU and NUMA topology)."""
+    try:
+        return str(conn.getCapabilities())
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"cannot read the host's capabilities: {_message(exc)}") from None
+
+
+def node_info(conn: Any) -> list[Any]:
+    """virNodeGetInfo: [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]."""
+    try:
+        return list(conn.getInfo())
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"cannot read the host's node info: {_message(exc)}") from None
+
+
+def all_domains(conn: Any) -> list[tuple[str, str, str | None]]:
+    """Every domain as ``(name, definition, live XML or None)``.
+
+    The definition is the persistent (inactive) XML, or the live XML of a
+    transient domain; the live XML is given too for running domains, whose
+    pinning may have been changed with ``virsh vcpupin --live``. A domain that
+    disappears while we read it is left out.
+    """
+    try:
+        domains = conn.listAllDomains(0)
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"cannot list the domains: {_message(exc)}") from None
+    result: list[tuple[str, str, str | None]] = []
+    for domain in domains:
+        try:
+            name = str(domain.name())
+            active = bool(domain.isActive())
+            live = str(domain.XMLDesc(0)) if active else None
+            persistent = bool(domain.isPersistent())
+            definition = (
+                str(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if persistent else live
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue
+            raise LibvirtError(f"cannot read a domain's definition: {_message(exc)}") from None
+        if definition is None:  # pragma: no cover - a transient domain is always active
+            continue
+        result.append((name, definition, live))
+    return result
