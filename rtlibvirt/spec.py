@@ -33,7 +33,7 @@ from . import units
 from .cpuset import format_cpulist
 from .errors import Problem
 from .validation import (
-    CPU_LIST_SCHEMA,
+    _CPU_LIST_SCHEMA,
     Checker,
     CpuList,
     Model,
@@ -234,7 +234,7 @@ CpusOrAuto = Annotated[
     WithJsonSchema(
         {
             "oneOf": [
-                *CPU_LIST_SCHEMA["oneOf"],
+                *_CPU_LIST_SCHEMA["oneOf"],
                 {"const": "auto", "description": "rtlibvirt chooses the host CPUs"},
             ]
         }

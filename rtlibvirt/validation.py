@@ -76,7 +76,7 @@ def cpu_list(value: Any) -> tuple[int, ...]:
     return tuple(cpus)
 
 
-CPU_LIST_SCHEMA: dict[str, Any] = {
+_CPU_LIST_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_CPU}},
         {"type": "integer", "minimum": 0, "maximum": MAX_CPU},
@@ -88,7 +88,7 @@ CPU_LIST_SCHEMA: dict[str, Any] = {
     ]
 }
 
-CpuList = Annotated[tuple[int, ...], BeforeValidator(cpu_list), WithJsonSchema(CPU_LIST_SCHEMA)]
+CpuList = Annotated[tuple[int, ...], BeforeValidator(cpu_list), WithJsonSchema(_CPU_LIST_SCHEMA)]
 
 
 def check_text(value: Any) -> str:
