@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from lxml import etree
 
@@ -99,7 +98,7 @@ class DomainFacts:
     pmu_off: bool = False
     cpu_mode: str | None = None
     hostdevs: tuple[Hostdev, ...] = ()
-    spec: Mapping[str, Any] | None = None  # rtlibvirt metadata, when present
+    managed: bool = False  # carries rtlibvirt's metadata
 
     def vcpu_cpus(self, vcpu: int) -> frozenset[int] | None:
         """The host CPUs vCPU ``vcpu`` may run on; None when it is not pinned at all."""
@@ -254,10 +253,7 @@ def facts(xml: str, *, active: bool = False) -> DomainFacts:
 
     pmu = root.find("features/pmu")
     cpu = root.find("cpu")
-    try:
-        spec = metadata.read(xml)
-    except metadata.MetadataError:
-        spec = None
+    managed = root.find(f"metadata/{metadata.TAG}") is not None
     return DomainFacts(
         name=name,
         vcpus=vcpus,
@@ -281,7 +277,7 @@ def facts(xml: str, *, active: bool = False) -> DomainFacts:
         pmu_off=pmu is not None and pmu.get("state") == "off",
         cpu_mode=cpu.get("mode", "custom") if cpu is not None else None,
         hostdevs=tuple(hostdevs),
-        spec=spec,
+        managed=managed,
     )
 
 

@@ -6,8 +6,9 @@ The rules, in order:
    I/O thread to (the emulator may share other domains' emulator CPUs), nor a
    CPU whose SMT sibling carries another domain's realtime vCPU.
 2. **One NUMA node**: ``numa.node`` if given, else the node of the VM's PCI
-   devices, else the first node (by id) where the VM fits. A VM with neither
-   may span nodes when no single node has room.
+   devices, else the node with the most free whole cores (ties: the lowest id),
+   which spreads VMs and keeps room on every node for VMs that need a given
+   one. A VM with neither may span nodes when no single node has room.
 3. **Isolated CPUs first.** The *housekeeping set* is every online CPU the
    running kernel does not isolate; when it isolates none, it is the first core
    of each node. vCPUs go outside it (isolated CPUs), the emulator inside it.
@@ -161,6 +162,17 @@ def _choose_emulator(
     return tuple(sorted(ok)) or None
 
 
+def _roomiest_first(pool: _Pool, nodes: dict[int, frozenset[int]]) -> list[int]:
+    """Node ids, the one with the most free whole cores (then CPUs) first; ties by id."""
+
+    def room(node: int) -> tuple[int, int, int]:
+        free = (nodes[node] & pool.usable) - pool.housekeeping
+        cores = sum(1 for core in pool.topology.cores.get(node, ()) if core <= free)
+        return (-cores, -len(free), node)
+
+    return sorted(nodes, key=room)
+
+
 def _fits_previous(
     pool: _Pool, req: Request, region: frozenset[int], forbidden: frozenset[int]
 ) -> bool:
@@ -200,7 +212,7 @@ def place(
     elif req.device_nodes:
         candidates, strict = sorted(req.device_nodes), True
     else:
-        candidates, strict = list(nodes), False
+        candidates, strict = _roomiest_first(pool, nodes), False
 
     forbidden = frozenset(req.emulator or ())
     if req.emulator is not None:
