@@ -44,7 +44,9 @@ def auto_spec(name: str, vcpus: int = 3, rt: Any = "1-2", **extra: Any) -> VmSpe
 def simulated(
     nodes: int = 2, cores: int = 8, threads: int = 2, isolated: frozenset[int] | None = None
 ) -> Host:
-    topology = topology_from_nodeinfo(["x", 0, nodes * cores * threads, 0, nodes, 1, cores, threads])
+    topology = topology_from_nodeinfo(
+        ["x", 0, nodes * cores * threads, 0, nodes, 1, cores, threads]
+    )
     return Host(uri="test:///sim", topology=topology, isolated=isolated)
 
 
@@ -144,7 +146,9 @@ def test_missing_numa_node_is_one_line() -> None:
 
 
 def test_node_of_the_host_devices(tmp_path: Path) -> None:
-    fake = FakeSys(tmp_path).cpus("0-31").pci("0000:03:00.0", driver="vfio-pci", group=3, numa_node=1)
+    fake = (
+        FakeSys(tmp_path).cpus("0-31").pci("0000:03:00.0", driver="vfio-pci", group=3, numa_node=1)
+    )
     h = dataclasses.replace(simulated(), fs=fake.fs)
     spec, _ = place_spec(h, auto_spec("a", devices={"hostdevs": ["03:00.0"]}))
     assert h.topology.nodes_of(pins(spec)) == {1}
