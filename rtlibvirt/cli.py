@@ -257,3 +257,4 @@ if __name__ == "__main__":  # pragma: no cover
 from . import cli_fit  # noqa: E402
 
 cli.add_command(cli_fit.check)  # type: ignore[has-type]
+cli.add_command(cli_fit.tune)  # type: ignore[has-type]

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .cli import CONTEXT, _load, connect_option
-from .errors import EXIT_DIFFERS
+from .errors import EXIT_DIFFERS, InputError
 from .findings import summary
 
 allow_shared_option = click.option(
@@ -129,3 +129,92 @@ def check(target: str, uri: str, as_json: bool, allow_shared: bool) -> None:
         )
     if fitted.findings:
         raise click.exceptions.Exit(EXIT_DIFFERS)
+
+
+# ---- tune -------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("domain", metavar="DOMAIN")
+@click.argument("tuning_file", metavar="TUNING.yaml", type=click.Path(path_type=Path))
+@connect_option
+@click.option("--dry-run", is_flag=True, help="Show the changes as a diff; change nothing.")
+@click.option("--no-host-check", is_flag=True, help="Skip the checks against the host.")
+@allow_shared_option
+def tune(
+    domain: str,
+    tuning_file: Path,
+    uri: str,
+    dry_run: bool,
+    no_host_check: bool,
+    allow_shared: bool,
+) -> None:
+    """Make an existing domain real-time, keeping everything else in it.
+
+    TUNING.yaml takes the `cpu`, `memory_backing`, `numa` and `isolation`
+    sections of a vm.yaml (`cpu.pinning: auto` and `cpu.emulator: auto` work).
+    Only the real-time parts change: pinning and FIFO scheduling, hugepages and
+    locked memory, no balloon, no USB, PMU off, and rtlibvirt's metadata for the
+    hook. Disks, NICs, graphics, the UUID and everything else stay; the domain
+    stays editable in virt-manager.
+
+    \b
+    Examples:
+      rtlibvirt tune win10 tuning.yaml --dry-run    # show the diff
+      rtlibvirt tune win10 tuning.yaml
+    """
+    from . import define as defining
+    from . import virt, xmldiff
+    from .domxml import facts
+    from .fit import HostCheckError, place_spec
+    from .host import gather
+    from .tune import load_tuning, spec_for, tune_xml
+
+    loaded = load_tuning(tuning_file)
+    with virt.connection(uri) as conn:
+        dom = virt.lookup(conn, domain)
+        if dom is None:
+            raise InputError(
+                f"no domain named {domain!r} on {uri}; nothing was changed",
+                "`virsh list --all` lists the domains",
+            )
+        current = virt.inactive_xml(dom)
+        host = gather(conn, uri)
+        own = host.domain(domain)
+        if own is None:
+            own = facts(current)
+        spec, warnings = spec_for(loaded, current, own)
+        for problem in warnings:
+            click.echo(f"warning: {problem.render(loaded.doc.source)}", err=True)
+        spec, placement = place_spec(host, spec)
+        new_xml = tune_xml(current, spec)
+        if placement is not None:
+            click.echo(f"auto placement: {placement.describe(host.topology)}", err=True)
+        if not no_host_check:
+            from .checks import host_findings
+
+            result = host_findings(host, facts(new_xml), allow_shared=allow_shared)
+            for finding in result.findings:
+                if finding.severity != "error":
+                    click.echo(finding.render(), err=True)
+            errors = [f for f in result.findings if f.severity == "error"]
+            if errors:
+                raise HostCheckError(domain, errors)
+        if dry_run:
+            diff = xmldiff.unified(
+                current, new_xml, f"{domain} (current definition on {uri})", f"{domain} (tuned)"
+            )
+            if diff:
+                click.echo(f"Would tune domain {domain!r} on {uri}:")
+                click.echo(diff, nl=False)
+            else:
+                click.echo(f"Domain {domain!r} on {uri} is already tuned; nothing would change.")
+            click.echo("(dry run: nothing was changed)", err=True)
+            return
+        stored = defining.apply_xml(conn, new_xml)
+        running = virt.is_active(dom)
+    click.echo(f"Tuned domain {domain!r} on {uri}")
+    for line in defining.describe(stored):
+        click.echo(f"  {line}")
+    if running:
+        click.echo(f"note: {domain!r} is running; the new definition applies at its next start")

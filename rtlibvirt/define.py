@@ -78,13 +78,20 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
 
 
 def _has_element(domain_xml: str) -> bool:
+    """rtlibvirt's element is there, and was written by `define` (not by `tune`)."""
     root = etree.fromstring(domain_xml.encode("utf-8"))
-    return root.find(f"metadata/{metadata.TAG}") is not None
+    element = root.find(f"metadata/{metadata.TAG}")
+    return element is not None and element.get("origin") != "tune"
 
 
 def apply(conn: Any, define_plan: DefinePlan) -> str:
     """Define the planned XML; returns the definition as libvirt now stores it."""
-    domain = virt.define(conn, define_plan.xml)
+    return apply_xml(conn, define_plan.xml)
+
+
+def apply_xml(conn: Any, xml: str) -> str:
+    """Define ``xml``; returns the definition as libvirt now stores it."""
+    domain = virt.define(conn, xml)
     return virt.inactive_xml(domain)
 
 
