@@ -70,7 +70,7 @@ def tuned(uri: str, name: str, tuning: Path) -> tuple[str, str]:
 
 
 _REALTIME_PARTS = (
-    "metadata/{%s}vm" % metadata.NAMESPACE,
+    f"metadata/{metadata.TAG}",
     "memtune",
     "memoryBacking",
     "cputune",
