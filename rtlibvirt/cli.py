@@ -258,3 +258,4 @@ from . import cli_fit  # noqa: E402
 
 cli.add_command(cli_fit.check)  # type: ignore[has-type]
 cli.add_command(cli_fit.tune)  # type: ignore[has-type]
+cli.add_command(cli_fit.status)  # type: ignore[has-type]

@@ -218,3 +218,35 @@ def tune(
         click.echo(f"  {line}")
     if running:
         click.echo(f"note: {domain!r} is running; the new definition applies at its next start")
+
+
+# ---- status -----------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@connect_option
+@json_option
+def status(uri: str, as_json: bool) -> None:
+    """Show the host's CPUs and who holds them.
+
+    NUMA nodes, cores and their SMT siblings, housekeeping and isolated CPUs,
+    which domain's vCPU (FIFO or not) or emulator is pinned to each CPU
+    (* marks running domains), free hugepages per node, and what the rtlibvirt
+    hook isolates where it is in use.
+
+    \b
+    Examples:
+      rtlibvirt status
+      rtlibvirt status --json | jq '.cpus[] | select(.held_by != [])'
+    """
+    from . import status as picture
+    from . import virt
+    from .host import gather
+
+    with virt.connection(uri) as conn:
+        host = gather(conn, uri)
+    hook = picture.hook_isolation(host.fs)
+    if as_json:
+        click.echo(json.dumps(picture.to_json(host, hook), indent=2))
+    else:
+        click.echo(picture.text(host, hook), nl=False)
