@@ -40,6 +40,7 @@ test: setup daemon lint
 bench: daemon
 	scripts/install-deps --bench
 	$(BIN)/python bench/render_vs_virtinstall.py
+	$(BIN)/python bench/placement.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

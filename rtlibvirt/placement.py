@@ -70,7 +70,8 @@ class Placement:
         kept = "kept the current CPUs: " if self.kept else ""
         return (
             f"{kept}vCPUs {', '.join(f'{v}->{c}' for v, c in enumerate(self.pinning))} on "
-            f"{where}{detail}; emulator on CPUs {format_cpulist(self.emulator)}"
+            f"{where}{detail}; emulator on CPU{'s' if len(self.emulator) != 1 else ''} "
+            f"{format_cpulist(self.emulator)}"
         )
 
 
