@@ -199,7 +199,7 @@ def tune(
                     click.echo(finding.render(), err=True)
             errors = [f for f in result.findings if f.severity == "error"]
             if errors:
-                raise HostCheckError(domain, errors)
+                raise HostCheckError(domain, errors, outcome="changed")
         if dry_run:
             diff = xmldiff.unified(
                 current, new_xml, f"{domain} (current definition on {uri})", f"{domain} (tuned)"

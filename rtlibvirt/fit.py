@@ -23,12 +23,12 @@ from .sysfs import HostFS
 class HostCheckError(HostError):
     """Host checks found errors; nothing was defined."""
 
-    def __init__(self, name: str, found: list[Finding]) -> None:
+    def __init__(self, name: str, found: list[Finding], *, outcome: str = "defined") -> None:
         self.found = found
         count = len(found)
         super().__init__(
             f"{name!r} does not fit this host ({count} error{'s' if count != 1 else ''}); "
-            "nothing was defined",
+            f"nothing was {outcome}",
             "fix the errors above, or pass --no-host-check to define it anyway",
         )
 
