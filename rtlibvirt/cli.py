@@ -249,13 +249,11 @@ from .hostprep.cli import host_prep  # noqa: E402
 
 cli.add_command(host_prep)
 
+from . import cli_fit  # noqa: E402  (check, tune, status)
+
+cli.add_command(cli_fit.check)
+cli.add_command(cli_fit.tune)
+cli.add_command(cli_fit.status)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-
-# ---- commands in modules of their own (one line each) -----------------------------
-from . import cli_fit  # noqa: E402
-
-cli.add_command(cli_fit.check)  # type: ignore[has-type]
-cli.add_command(cli_fit.tune)  # type: ignore[has-type]
-cli.add_command(cli_fit.status)  # type: ignore[has-type]

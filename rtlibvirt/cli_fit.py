@@ -7,14 +7,46 @@ Registered on the ``cli`` group at the end of ``cli.py``; also the host step of
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from .cli import CONTEXT, _load, connect_option
 from .errors import EXIT_DIFFERS, InputError
 from .findings import summary
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# cli.py imports this module to register its commands, so nothing here imports
+# cli.py at import time (`python -m rtlibvirt.cli` would meet a half-made module):
+# the settings below are cli.py's, taken when a command runs.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _default_uri() -> str:
+    from .cli import default_uri
+
+    return default_uri()
+
+
+def connect_option(func: F) -> F:
+    return click.option(
+        "-c",
+        "--connect",
+        "uri",
+        metavar="URI",
+        default=_default_uri,
+        show_default="$LIBVIRT_DEFAULT_URI, else qemu:///system",
+        help="libvirt connection URI, as for virsh.",
+    )(func)
+
+
+def _load(path: Path) -> Any:
+    from .cli import _load as load
+
+    return load(path)
+
 
 allow_shared_option = click.option(
     "--allow-shared",
