@@ -5,7 +5,7 @@ across edits (virsh edit, virt-manager), so the domain XML alone says what the
 user asked for. The stored JSON is itself a valid vm.yaml.
 
 Standard library only: the hook reads this on every libvirt event and must not
-pay for lxml, pydantic or libvirt.
+pay for lxml or libvirt.
 """
 
 from __future__ import annotations

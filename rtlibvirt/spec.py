@@ -4,7 +4,7 @@ Loading happens in three steps, each reporting *every* problem it finds with
 its key path and YAML line, and nothing later runs if one fails:
 
 1. YAML syntax (``yamlfile``);
-2. shape: keys, types, ranges, formats (pydantic models below);
+2. shape: keys, types, ranges, formats (the models below, see ``validation``);
 3. meaning: the rules that tie keys together (``_check_semantics``).
 
 The normalized spec (every default filled in) dumps to JSON that is itself a
@@ -17,32 +17,33 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    BeforeValidator,
-    Field,
-    PlainSerializer,
-    StrictBool,
-    StrictInt,
-    WithJsonSchema,
-)
-from pydantic_core import PydanticCustomError
+from typing import Any
 
 from . import units
 from .cpuset import format_cpulist
 from .errors import Problem
 from .validation import (
-    _CPU_LIST_SCHEMA,
+    CPU_LIST_SCHEMA,
     Checker,
-    CpuList,
+    Errors,
+    Invalid,
+    MappingOf,
     Model,
-    Text,
+    Parser,
+    Scalar,
+    boolean,
     check_text,
+    choice,
     cpu_list,
-    custom_error,
+    cpus,
     describe,
-    null_to,
+    integer,
+    list_of,
+    matching,
+    nested,
+    optional,
+    setting,
+    text,
     validate_model,
 )
 from .yamlfile import Document, KeyPath, load
@@ -65,61 +66,51 @@ _CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 def _memory(value: Any) -> int:
     if isinstance(value, bool):
-        raise custom_error("size", f"expected a size such as 2GiB, got {describe(value)}")
+        raise Invalid(f"expected a size such as 2GiB, got {describe(value)}")
     if isinstance(value, int):
         if value <= 0:
-            raise custom_error("size", f"memory must be positive, got {value}")
+            raise Invalid(f"memory must be positive, got {value}")
         return value * units.MIB
     if isinstance(value, str):
         try:
             kib = units.parse_size_kib(value)
         except units.SizeError as exc:
-            raise custom_error("size", str(exc)) from None
+            raise Invalid(str(exc)) from None
         if kib <= 0:
-            raise custom_error("size", f"memory must be positive, got {value!r}")
+            raise Invalid(f"memory must be positive, got {value!r}")
         if kib % units.MIB:
             mib = kib / units.MIB
             hint = ""
             if re.search(r"[KMGT]B\s*$", value, re.IGNORECASE):
                 hint = " (KB, MB, GB and TB are powers of 1000; did you mean KiB, MiB, GiB, TiB?)"
-            raise custom_error(
-                "size",
-                f"{value!r} is {mib:.2f} MiB: memory must be a whole number of MiB{hint}",
-            )
+            raise Invalid(f"{value!r} is {mib:.2f} MiB: memory must be a whole number of MiB{hint}")
         return kib
-    raise custom_error("size", f"expected a size such as 2GiB, got {describe(value)}")
+    raise Invalid(f"expected a size such as 2GiB, got {describe(value)}")
 
 
-MemoryKiB = Annotated[
-    int,
-    BeforeValidator(_memory),
-    PlainSerializer(units.format_size_kib, return_type=str),
-    WithJsonSchema(
-        {
-            "oneOf": [
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"},
-                {"type": "integer", "minimum": 1, "description": "MiB"},
-            ],
-            "description": "a size with a unit (512MiB, 2GiB, 1G) or an integer in MiB",
-        }
-    ),
-]
+MEMORY = Scalar(
+    _memory,
+    {
+        "oneOf": [
+            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"},
+            {"type": "integer", "minimum": 1, "description": "MiB"},
+        ],
+    },
+    dump=units.format_size_kib,
+)
 
 
 def _name(value: Any) -> str:
-    text = check_text(value)
-    if not NAME_RE.match(text):
-        raise custom_error(
-            "name",
-            f"{text!r} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ . + -, "
-            "starting with a letter or digit",
+    string = check_text(value)
+    if not NAME_RE.match(string):
+        raise Invalid(
+            f"{string!r} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ . + -, "
+            "starting with a letter or digit"
         )
-    return text
+    return string
 
 
-Name = Annotated[
-    str, BeforeValidator(_name), WithJsonSchema({"type": "string", "pattern": NAME_RE.pattern})
-]
+NAME = Scalar(_name, {"type": "string", "pattern": NAME_RE.pattern})
 
 
 def normalize_pci_address(value: str) -> str:
@@ -140,280 +131,268 @@ def normalize_pci_address(value: str) -> str:
 
 def _pci(value: Any) -> str:
     if not isinstance(value, str):
-        raise custom_error(
-            "pci_address", f"expected a PCI address such as 0000:03:00.0, got {describe(value)}"
-        )
+        raise Invalid(f"expected a PCI address such as 0000:03:00.0, got {describe(value)}")
     try:
         return normalize_pci_address(value)
     except ValueError as exc:
-        raise custom_error("pci_address", str(exc)) from None
+        raise Invalid(str(exc)) from None
 
 
-PciAddress = Annotated[
-    str, BeforeValidator(_pci), WithJsonSchema({"type": "string", "pattern": _PCI_JSON_PATTERN})
-]
+PCI_ADDRESS = Scalar(_pci, {"type": "string", "pattern": _PCI_JSON_PATTERN})
 
 
 def _mac(value: Any) -> str:
     if not isinstance(value, str) or not _MAC.match(value):
-        raise custom_error(
-            "mac", f"expected a MAC address such as 52:54:00:12:34:56, got {describe(value)}"
-        )
+        raise Invalid(f"expected a MAC address such as 52:54:00:12:34:56, got {describe(value)}")
     if int(value[:2], 16) & 1:
-        raise custom_error(
-            "mac",
+        raise Invalid(
             f"{value} is a multicast address; a NIC needs a unicast one "
-            "(first byte even, e.g. 52:54:00:...)",
+            "(first byte even, e.g. 52:54:00:...)"
         )
     return value.lower()
 
 
-MacAddress = Annotated[
-    str, BeforeValidator(_mac), WithJsonSchema({"type": "string", "pattern": _MAC.pattern})
-]
+MAC_ADDRESS = Scalar(_mac, {"type": "string", "pattern": _MAC.pattern})
 
 
 def _ifname(value: Any) -> str:
-    text = check_text(value)
-    if not _IFNAME.match(text):
-        raise custom_error(
-            "bridge",
-            f"{text!r} is not a Linux interface name (1-15 characters, no spaces or '/')",
+    string = check_text(value)
+    if not _IFNAME.match(string):
+        raise Invalid(
+            f"{string!r} is not a Linux interface name (1-15 characters, no spaces or '/')"
         )
-    return text
+    return string
 
 
-BridgeName = Annotated[
-    str, BeforeValidator(_ifname), WithJsonSchema({"type": "string", "pattern": _IFNAME.pattern})
-]
+BRIDGE_NAME = Scalar(_ifname, {"type": "string", "pattern": _IFNAME.pattern})
+CPU_MODEL = matching(_CPU_MODEL, "CPU model name", "host-passthrough, Skylake-Server")
 
 
-def _matching(value: Any, regex: re.Pattern[str], what: str, example: str) -> str:
-    text = check_text(value)
-    if not regex.match(text):
-        raise custom_error("pattern", f"{text!r} is not a valid {what} (e.g. {example})")
-    return text
+def _feature_name(value: Any) -> str:
+    string = check_text(value)
+    if not _CPU_FEATURE.match(string):
+        raise Invalid(f"{string!r} is not a valid CPU feature name (e.g. arch-capabilities)")
+    return string
 
-
-def _cpu_model(value: Any) -> str:
-    return _matching(value, _CPU_MODEL, "CPU model name", "host-passthrough, Skylake-Server")
-
-
-def _cpu_feature(value: Any) -> str:
-    return _matching(value, _CPU_FEATURE, "CPU feature name", "arch-capabilities, tsc-deadline")
-
-
-CpuModelName = Annotated[
-    str,
-    BeforeValidator(_cpu_model),
-    WithJsonSchema({"type": "string", "pattern": _CPU_MODEL.pattern}),
-]
-CpuFeatureName = Annotated[
-    str,
-    BeforeValidator(_cpu_feature),
-    WithJsonSchema({"type": "string", "pattern": _CPU_FEATURE.pattern}),
-]
 
 AUTO = "auto"
 
 
-def _cpus_or_auto(value: Any) -> Any:
+def _cpus_or_auto(value: Any) -> tuple[int, ...] | str:
     if isinstance(value, str) and value.strip() == AUTO:
         return AUTO
     try:
         return cpu_list(value)
-    except PydanticCustomError as exc:
-        raise custom_error(
-            "cpulist", f"{exc.message()}; or write `auto` to let rtlibvirt choose host CPUs"
-        ) from None
+    except Invalid as exc:
+        raise Invalid(f"{exc.message}; or write `auto` to let rtlibvirt choose host CPUs") from None
 
 
-CpusOrAuto = Annotated[
-    tuple[int, ...] | Literal["auto"],
-    BeforeValidator(_cpus_or_auto),
-    WithJsonSchema(
-        {
-            "oneOf": [
-                *_CPU_LIST_SCHEMA["oneOf"],
-                {"const": "auto", "description": "rtlibvirt chooses the host CPUs"},
-            ]
-        }
-    ),
-]
+CPUS_OR_AUTO = Scalar(
+    _cpus_or_auto,
+    {
+        "oneOf": [
+            *CPU_LIST_SCHEMA["oneOf"],
+            {"const": "auto", "description": "rtlibvirt chooses the host CPUs"},
+        ]
+    },
+    dump=lambda value: value if value == AUTO else list(value),
+)
 
 # --------------------------------------------------------------------------
-# The models. Field descriptions become the JSON Schema's documentation.
+# The models: one table per section. Help texts become the JSON Schema's
+# documentation.
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
 class Realtime(Model):
     """Real-time scheduling of vCPU threads (libvirt ``<vcpusched>``)."""
 
-    vcpus: CpuList | None = Field(
-        None, description="vCPU ids scheduled real-time; default: every vCPU"
+    vcpus: tuple[int, ...] | None = setting(
+        optional(cpus()), "vCPU ids scheduled real-time; default: every vCPU", default=None
     )
-    policy: Literal["fifo", "rr"] = Field("fifo", description="SCHED_FIFO or SCHED_RR")
-    priority: StrictInt = Field(1, ge=1, le=99, description="real-time priority, 1-99")
+    policy: str = setting(choice("fifo", "rr"), "SCHED_FIFO or SCHED_RR", default="fifo")
+    priority: int = setting(integer(1, 99), "real-time priority, 1-99", default=1)
 
 
-def _realtime(value: Any) -> Any:
-    if value is True:
-        return {}
-    if value is False:
-        return None
-    if value is None:
-        raise custom_error(
-            "realtime", "expected a mapping, or false to turn real-time scheduling off"
-        )
-    return value
+class _RealtimeOrOff(Parser["Realtime | None"]):
+    """``cpu.realtime``: a mapping, ``true`` (the defaults) or ``false`` (off)."""
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> Realtime | None:
+        if value is True:
+            return Realtime()
+        if value is False:
+            return None
+        if value is None:
+            raise Invalid("expected a mapping, or false to turn real-time scheduling off")
+        return Realtime.parse(value, path, errors)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [Realtime.json_schema(), {"type": "boolean"}]}
+
+    def dump(self, value: Realtime | None) -> Any:
+        return False if value is None else value.dump()
 
 
+@dataclass(frozen=True, kw_only=True)
 class Topology(Model):
     """Guest CPU topology; sockets * cores * threads must equal ``vcpus``."""
 
-    sockets: StrictInt = Field(1, ge=1)
-    cores: StrictInt = Field(1, ge=1)
-    threads: StrictInt = Field(1, ge=1)
+    sockets: int = setting(integer(1), default=1)
+    cores: int = setting(integer(1), default=1)
+    threads: int = setting(integer(1), default=1)
 
 
-FeaturePolicy = Literal["require", "disable"]
-
-
+@dataclass(frozen=True, kw_only=True)
 class Cpu(Model):
     """vCPU placement, scheduling and model."""
 
-    pinning: CpusOrAuto = Field(
-        description="host CPU of each vCPU, in vCPU order; each host CPU used once; "
-        "or `auto`: rtlibvirt chooses them when it defines the domain"
+    pinning: tuple[int, ...] | str = setting(
+        CPUS_OR_AUTO,
+        "host CPU of each vCPU, in vCPU order; each host CPU used once; "
+        "or `auto`: rtlibvirt chooses them when it defines the domain",
     )
-    emulator: CpusOrAuto = Field(
-        description="host CPUs for QEMU's emulator and I/O threads; "
-        "none of them may carry a realtime vCPU; or `auto`: housekeeping CPUs of the VM's node"
+    emulator: tuple[int, ...] | str = setting(
+        CPUS_OR_AUTO,
+        "host CPUs for QEMU's emulator and I/O threads; none of them may carry a realtime "
+        "vCPU; or `auto`: housekeeping CPUs of the VM's node",
     )
-    iothreads: StrictInt = Field(0, ge=0, le=64, description="number of I/O threads")
-    realtime: Annotated[Realtime | None, BeforeValidator(_realtime)] = Field(
+    iothreads: int = setting(integer(0, 64), "number of I/O threads", default=0)
+    realtime: Realtime | None = setting(
+        _RealtimeOrOff(),
+        "real-time scheduling of vCPUs; false turns it off",
         default_factory=Realtime,
-        description="real-time scheduling of vCPUs; false turns it off",
-        json_schema_extra=lambda schema: null_to(schema, {"type": "boolean"}),
     )
-    model: CpuModelName = Field(
-        "host-passthrough",
-        description="host-passthrough, host-model, or a named CPU model",
+    model: str = setting(
+        CPU_MODEL, "host-passthrough, host-model, or a named CPU model", default="host-passthrough"
     )
-    topology: Topology | None = Field(
-        None, description="default: 1 socket, one core per vCPU, 1 thread"
+    topology: Topology | None = setting(
+        optional(nested(Topology)), "default: 1 socket, one core per vCPU, 1 thread", default=None
     )
-    features: dict[CpuFeatureName, FeaturePolicy] = Field(
-        default_factory=dict, description="CPU feature name -> require or disable"
+    features: dict[str, str] = setting(
+        MappingOf(_feature_name, choice("require", "disable"), {"pattern": _CPU_FEATURE.pattern}),
+        "CPU feature name -> require or disable",
+        default_factory=dict,
     )
 
 
+@dataclass(frozen=True, kw_only=True)
 class Numa(Model):
     """Host NUMA placement of the guest's memory."""
 
-    node: StrictInt | None = Field(None, ge=0, description="host NUMA node id")
+    node: int | None = setting(optional(integer(0)), "host NUMA node id", default=None)
 
 
+@dataclass(frozen=True, kw_only=True)
 class MemoryBacking(Model):
     """How guest RAM is backed on the host."""
 
-    hugepages: Literal["2M", "1G", "none"] = Field("1G", description="hugepage size, or none")
-    locked: StrictBool = Field(True, description="lock guest memory in host RAM")
-    nosharepages: StrictBool = Field(True, description="no KSM page sharing")
+    hugepages: str = setting(choice("2M", "1G", "none"), "hugepage size, or none", default="1G")
+    locked: bool = setting(boolean(), "lock guest memory in host RAM", default=True)
+    nosharepages: bool = setting(boolean(), "no KSM page sharing", default=True)
 
 
-DiskBus = Literal["virtio", "sata", "scsi", "ide"]
-DiskFormat = Literal["raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed"]
-
-
+@dataclass(frozen=True, kw_only=True)
 class Disk(Model):
     """A disk image file or block device."""
 
-    source: Text = Field(description="absolute path of an image file or a block device")
-    bus: DiskBus = "virtio"
-    format: DiskFormat | None = Field(
-        None, description="default: qcow2 for *.qcow2 files, else raw"
+    source: str = setting(text(), "absolute path of an image file or a block device")
+    bus: str = setting(choice("virtio", "sata", "scsi", "ide"), default="virtio")
+    format: str | None = setting(
+        optional(choice("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed")),
+        "default: qcow2 for *.qcow2 files, else raw",
+        default=None,
     )
-    readonly: StrictBool = False
+    readonly: bool = setting(boolean(), default=False)
 
 
-NicModel = Literal["virtio", "e1000e", "e1000", "rtl8139"]
-
-
+@dataclass(frozen=True, kw_only=True)
 class Network(Model):
     """A NIC on a host bridge or a libvirt network (exactly one of the two)."""
 
-    bridge: BridgeName | None = None
-    network: Text | None = None
-    model: NicModel = "virtio"
-    mac: MacAddress | None = None
+    bridge: str | None = setting(optional(BRIDGE_NAME), "a host bridge", default=None)
+    network: str | None = setting(optional(text()), "a libvirt network", default=None)
+    model: str = setting(choice("virtio", "e1000e", "e1000", "rtl8139"), default="virtio")
+    mac: str | None = setting(optional(MAC_ADDRESS), default=None)
 
 
-def _hostdev(value: Any) -> Any:
-    if isinstance(value, str):
-        return {"address": value}
-    return value
-
-
+@dataclass(frozen=True, kw_only=True)
 class Hostdev(Model):
     """A PCI device passed through with VFIO."""
 
-    address: PciAddress = Field(description="DDDD:BB:SS.F or BB:SS.F")
-    managed: StrictBool = Field(
-        True, description="libvirt binds the device to vfio-pci at start and back after"
+    address: str = setting(PCI_ADDRESS, "DDDD:BB:SS.F or BB:SS.F")
+    managed: bool = setting(
+        boolean(), "libvirt binds the device to vfio-pci at start and back after", default=True
     )
 
 
-HostdevItem = Annotated[Hostdev, BeforeValidator(_hostdev)]
+class _HostdevItem(Parser[Hostdev]):
+    """A hostdev: a PCI address string, or a mapping {address, managed}."""
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> Hostdev:
+        if isinstance(value, str):
+            return Hostdev(address=_pci(value))
+        return Hostdev.parse(value, path, errors)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [PCI_ADDRESS.schema(), Hostdev.json_schema()]}
+
+    def dump(self, value: Hostdev) -> Any:
+        return value.dump()
 
 
-def _hostdev_items(schema: dict[str, Any]) -> None:
-    schema["items"] = {"anyOf": [{"type": "string", "pattern": _PCI_JSON_PATTERN}, schema["items"]]}
-
-
+@dataclass(frozen=True, kw_only=True)
 class Devices(Model):
-    disks: tuple[Disk, ...] = ()
-    networks: tuple[Network, ...] = ()
-    hostdevs: tuple[HostdevItem, ...] = Field(
-        (),
-        description="PCI addresses, or mappings {address, managed}",
-        json_schema_extra=_hostdev_items,
+    """Disks, NICs and PCI passthrough devices."""
+
+    disks: tuple[Disk, ...] = setting(list_of(nested(Disk)), default=())
+    networks: tuple[Network, ...] = setting(list_of(nested(Network)), default=())
+    hostdevs: tuple[Hostdev, ...] = setting(
+        list_of(_HostdevItem()), "PCI addresses, or mappings {address, managed}", default=()
     )
 
 
+@dataclass(frozen=True, kw_only=True)
 class Isolation(Model):
     """Host isolation that the rtlibvirt hook applies while the VM runs."""
 
-    irqs: StrictBool = Field(True, description="move movable host IRQs off the VM's CPUs")
-    workqueues: StrictBool = Field(
-        True, description="take the VM's CPUs out of the unbound and writeback workqueue cpumasks"
+    irqs: bool = setting(boolean(), "move movable host IRQs off the VM's CPUs", default=True)
+    workqueues: bool = setting(
+        boolean(),
+        "take the VM's CPUs out of the unbound and writeback workqueue cpumasks",
+        default=True,
     )
-    machine_check_polling: StrictBool | None = Field(
-        None,
-        description="false: machine-check polling off (interval 0) while the VM runs; "
-        "unset: left alone",
+    machine_check_polling: bool | None = setting(
+        optional(boolean()),
+        "false: machine-check polling off (interval 0) while the VM runs; unset: left alone",
+        default=None,
     )
-    cache_ways: StrictInt = Field(
-        0, ge=0, le=64, description="exclusive L3 cache ways (resctrl); 0 = none"
+    cache_ways: int = setting(
+        integer(0, 64), "exclusive L3 cache ways (resctrl); 0 = none", default=0
     )
-    strict: StrictBool = Field(
-        False, description="refuse to start when an isolation step cannot be applied"
+    strict: bool = setting(
+        boolean(), "refuse to start when an isolation step cannot be applied", default=False
     )
 
 
+@dataclass(frozen=True, kw_only=True)
 class VmSpec(Model):
     """A real-time VM: the contents of ``vm.yaml``."""
 
-    name: Name = Field(description="domain name")
-    memory: MemoryKiB = Field(description="guest RAM")
-    vcpus: StrictInt = Field(ge=1, le=4096, description="number of vCPUs")
-    cpu: Cpu
-    numa: Numa = Field(default_factory=Numa)
-    memory_backing: MemoryBacking = Field(default_factory=MemoryBacking)
-    machine: Literal["q35", "pc"] = "q35"
-    firmware: Literal["bios", "efi"] = "bios"
-    devices: Devices = Field(default_factory=Devices)
-    isolation: Isolation = Field(default_factory=Isolation)
+    name: str = setting(NAME, "domain name")
+    memory: int = setting(MEMORY, "guest RAM: a size with a unit (512MiB, 2GiB, 1G) or MiB")
+    vcpus: int = setting(integer(1, 4096), "number of vCPUs")
+    cpu: Cpu = setting(nested(Cpu), "vCPU placement, scheduling and model")
+    numa: Numa = setting(nested(Numa), "host NUMA placement", default_factory=Numa)
+    memory_backing: MemoryBacking = setting(
+        nested(MemoryBacking), "how guest RAM is backed", default_factory=MemoryBacking
+    )
+    machine: str = setting(choice("q35", "pc"), "QEMU machine type", default="q35")
+    firmware: str = setting(choice("bios", "efi"), "guest firmware", default="bios")
+    devices: Devices = setting(nested(Devices), default_factory=Devices)
+    isolation: Isolation = setting(
+        nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
+    )
 
     # ---- derived views, used by render, the hook and checks -------------
 
@@ -443,8 +422,7 @@ class VmSpec(Model):
 
     def placed(self, pinning: tuple[int, ...], emulator: tuple[int, ...]) -> VmSpec:
         """This spec with host CPUs chosen for ``auto`` (see ``placement``)."""
-        cpu = self.cpu.model_copy(update={"pinning": pinning, "emulator": emulator})
-        return self.model_copy(update={"cpu": cpu})
+        return self.replace(cpu=self.cpu.replace(pinning=pinning, emulator=emulator))
 
     @property
     def topology(self) -> Topology:
@@ -456,12 +434,12 @@ class VmSpec(Model):
 
     def normalized(self) -> dict[str, Any]:
         """Every default filled in; JSON-ready and itself a valid vm.yaml."""
-        data = self.model_dump(mode="json")
+        data = self.dump()
         if self.cpu.realtime is None:
             data["cpu"]["realtime"] = False
         else:
             data["cpu"]["realtime"]["vcpus"] = list(self.realtime_vcpus)
-        data["cpu"]["topology"] = self.topology.model_dump(mode="json")
+        data["cpu"]["topology"] = self.topology.dump()
         for disk, raw in zip(self.devices.disks, data["devices"]["disks"], strict=True):
             raw["format"] = disk_format(disk)
         return data
@@ -508,7 +486,7 @@ def validate_data(data: Mapping[str, Any], source: str = "<spec>") -> VmSpec:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of vm.yaml, for editors (``rtlibvirt schema``)."""
-    schema = VmSpec.model_json_schema(mode="validation")
+    schema = VmSpec.json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://rtlibvirt.org/schema/vm.json",

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from lxml import etree
-from pydantic import Field
 
 from . import __version__, metadata, units
 from .cpuset import format_cpulist
@@ -37,19 +36,24 @@ from .domxml import DomainFacts
 from .errors import InputError, Problem, SpecError
 from .render import LOCKED_OVERHEAD_KIB
 from .spec import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
-from .validation import Model, validate_model
+from .validation import Model, nested, setting, validate_model
 from .yamlfile import Document, KeyPath, load
 
 ORIGIN = "tune"
 
 
+@dataclass(frozen=True, kw_only=True)
 class Tuning(Model):
     """The contents of TUNING.yaml: the real-time sections of a vm.yaml."""
 
-    cpu: Cpu
-    numa: Numa = Field(default_factory=Numa)
-    memory_backing: MemoryBacking = Field(default_factory=MemoryBacking)
-    isolation: Isolation = Field(default_factory=Isolation)
+    cpu: Cpu = setting(nested(Cpu), "vCPU placement, scheduling and model")
+    numa: Numa = setting(nested(Numa), "host NUMA placement", default_factory=Numa)
+    memory_backing: MemoryBacking = setting(
+        nested(MemoryBacking), "how guest RAM is backed", default_factory=MemoryBacking
+    )
+    isolation: Isolation = setting(
+        nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
+    )
 
 
 def _missing_hint(path: KeyPath) -> str | None:
@@ -71,7 +75,7 @@ def load_tuning(path: str | Path) -> Loaded:
     """Read TUNING.yaml and check its shape (every problem at once)."""
     doc = load(path)
     tuning = validate_model(doc, Tuning, _missing_hint)
-    if "iothreads" in tuning.cpu.model_fields_set:
+    if "iothreads" in tuning.cpu.fields_set:
         raise SpecError(
             doc.source,
             [
@@ -349,7 +353,7 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
     _remove(features, "pmu")
     _insert_before(features, etree.Element("pmu", state="off"), _AFTER_PMU)
     cpu = _top(root, "cpu")
-    fields = cpu_spec.model_fields_set
+    fields = cpu_spec.fields_set
     if "model" in fields:
         for attr in ("mode", "match", "check", "migratable"):
             cpu.attrib.pop(attr, None)

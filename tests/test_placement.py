@@ -209,7 +209,7 @@ def test_property_no_overlap_numa_local_whole_cores(
             # Spanning nodes only when no single node has room.
             for node in h.topology.nodes:
                 with pytest.raises(PlacementError):
-                    place_spec(h, spec.model_copy(update={"numa": Numa(node=node)}))
+                    place_spec(h, spec.replace(numa=Numa(node=node)))
         placed.append(placed_spec)
         h = dataclasses.replace(h, domains=(*h.domains, facts(render(placed_spec))))
     assert_sound(h, placed, local=False)

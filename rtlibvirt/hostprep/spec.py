@@ -1,7 +1,7 @@
 """The ``host.yaml`` model: typed, frozen, validated like ``vm.yaml``.
 
 Three steps, each reporting every problem with its key path and line (exit 2,
-nothing changed): YAML syntax, shape (the pydantic model below), and meaning
+nothing changed): YAML syntax, shape (the model below), and meaning
 (:func:`check`), which also compares the file with the host's facts: CPUs the
 host does not have, the CPU vendor, services that are not installed.
 """
@@ -11,19 +11,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BeforeValidator, Field, StrictBool, StrictInt, WithJsonSchema
+from typing import Any
 
 from .. import cpuset
 from ..errors import Problem
 from ..validation import (
-    _CPU_LIST_SCHEMA,
     Checker,
+    Errors,
+    Invalid,
+    ListOf,
     Model,
+    Scalar,
+    boolean,
     check_text,
-    cpu_list,
-    custom_error,
+    choice,
+    cpus,
+    integer,
+    list_of,
+    nested,
+    optional,
+    setting,
     validate_model,
 )
 from ..yamlfile import Document, KeyPath, load
@@ -37,104 +44,100 @@ _UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
 _KERNEL_ARG = re.compile(r"^[^\s\"'`$\\;&|<>(){}]+$")
 
 
-def _host_cpus(value: Any) -> tuple[int, ...]:
-    """A CPU list as in vm.yaml, or one CPU number (``isolated_cpus: 4``)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    return cpu_list(value)
-
-
-CpuList = Annotated[
-    tuple[int, ...],
-    BeforeValidator(_host_cpus),
-    WithJsonSchema({"oneOf": [{"type": "integer", "minimum": 0}, *_CPU_LIST_SCHEMA["oneOf"]]}),
-]
-
-
 def _service(value: Any) -> str:
     text = check_text(value)
     if not _SERVICE.match(text) or text.startswith("-"):
-        raise custom_error("service", f"{text!r} is not a systemd unit name (e.g. irqbalance)")
+        raise Invalid(f"{text!r} is not a systemd unit name (e.g. irqbalance)")
     return text if text.endswith(_UNIT_SUFFIXES) else f"{text}.service"
 
 
-ServiceName = Annotated[
-    str,
-    BeforeValidator(_service),
-    WithJsonSchema({"type": "string", "pattern": _SERVICE.pattern}),
-]
+SERVICE_NAME = Scalar(_service, {"type": "string", "pattern": _SERVICE.pattern})
 
 
 def _kernel_arg(value: Any) -> str:
     text = check_text(value)
     if text == "--" or not _KERNEL_ARG.match(text):
-        raise custom_error(
-            "kernel_arg",
+        raise Invalid(
             f"{text!r} is not one kernel argument: no blanks, quotes or shell characters, "
-            "and not '--' (write e.g. 'console=ttyS0,115200')",
+            "and not '--' (write e.g. 'console=ttyS0,115200')"
         )
     return text
 
 
-KernelArgText = Annotated[
-    str,
-    BeforeValidator(_kernel_arg),
-    WithJsonSchema({"type": "string", "pattern": _KERNEL_ARG.pattern}),
-]
+KERNEL_ARG = Scalar(_kernel_arg, {"type": "string", "pattern": _KERNEL_ARG.pattern})
 
 
+@dataclass(frozen=True, kw_only=True)
 class Hugepages(Model):
     """Hugepages reserved for VMs: 1G pages at boot (kernel arguments), 2M pages at runtime."""
 
-    size: Literal["1G", "2M"] = Field(description="1G (reserved at boot) or 2M (set at runtime)")
-    count: StrictInt = Field(ge=1, le=1_000_000, description="number of pages")
+    size: str = setting(choice("1G", "2M"), "1G (reserved at boot) or 2M (set at runtime)")
+    count: int = setting(integer(1, 1_000_000), "number of pages")
 
 
-def _hugepages(value: Any) -> Any:
-    if value is None or value is False:
-        return ()
-    if isinstance(value, dict):
-        return (value,)
-    return value
+class _HugepagesList(ListOf[Hugepages]):
+    """``{size, count}``, or a list of them; null or false: none."""
+
+    def parse(self, value: Any, path: Any, errors: Errors) -> tuple[Hugepages, ...]:
+        if value is None or value is False:
+            return ()
+        return super().parse(value, path, errors)
 
 
+@dataclass(frozen=True, kw_only=True)
 class HostSpec(Model):
     """A real-time KVM host: the contents of ``host.yaml``."""
 
-    isolated_cpus: CpuList = Field(description="CPUs reserved for real-time vCPUs")
-    housekeeping_cpus: CpuList | None = Field(
-        None, description="CPUs for the host's own work; default: every other present CPU"
+    isolated_cpus: tuple[int, ...] = setting(cpus(), "CPUs reserved for real-time vCPUs")
+    housekeeping_cpus: tuple[int, ...] | None = setting(
+        optional(cpus()),
+        "CPUs for the host's own work; default: every other present CPU",
+        default=None,
     )
-    hugepages: Annotated[tuple[Hugepages, ...], BeforeValidator(_hugepages)] = Field(
-        (), description="{size, count}, or a list of them (one per size)"
+    hugepages: tuple[Hugepages, ...] = setting(
+        _HugepagesList(nested(Hugepages), single=True),
+        "{size, count}, or a list of them (one per size)",
+        default=(),
     )
-    iommu: StrictBool = Field(True, description="IOMMU on, passthrough mode for host devices")
-    cache_allocation: StrictBool = Field(
-        False, description="L3 cache allocation (rdt=l3cat) and the resctrl mount"
+    iommu: bool = setting(boolean(), "IOMMU on, passthrough mode for host devices", default=True)
+    cache_allocation: bool = setting(
+        boolean(), "L3 cache allocation (rdt=l3cat) and the resctrl mount", default=False
     )
-    idle: Literal["poll", "shallow", "default"] = Field(
-        "poll", description="poll: no C-states; shallow: C1 at most; default: the kernel's"
+    idle: str = setting(
+        choice("poll", "shallow", "default"),
+        "poll: no C-states; shallow: C1 at most; default: the kernel's",
+        default="poll",
     )
-    pstate: Literal["disable", "passive", "active", "default"] = Field(
-        "disable", description="intel_pstate= / amd_pstate= mode; disable: no P-state driver"
+    pstate: str = setting(
+        choice("disable", "passive", "active", "default"),
+        "intel_pstate= / amd_pstate= mode; disable: no P-state driver",
+        default="disable",
     )
-    lapic_timer_advance_ns: StrictInt | None = Field(
-        None, ge=-1, le=1_000_000, description="KVM's fixed LAPIC timer advance; -1 = adaptive"
+    lapic_timer_advance_ns: int | None = setting(
+        optional(integer(-1, 1_000_000)),
+        "KVM's fixed LAPIC timer advance; -1 = adaptive",
+        default=None,
     )
-    machine_check_polling: StrictBool | None = Field(
-        None, description="false: machine-check polling off (check_interval 0); unset: left alone"
+    machine_check_polling: bool | None = setting(
+        optional(boolean()),
+        "false: machine-check polling off (check_interval 0); unset: left alone",
+        default=None,
     )
-    disable_services: tuple[ServiceName, ...] = Field(
-        (), description="systemd services to stop and disable (e.g. irqbalance)"
+    disable_services: tuple[str, ...] = setting(
+        list_of(SERVICE_NAME), "systemd services to stop and disable (e.g. irqbalance)", default=()
     )
-    mitigations: Literal["keep", "off"] = Field(
-        "keep", description="off disables Spectre v2 mitigations (nospectre_v2)"
+    mitigations: str = setting(
+        choice("keep", "off"), "off disables Spectre v2 mitigations (nospectre_v2)", default="keep"
     )
-    extra_kernel_args: tuple[KernelArgText, ...] = Field(
-        (), description="more kernel arguments; one with the name of a planned one replaces it"
+    extra_kernel_args: tuple[str, ...] = setting(
+        list_of(KERNEL_ARG),
+        "more kernel arguments; one with the name of a planned one replaces it",
+        default=(),
     )
-    cpu_vendor: Literal["intel", "amd"] | None = Field(
-        None, description="default: from /proc/cpuinfo; needed for a tree without /proc"
+    cpu_vendor: str | None = setting(
+        optional(choice("intel", "amd")),
+        "default: from /proc/cpuinfo; needed for a tree without /proc",
+        default=None,
     )
 
 
