@@ -98,3 +98,55 @@ class HostFS:
         """Width of the kernel's cpumasks: highest possible CPU + 1."""
         possible = self.cpulist(f"{CPU_DIR}/possible") or self.cpus_present()
         return max(possible, default=0) + 1
+
+    # ---- directories and mounts (resctrl groups, for the hook) ---------------
+    # Kernel filesystems give mkdir, rmdir and mount their own meaning (a
+    # resctrl group is made by mkdir); a fake tree of a test overrides these.
+
+    def mkdir(self, host_path: str, mode: int = 0o755) -> None:
+        os.mkdir(self.path(host_path), mode)
+
+    def rmdir(self, host_path: str) -> None:
+        os.rmdir(self.path(host_path))
+
+    def mounts(self) -> list[tuple[str, str, str]]:
+        """``(source, mount point, fstype)`` of each line of ``/proc/mounts``."""
+        found = []
+        for line in self.read_or("/proc/mounts", "").splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                point = fields[1].replace("\\040", " ").replace("\\011", "\t")
+                found.append((fields[0], point, fields[2]))
+        return found
+
+    def is_mounted(self, target: str, fstype: str) -> bool:
+        return any(point == target and kind == fstype for _, point, kind in self.mounts())
+
+    def filesystems(self) -> frozenset[str]:
+        """Filesystem types the running kernel supports (``/proc/filesystems``)."""
+        return frozenset(
+            line.split()[-1] for line in self.read_or("/proc/filesystems", "").splitlines() if line
+        )
+
+    def mount(self, fstype: str, target: str) -> None:
+        """``mount -t FSTYPE FSTYPE TARGET``; raises OSError on failure."""
+        if not self.is_live:
+            raise OSError(errno.EPERM, f"cannot mount {fstype} in the fake tree {self.root}")
+        _run_mount(["mount", "-t", fstype, fstype, target])
+
+    def umount(self, target: str) -> None:
+        if not self.is_live:
+            raise OSError(errno.EPERM, f"cannot unmount {target} in the fake tree {self.root}")
+        _run_mount(["umount", target])
+
+
+def _run_mount(argv: list[str]) -> None:
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{argv[0]}: {exc.strerror}") from None
+    if done.returncode != 0:
+        message = done.stderr.strip() or f"exit status {done.returncode}"
+        raise OSError(errno.EIO, f"{' '.join(argv)}: {message}")
