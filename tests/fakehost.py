@@ -15,7 +15,8 @@ the hook writes (for in-process tests):
   masks like the kernel (within cbm_mask, at least min_cbm_bits, contiguous
   unless sparse_masks) and reports errors in info/last_cmd_status;
   ``cpus_list`` moves CPUs between groups (the default group cannot drop any),
-  ``tasks`` takes one thread id per write.
+  ``tasks`` takes one thread id per write (the default group lists only the
+  threads moved back to it, not every task of the system).
 
 A write can also be made to "kill" the hook (raise :class:`Killed`, which is
 not an Exception, so nothing in the hook catches it) to test a hook that dies
@@ -307,7 +308,7 @@ class FakeKernel(HostFS):
         group = self.groups.pop(name)
         default = self.groups[""]
         default.cpus |= group.cpus
-        default.tasks += group.tasks
+        default.tasks += [t for t in group.tasks if self._task_exists(t)]
         shutil.rmtree(self.path(host_path))
         self._render_group("")
 
@@ -343,7 +344,7 @@ class FakeKernel(HostFS):
             group.cpus = cpus
         elif leaf == "tasks":
             tid = int(text)
-            if not any(self.root.glob(f"proc/*/task/{tid}")):
+            if not self._task_exists(tid):
                 raise OSError(errno.ESRCH, os.strerror(errno.ESRCH), host_path)
             for other in self.groups.values():
                 if tid in other.tasks:
@@ -389,8 +390,12 @@ class FakeKernel(HostFS):
                 new[cache] = mask
         group.masks = new
 
+    def _task_exists(self, tid: int) -> bool:
+        return any(self.root.glob(f"proc/*/task/{tid}"))
+
     def _render_group(self, name: str) -> None:
         group = self.groups[name]
+        group.tasks = [t for t in group.tasks if self._task_exists(t)]  # exited threads vanish
         directory = RESCTRL if name == "" else f"{RESCTRL}/{name}"
         width = (self.cbm_mask.bit_length() + 3) // 4
         l3 = ";".join(f"{c}={group.masks[c]:0{width}x}" for c in self.cache_ids)
