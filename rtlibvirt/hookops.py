@@ -220,6 +220,7 @@ def _started(
             log.warning(f"after applying: {problem}")
         if pid is not None:
             _check_threads(fs, log, pid, domain)
+        host.save()
 
 
 def _check_threads(fs: HostFS, log: HookLog, pid: int, domain: DomainInfo) -> None:
@@ -246,6 +247,7 @@ def _stop(fs: HostFS, log: HookLog, name: str) -> None:
             log.info(f"releasing CPUs {format_cpulist(claim.cpus)}")
         _prune(host)
         isolation.reconcile(host)
+        host.save()
         if host.state.is_empty():
             if claim is not None:
                 log.info("no real-time VM is left: every value is back to its original")

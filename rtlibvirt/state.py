@@ -35,10 +35,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
 
 from .cpuset import format_cpulist, parse_cpulist
 from .sysfs import HostFS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for the hook)
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_DIR = "/run/rtlibvirt"
 STATE_FILE = f"{STATE_DIR}/state.json"

@@ -7,11 +7,12 @@ has a mask of its own). Hex masks, handled like IRQ affinities.
 
 from __future__ import annotations
 
-from ..cpuset import CpuListError, format_mask, parse_mask
+from ..cpuset import CpuListError, format_mask
 from ..state import Claim, Settings
 from . import (
     Host,
     ValuePlan,
+    cached_mask,
     converge,
     forget_refused,
     isolated_cpus,
@@ -50,7 +51,7 @@ def plan(host: Host, claims: list[Claim]) -> ValuePlan:
                 continue
             base_text = state.originals.get(path) or fs.read_or(path, "")
             try:
-                base = parse_mask(base_text)
+                base = cached_mask(base_text)
             except CpuListError:
                 notes.append(f"{describe(path)}: cannot parse {base_text!r}; left alone")
                 continue
