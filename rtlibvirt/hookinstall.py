@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,25 +266,38 @@ def _daemon(fs: HostFS, pid: int) -> Daemon | None:
     comm = fs.read_or(f"/proc/{pid}/comm", "").strip()
     if comm not in DAEMONS:
         return None
+    if fs.read_or(f"/proc/{pid}/stat", "").rpartition(")")[2].split()[:1] == ["Z"]:
+        return None  # a zombie of an earlier daemon
     started = process_start_time(fs, pid)
     return None if started is None else Daemon(comm, pid, started)
 
 
 def process_start_time(fs: HostFS, pid: int) -> float | None:
-    """Start time of a process in epoch seconds (/proc/PID/stat field 22 + btime)."""
+    """Start time of a process in epoch seconds (/proc/PID/stat field 22).
+
+    The boot time comes from /proc/uptime (10 ms steps) where it can, since
+    /proc/stat's btime is rounded to the second.
+    """
     stat = fs.read_or(f"/proc/{pid}/stat", "")
     fields = stat.rpartition(")")[2].split()
-    btime = None
-    for line in fs.read_or("/proc/stat", "").splitlines():
-        if line.startswith("btime "):
-            btime = int(line.split()[1])
     try:
         ticks = int(fields[19])
     except (IndexError, ValueError):
         return None
-    if btime is None:
+    boot: float | None = None
+    uptime = fs.read_or("/proc/uptime", "").split()
+    if uptime:
+        try:
+            boot = time.time() - float(uptime[0])
+        except ValueError:
+            boot = None
+    if boot is None:
+        for line in fs.read_or("/proc/stat", "").splitlines():
+            if line.startswith("btime "):
+                boot = float(line.split()[1])
+    if boot is None:
         return None
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 # ---- restart -------------------------------------------------------------------------
