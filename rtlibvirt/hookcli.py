@@ -154,8 +154,11 @@ def status(hooks_dir: Path) -> None:
         echo("isolated   " + "; ".join(f"{name} ({what})" for name, what in st.claims.items()))
     else:
         echo("isolated   no real-time VM")
-    if st.unrestored and not st.claims:
-        echo(f"unrestored {st.unrestored} values wait to be restored (see the log)")
+    if st.unrestored:
+        note = " (no VM runs: they wait to be restored, see the log)" if not st.claims else ""
+        echo(f"state      {st.state_file}: {st.unrestored} changed values to restore{note}")
+    else:
+        echo(f"state      {st.state_file}: no value changed")
     if st.state_problem:
         echo(f"state      {st.state_problem}")
     for path in st.set_aside:

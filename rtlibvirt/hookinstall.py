@@ -176,7 +176,8 @@ class Status:
     daemon: Daemon | None = None
     user_hook: Path | None = None
     claims: dict[str, str] = field(default_factory=dict)  # name -> "CPUs 1, running"
-    unrestored: int = 0
+    unrestored: int = 0  # saved originals: values the hook changed and will restore
+    state_file: str = ""
     state_problem: str | None = None
     set_aside: list[str] = field(default_factory=list)
     log: str = ""
@@ -233,6 +234,7 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Sta
     for name, claim in sorted(state.claims.items()):
         result.claims[name] = f"CPUs {format_cpulist(claim.cpus)}, {claim.phase}"
     result.unrestored = len(state.originals)
+    result.state_file = str(fs.path(STATE_FILE))
     result.set_aside = StateStore(fs).set_aside_files()
     result.log = (
         "syslog (journalctl -t rtlibvirt-hook)"

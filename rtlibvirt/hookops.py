@@ -43,7 +43,7 @@ def handle(fs: HostFS, name: str, op: str, subop: str, xml: str) -> int:
         elif op == "reconnect":
             _started(fs, log, name, domain, reconnect=True)
         else:
-            _stop(fs, log, name)
+            _stop(fs, log, name, managed=domain is not None)
         return 0
     except Refused as exc:
         message = f"rtlibvirt: {name}: {exc}"
@@ -175,7 +175,7 @@ def _prepare(fs: HostFS, log: HookLog, name: str, domain: DomainInfo | None) -> 
             more = f" (and {len(problems) - 1} more, see the log)" if len(problems) > 1 else ""
             for p in problems:
                 log.error(p)
-            raise Refused(f"isolation is strict and {problems[0]}{more}")
+            raise Refused(f"strict isolation cannot be applied: {problems[0]}{more}")
         for p in problems:
             log.warning(f"{p}; the VM starts without it")
         host.save()
@@ -235,13 +235,15 @@ def _check_threads(fs: HostFS, log: HookLog, pid: int, domain: DomainInfo) -> No
             log.warning(f"{problem}; fix: {rtgroup.HINT}")
 
 
-def _stop(fs: HostFS, log: HookLog, name: str) -> None:
+def _stop(fs: HostFS, log: HookLog, name: str, managed: bool) -> None:
     store = StateStore(fs)
     if not store.exists():
         return  # nothing was ever changed (or everything is restored)
     with store.locked():
         host = _open(fs, log, store)
         claim = host.state.claims.pop(name, None)
+        if claim is None and not managed:
+            return  # another domain (without metadata) stops: not ours
         if claim is not None:
             host.save()
             log.info(f"releasing CPUs {format_cpulist(claim.cpus)}")

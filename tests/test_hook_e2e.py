@@ -32,6 +32,7 @@ pytestmark = pytest.mark.libvirtd
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "rtl-hook-e2e"
+CLASH = "rtl-hook-e2e-clash"  # a second VM that wants CPU 1 too
 SPEC = f"""\
 name: {NAME}
 memory: 128MiB
@@ -158,6 +159,19 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
         log = HOOK_LOG.read_text(errors="replace")
         assert f"{NAME} started begin: checked: vCPU 0 (thread {tid}) runs fifo 1" in log
 
+        # prepare refuses a VM whose CPU the running one holds; libvirt shows our line
+        clash = tmp_path / "clash.yaml"
+        clash.write_text(SPEC.replace(f"name: {NAME}", f"name: {CLASH}"))
+        run(rtlibvirt, "define", str(clash), "-c", system_uri)
+        refused = run(*virsh, "start", CLASH, check=False)
+        assert refused.returncode != 0
+        assert (
+            f"rtlibvirt: {CLASH}: host CPU 1 already belongs to real-time VM '{NAME}' (running)"
+            in refused.stderr
+        ), refused.stderr
+        assert host_values() == during  # the refused VM's stop hooks changed nothing
+        assert NAME in claims() and CLASH not in claims()
+
         run(*virsh, "destroy", NAME)
         assert host_values() == before
         assert NAME not in claims()
@@ -166,8 +180,9 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
 
 
 def _cleanup(virsh: tuple[str, ...], rtlibvirt: str, hook_was_installed: bool) -> None:
-    subprocess.run([*virsh, "destroy", NAME], capture_output=True, check=False)
-    subprocess.run([*virsh, "undefine", NAME], capture_output=True, check=False)
+    for name in (CLASH, NAME):
+        subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
+        subprocess.run([*virsh, "undefine", name], capture_output=True, check=False)
     if NAME in claims():
         # The stop hooks did not run (e.g. the hook was not seen by libvirtd):
         # undo by name, as they would have, so that no host value stays changed.

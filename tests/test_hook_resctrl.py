@@ -90,8 +90,9 @@ def test_strict_refuses_to_start_without_resctrl(
     assert call(name, "prepare", "begin", xml) == 1
     err = capsys.readouterr().err
     assert err == (
-        "rtlibvirt: a: isolation is strict and cache_ways: resctrl is not available: the "
-        "kernel or CPU has no cache allocation (no 'resctrl' in /proc/filesystems)\n"
+        "rtlibvirt: a: strict isolation cannot be applied: cache_ways: resctrl is not "
+        "available: the kernel or CPU has no cache allocation (no 'resctrl' in "
+        "/proc/filesystems)\n"
     )
     assert snapshot(fs) == before
     assert call.state() is None
