@@ -153,7 +153,8 @@ def _prepare(fs: HostFS, log: HookLog, name: str, domain: DomainInfo | None) -> 
     store = StateStore(fs)
     with store.locked():
         host = _open(fs, log, store)
-        _prune(host, keep=name)
+        if _prune(host, keep=name):
+            isolation.reconcile(host)  # undo what the vanished VMs needed
         conflicts = _conflicts(host.state, name, cpus)
         if conflicts:
             raise Refused(

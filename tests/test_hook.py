@@ -218,6 +218,7 @@ def test_a_vm_whose_qemu_is_gone_without_a_stop_call_is_released(
     clash = domain_xml("c", [0, 1], [1])
     assert call("c", "prepare", "begin", clash) == 0
     assert "VM 'a' (running, pid 1000) is gone without a stop call" in call.log()
+    assert masks(fs) == {p: frozenset({0, 1, 2, 3}) for p in masks(fs)}  # undone at once
     assert call.stop("c", clash) == (0, 0)
     assert snapshot(fs) == before
 
