@@ -24,7 +24,7 @@ from .cpuset import format_cpulist
 from .errors import HostError, InputError
 from .fsutil import atomic_write
 from .hooklog import LOG_FILE
-from .state import STATE_FILE, State, StateError, StateStore
+from .state import STATE_FILE, State, StateError, StateStore, peek
 from .sysfs import HostFS
 
 DEFAULT_HOOKS_DIR = Path("/etc/libvirt/hooks")
@@ -137,21 +137,10 @@ def uninstall(
 
 def isolated_vms(fs: HostFS) -> list[str]:
     try:
-        state = _peek_state(fs)
+        state = peek(fs)
     except StateError:
         return []
     return sorted(state.claims)
-
-
-def _peek_state(fs: HostFS) -> State:
-    """The hook's state, read without the lock and without setting anything aside."""
-    path = fs.path(STATE_FILE)
-    try:
-        return State.from_json(json.loads(path.read_bytes()))
-    except FileNotFoundError:
-        return State()
-    except (OSError, ValueError, TypeError) as exc:
-        raise StateError(f"{path} is unreadable: {exc}") from None
 
 
 # ---- status --------------------------------------------------------------------
@@ -227,7 +216,7 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Sta
         result.installed_at = target.stat().st_mtime
     result.daemon = find_daemon(fs)
     try:
-        state = _peek_state(fs)
+        state = peek(fs)
     except StateError as exc:
         result.state_problem = str(exc)
         state = State()

@@ -391,3 +391,31 @@ def _fsync_dir(directory: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def peek(fs: HostFS) -> State:
+    """The state as it is on disk, read without the lock and without setting anything aside.
+
+    For readers outside the hook (``rtlibvirt hook status``, ``rtlibvirt status``);
+    raises StateError when the file cannot be read or parsed.
+    """
+    path = fs.path(STATE_FILE)
+    try:
+        return State.from_json(json.loads(path.read_bytes()))
+    except FileNotFoundError:
+        return State()
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise StateError(f"{path} is unreadable: {exc}") from None
+
+
+def isolated_by_vm(fs: HostFS | None = None) -> dict[str, frozenset[int]] | None:
+    """Domain name -> the host CPUs the hook isolates for it now (running VMs).
+
+    An empty mapping when no VM is isolated; None when the state cannot be read.
+    Never raises.
+    """
+    try:
+        state = peek(fs or HostFS("/"))
+    except StateError:
+        return None
+    return {claim.name: claim.cpus for claim in state.running()}

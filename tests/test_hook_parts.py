@@ -163,3 +163,16 @@ def test_the_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
         other.locked(timeout=0.05),
     ):
         pass
+
+
+def test_isolated_by_vm_for_other_commands(tmp_path: Path) -> None:
+    from rtlibvirt.state import isolated_by_vm
+
+    fs = FakeKernel(tmp_path)
+    call = Hook(fs)
+    assert isolated_by_vm(fs) == {}
+    assert call.start("a", domain_xml("a", [0, 1], [1]), {0: 0, 1: 1}, rt=[1]) == 0
+    assert call("b", "prepare", "begin", domain_xml("b", [0, 2], [1])) == 0  # not running yet
+    assert isolated_by_vm(fs) == {"a": frozenset({1})}
+    fs.path("/run/rtlibvirt/state.json").write_text("{")
+    assert isolated_by_vm(fs) is None
