@@ -241,6 +241,9 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
+cli.add_command(__import__(f"{__package__}.hookcli", fromlist=["hook"]).hook)  # rtlibvirt hook ...
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="rtlibvirt")
 
