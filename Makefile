@@ -41,6 +41,7 @@ bench: daemon
 	scripts/install-deps --bench
 	$(BIN)/python bench/render_vs_virtinstall.py
 	$(BIN)/python bench/placement.py
+	$(BIN)/python bench/hook.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

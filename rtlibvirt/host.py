@@ -20,17 +20,17 @@ Two sources, each for what it knows best:
 from __future__ import annotations
 
 import os
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from . import virt
+from . import rtgroup, virt
 from .cpuset import CpuListError, format_cpulist, parse_cpulist
 from .domxml import DomainFacts, DomainXMLError, facts, merge_live
 from .errors import HostError
+from .rtgroup import RtGroupSched
 from .sysfs import HostFS
 
 HOST_ROOT_ENV = "RTLIBVIRT_HOST_ROOT"
@@ -174,29 +174,6 @@ class PciDevice:
 
 
 @dataclass(frozen=True)
-class RtGroupSched:
-    """RT group scheduling, as it concerns libvirt's SCHED_FIFO vCPUs."""
-
-    cpu_mount: str  # where the cpu controller is mounted
-    machine_runtime_us: int | None  # cpu.rt_runtime_us of libvirt's machine cgroup
-    machine_cgroup: str
-    rt_runtime_sysctl: int | None  # kernel.sched_rt_runtime_us
-    libvirt_uses_cpu: bool
-
-    @property
-    def blocks_fifo(self) -> bool:
-        """sched_setscheduler(SCHED_FIFO) fails with EPERM for libvirt's vCPU threads.
-
-        The kernel refuses real-time policies to a task whose cpu cgroup has
-        no RT runtime, unless RT bandwidth control is off
-        (``kernel.sched_rt_runtime_us = -1``). libvirt moves every vCPU thread
-        into a cgroup of its own under the machine cgroup, and new cgroups
-        start with ``cpu.rt_runtime_us`` 0.
-        """
-        return self.libvirt_uses_cpu and self.rt_runtime_sysctl != -1
-
-
-@dataclass(frozen=True)
 class Host:
     uri: str
     topology: Topology
@@ -262,23 +239,7 @@ class Host:
         """RT group scheduling state; None when it is off or cannot be known."""
         if self.fs is None or not self.qemu:
             return None
-        mount = _cpu_controller_mount(self.fs)
-        if mount is None or not self.fs.exists(f"{mount}/cpu.rt_runtime_us"):
-            return None
-        machine = f"{mount}/machine"
-        for candidate in (f"{mount}/machine", f"{mount}/machine.slice"):
-            if self.fs.exists(candidate):
-                machine = candidate
-                break
-        runtime = self.fs.read_or(f"{machine}/cpu.rt_runtime_us", "").strip()
-        sysctl = self.fs.read_or("/proc/sys/kernel/sched_rt_runtime_us", "").strip()
-        return RtGroupSched(
-            cpu_mount=mount,
-            machine_runtime_us=int(runtime) if runtime.lstrip("-").isdigit() else None,
-            machine_cgroup=machine,
-            rt_runtime_sysctl=int(sysctl) if sysctl.lstrip("-").isdigit() else None,
-            libvirt_uses_cpu="cpu" in _libvirt_cgroup_controllers(self.fs),
-        )
+        return rtgroup.probe(self.fs)
 
 
 def _link_name(fs: HostFS, host_path: str) -> str | None:
@@ -286,34 +247,6 @@ def _link_name(fs: HostFS, host_path: str) -> str | None:
         return os.path.basename(os.readlink(fs.path(host_path)))
     except OSError:
         return None
-
-
-def _cpu_controller_mount(fs: HostFS) -> str | None:
-    """Where the cpu controller is mounted (cgroup v1), else the cgroup2 mount."""
-    v2 = None
-    for line in fs.read_or("/proc/mounts", "").splitlines():
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        mount, fstype, options = parts[1], parts[2], parts[3].split(",")
-        if fstype == "cgroup" and "cpu" in options:
-            return mount
-        if fstype == "cgroup2" and v2 is None:
-            v2 = mount
-    return v2
-
-
-_DEFAULT_CONTROLLERS = ("cpu", "devices", "memory", "blkio", "cpuset", "cpuacct")
-
-
-def _libvirt_cgroup_controllers(fs: HostFS) -> tuple[str, ...]:
-    """``cgroup_controllers`` of /etc/libvirt/qemu.conf (libvirt's default: all)."""
-    text = fs.read_or("/etc/libvirt/qemu.conf", "")
-    lines = [line.split("#", 1)[0] for line in text.splitlines()]
-    match = re.search(r"^\s*cgroup_controllers\s*=\s*\[(.*?)\]", "\n".join(lines), re.S | re.M)
-    if match is None:
-        return _DEFAULT_CONTROLLERS
-    return tuple(re.findall(r'"([^"]*)"', match.group(1)))
 
 
 def is_local(uri: str) -> bool:

@@ -21,11 +21,49 @@ from .sysfs import HostFS
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 LIBVIRT_ERROR = "Cannot set scheduler parameters: Operation not permitted"
 HINT = (
-    'remove "cpu" from cgroup_controllers in /etc/libvirt/qemu.conf, e.g. '
-    'cgroup_controllers = [ "devices", "memory", "blkio", "cpuset", "cpuacct" ], '
-    "and restart libvirtd"
+    "run `sysctl -w kernel.sched_rt_runtime_us=-1` (and keep it in /etc/sysctl.d/), or remove "
+    '"cpu" from cgroup_controllers in /etc/libvirt/qemu.conf, e.g. cgroup_controllers = '
+    '[ "devices", "memory", "blkio", "cpuset", "cpuacct" ], and restart libvirtd'
 )
+# libvirt's default when qemu.conf does not set cgroup_controllers: every controller
+DEFAULT_CONTROLLERS = ("cpu", "devices", "memory", "blkio", "cpuset", "cpuacct")
 _CONTROLLERS = re.compile(r"^[ \t]*cgroup_controllers[ \t]*=[ \t]*\[([^\]]*)\]", re.MULTILINE)
+
+
+class RtGroupSched:
+    """RT group scheduling, as it concerns libvirt's SCHED_FIFO vCPUs."""
+
+    __slots__ = (
+        "cpu_mount",
+        "libvirt_uses_cpu",
+        "machine_cgroup",
+        "machine_runtime_us",
+        "rt_runtime_sysctl",
+    )
+
+    def __init__(
+        self,
+        cpu_mount: str,
+        machine_cgroup: str,
+        machine_runtime_us: int | None,
+        rt_runtime_sysctl: int | None,
+        libvirt_uses_cpu: bool,
+    ) -> None:
+        self.cpu_mount = cpu_mount  # where the cgroup v1 cpu controller is mounted
+        self.machine_cgroup = machine_cgroup  # libvirt's machine cgroup
+        self.machine_runtime_us = machine_runtime_us  # its cpu.rt_runtime_us, if it exists
+        self.rt_runtime_sysctl = rt_runtime_sysctl  # kernel.sched_rt_runtime_us
+        self.libvirt_uses_cpu = libvirt_uses_cpu
+
+    @property
+    def blocks_fifo(self) -> bool:
+        """sched_setscheduler(SCHED_FIFO) fails with EPERM for libvirt's vCPU threads.
+
+        The kernel refuses real-time policies to a task whose cpu cgroup has no
+        RT runtime, unless RT bandwidth control is off (sysctl -1). libvirt
+        moves each vCPU thread into a cgroup of its own, which starts at 0.
+        """
+        return self.libvirt_uses_cpu and self.rt_runtime_sysctl != -1
 
 
 def cpu_controller_root(fs: HostFS) -> str | None:
@@ -37,33 +75,47 @@ def cpu_controller_root(fs: HostFS) -> str | None:
     return None
 
 
-def libvirt_controllers(fs: HostFS) -> list[str] | None:
-    """The ``cgroup_controllers`` libvirt's QEMU driver uses; None = its default (all)."""
+def libvirt_controllers(fs: HostFS) -> tuple[str, ...]:
+    """The ``cgroup_controllers`` libvirt's QEMU driver uses (qemu.conf, else all)."""
     text = fs.read_or(QEMU_CONF, "")
     uncommented = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     m = _CONTROLLERS.search(uncommented)
     if m is None:
-        return None
-    return re.findall(r'"([^"]*)"', m.group(1))
+        return DEFAULT_CONTROLLERS
+    return tuple(re.findall(r'"([^"]*)"', m.group(1)))
 
 
-def diagnose(fs: HostFS) -> str | None:
-    """A one-line explanation when libvirt cannot give vCPUs a real-time policy here."""
+def _int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def probe(fs: HostFS) -> RtGroupSched | None:
+    """The host's RT group scheduling state; None when the kernel has none."""
     root = cpu_controller_root(fs)
     if root is None or not fs.exists(f"{root}/cpu.rt_runtime_us"):
-        return None  # no RT group scheduling
-    if fs.read_or("/proc/sys/kernel/sched_rt_runtime_us", "").strip() == "-1":
-        return None  # RT bandwidth control is off: no runtime check at all
-    controllers = libvirt_controllers(fs)
-    if controllers is not None and "cpu" not in controllers:
         return None
     machine = next(
         (f"{root}/{part}" for part in ("machine", "machine.slice") if fs.exists(f"{root}/{part}")),
         f"{root}/machine",
     )
-    runtime = fs.read_or(f"{machine}/cpu.rt_runtime_us", "0").strip()
+    return RtGroupSched(
+        cpu_mount=root,
+        machine_cgroup=machine,
+        machine_runtime_us=_int(fs.read_or(f"{machine}/cpu.rt_runtime_us", "")),
+        rt_runtime_sysctl=_int(fs.read_or("/proc/sys/kernel/sched_rt_runtime_us", "")),
+        libvirt_uses_cpu="cpu" in libvirt_controllers(fs),
+    )
+
+
+def diagnose(fs: HostFS) -> str | None:
+    """A one-line explanation when libvirt cannot give vCPUs a real-time policy here."""
+    state = probe(fs)
+    if state is None or not state.blocks_fifo:
+        return None
+    runtime = state.machine_runtime_us if state.machine_runtime_us is not None else 0
     return (
         f"real-time vCPUs cannot start here: the kernel has RT group scheduling and libvirt "
-        f"puts vCPU threads into cpu cgroups under {machine} (cpu.rt_runtime_us {runtime}; a new "
-        f"vCPU cgroup gets 0), so libvirt fails with '{LIBVIRT_ERROR}'"
+        f"puts vCPU threads into cpu cgroups under {state.machine_cgroup} (cpu.rt_runtime_us "
+        f"{runtime}; a new vCPU cgroup gets 0), so libvirt fails with '{LIBVIRT_ERROR}'"
     )

@@ -20,14 +20,17 @@ PAGE_SIZES_KIB = (2048, 1048576)
 
 
 def hook_isolation(fs: HostFS | None) -> dict[str, frozenset[int]] | None:
-    """SEAM for the libvirt hook: domain name -> the host CPUs it currently isolates.
+    """Domain name -> the host CPUs the rtlibvirt hook isolates for it now.
 
-    None means "no hook state known" and ``status`` then says so. The hook and
-    its state file are built in their own issue; this function is where the
-    state gets read once both are merged. It must not raise: return None when
-    the state cannot be read.
+    Read from the hook's state file (``state.isolated_by_vm``). None when the
+    host's /run cannot be read from here (a remote URI or the test driver) or
+    the state file is unreadable; ``status`` then says so. Never raises.
     """
-    return None
+    if fs is None:
+        return None
+    from .state import isolated_by_vm
+
+    return isolated_by_vm(fs)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def text(host: Host, hook: dict[str, frozenset[int]] | None) -> str:
         housekeeping = format_cpulist(host.housekeeping) or "none"
         out.append(f"Housekeeping CPUs: {housekeeping}; isolated: {isolated}; nohz_full: {nohz}")
     if hook is None:
-        out.append("Hook isolation: no hook state (the rtlibvirt hook is not in use here)")
+        out.append("Hook isolation: unknown (the hook's state cannot be read from here)")
     else:
         parts = [f"{name}: {format_cpulist(cpus)}" for name, cpus in sorted(hook.items())]
         out.append("Hook isolation: " + ("; ".join(parts) or "nothing isolated now"))

@@ -87,4 +87,23 @@ def test_status_command_without_host_files() -> None:
     result = CliRunner().invoke(cli, ["status", "-c", host_uri("single-node")])
     assert result.exit_code == 0, result.output
     assert "Isolated CPUs: unknown" in result.output
-    assert "Hook isolation: no hook state" in result.output
+    assert "Hook isolation: unknown" in result.output
+
+
+def test_hook_isolation_reads_the_hooks_state_file(tmp_path: Path) -> None:
+    """What status shows is what the hook's own StateStore wrote."""
+    from rtlibvirt.state import PHASE_RUNNING, Claim, Settings, State, StateStore
+    from rtlibvirt.sysfs import HostFS
+
+    fs = HostFS(tmp_path)
+    assert status.hook_isolation(fs) == {}, "no state file: nothing isolated"
+    state = State()
+    state.claims["plc"] = Claim("plc", frozenset({2, 3}), Settings(), phase=PHASE_RUNNING)
+    state.claims["later"] = Claim("later", frozenset({5}), Settings())  # prepared, not running
+    store = StateStore(fs)
+    with store.locked():
+        store.save(state)
+    assert status.hook_isolation(fs) == {"plc": frozenset({2, 3})}
+    store.path.write_text("{not json")
+    assert status.hook_isolation(fs) is None
+    assert status.hook_isolation(None) is None
