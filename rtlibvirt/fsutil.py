@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import RtlibvirtError
+
 
 def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically.
@@ -57,3 +59,26 @@ def fsync_dir(directory: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_text(
+    path: Path, error: type[RtlibvirtError], *, missing_ok: bool = False, kind: str = "a file"
+) -> str | None:
+    """A UTF-8 text file's content; any failure is one ``error`` line naming the path.
+
+    With ``missing_ok`` a file that does not exist gives None instead.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not {kind}") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None

@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .errors import InputError, Problem, SpecError
+from .fsutil import read_text
 
 Key = str | int
 KeyPath = tuple[Key, ...]
@@ -112,18 +113,7 @@ def _syntax_hint(problem: str) -> str | None:
 def load(path: str | Path) -> Document:
     """Read and parse a YAML file; unreadable files raise one-line errors."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a YAML file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    text = read_text(path, InputError, kind="a YAML file") or ""
     doc = loads(text, str(path))
     if doc.data is None:
         raise SpecError(

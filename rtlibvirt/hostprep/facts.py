@@ -11,7 +11,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .. import cpuset
+from .. import cpuset, fsutil
 from ..errors import HostError
 from ..sysfs import CPU_DIR, HostFS
 
@@ -31,19 +31,7 @@ def read_text(fs: HostFS, host_path: str) -> str | None:
     Any other failure (a directory, no permission, not UTF-8) is a HostError:
     host-prep refuses to plan from a file it could not read.
     """
-    path = fs.path(host_path)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError:
-        raise HostError(f"{path}: is a directory, expected a file") from None
-    except PermissionError:
-        raise HostError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as exc:
-        raise HostError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise HostError(f"{path}: cannot read: {exc.strerror}") from None
+    return fsutil.read_text(fs.path(host_path), HostError, missing_ok=True)
 
 
 def parse_os_release(text: str) -> dict[str, str]:

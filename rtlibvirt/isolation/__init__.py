@@ -1,16 +1,16 @@
 """The isolation steps the hook applies while real-time VMs run.
 
 One module per step: ``irq``, ``workqueue``, ``machinecheck``, ``resctrl``.
-Each has the same four functions:
+Each has the same functions:
 
 - ``plan(host, claims)``: what the host should look like for the running VMs
   in ``claims`` that want this step (no claims: every value back to its
   original); computed from the saved originals, so the result depends only on
   who is running, never on the order in which VMs came and went;
-- ``apply(host, plan)``: make it so, saving each value's original in the state
-  (and the state on disk) *before* the first write to it;
-- ``verify(host, claims)``: what on the live host differs from the plan;
-- ``undo(host)``: ``apply(host, plan(host, []))``.
+- ``reconcile(host, claims)``: apply that plan, saving each value's original
+  in the state (and the state on disk) *before* the first write to it; with
+  no claims this is the step's undo;
+- ``verify(host, claims)``: what on the live host differs from the plan.
 
 and ``check(host, claim, others)``: why this step cannot be applied for a VM
 about to start (used by ``prepare``: a refusal when the VM is ``strict``,

@@ -79,16 +79,8 @@ def plan(host: Host, claims: list[Claim]) -> ValuePlan:
     return ValuePlan(NAME, wanted, same=same_mask, describe=describe, show=show_mask, notes=notes)
 
 
-def apply(host: Host, the_plan: ValuePlan) -> None:
-    converge(host, the_plan)
-
-
 def reconcile(host: Host, claims: list[Claim]) -> None:
-    apply(host, plan(host, claims))
-
-
-def undo(host: Host) -> None:
-    reconcile(host, [])
+    converge(host, plan(host, claims))
 
 
 def verify(host: Host, claims: list[Claim]) -> list[str]:
