@@ -298,11 +298,14 @@ def _missing(
     needs = f"{req.vcpus} free {kind} CPUs"
     if n_rt and pool.topology.smt:
         needs += f" with {n_rt} whole cores for its realtime vCPUs"
-    free = format_cpulist(candidates) or "none"
-    return (
-        f"cannot place {req.name!r}: it needs {needs}, but {where} has {len(candidates)} "
-        f"({free}) and {cores} whole free core{'s' if cores != 1 else ''}"
+    have = (
+        f"{len(candidates)} (CPU{'s' if len(candidates) != 1 else ''} {format_cpulist(candidates)})"
+        if candidates
+        else "none"
     )
+    if pool.topology.smt:
+        have += f" and {cores} whole free core{'s' if cores != 1 else ''}"
+    return f"cannot place {req.name!r}: it needs {needs}, but {where} has {have}"
 
 
 def previous_of(dom: DomainFacts | None) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:

@@ -115,6 +115,16 @@ def test_one_line_when_the_host_is_full() -> None:
     assert "whole cores" in message
 
 
+def test_the_one_line_names_the_cpus_that_are_free() -> None:
+    """Like this 2-CPU machine: no SMT, so no talk of whole cores."""
+    h = simulated(nodes=1, cores=2, threads=1)
+    with pytest.raises(PlacementError) as info:
+        place_spec(h, auto_spec("vm", vcpus=2, rt="1"))
+    assert info.value.message == (
+        "cannot place 'vm': it needs 2 free non-housekeeping CPUs, but NUMA node 0 has 1 (CPU 1)"
+    )
+
+
 def test_isolated_cpus_first_and_emulator_on_housekeeping() -> None:
     isolated = frozenset(range(2, 8)) | frozenset(range(18, 24))  # node 0, both threads
     h = simulated(nodes=2, cores=8, threads=2, isolated=isolated)
