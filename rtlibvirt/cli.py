@@ -9,18 +9,22 @@ from __future__ import annotations
 import json
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from . import __version__
-from .errors import EXIT_FAILURE, Problem, RtlibvirtError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from .cliopts import (
+    CONTEXT,
+    allow_shared_option,
+    connect_option,
+    load_vm,
+    no_host_check_option,
+    spec_argument,
+)
+from .errors import EXIT_FAILURE, RtlibvirtError
 
 
 class _Group(click.Group):
@@ -57,44 +61,6 @@ def _debug(ctx: click.Context) -> bool:
 
 
 # ---- shared options, defined once -----------------------------------------
-
-
-DEFAULT_URI = "qemu:///system"
-
-
-def default_uri() -> str:
-    """Like virsh: $LIBVIRT_DEFAULT_URI, else qemu:///system."""
-    return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
-
-
-def connect_option(func: F) -> F:
-    return click.option(
-        "-c",
-        "--connect",
-        "uri",
-        metavar="URI",
-        default=default_uri,
-        show_default="$LIBVIRT_DEFAULT_URI, else qemu:///system",
-        help="libvirt connection URI, as for virsh.",
-    )(func)
-
-
-spec_argument = click.argument(
-    "spec_file", metavar="VM.yaml", type=click.Path(dir_okay=True, path_type=Path)
-)
-
-
-def _warn(problems: Sequence[Problem], source: str) -> None:
-    for problem in problems:
-        click.echo(f"warning: {problem.render(source)}", err=True)
-
-
-def _load(path: Path) -> Any:
-    from .spec import load_spec
-
-    loaded = load_spec(path)
-    _warn(loaded.warnings, loaded.source)
-    return loaded.spec
 
 
 # ---- the commands ------------------------------------------------------------
@@ -137,7 +103,7 @@ def render(spec_file: Path, output: Path | None) -> None:
     from .fsutil import atomic_write
     from .render import render as render_xml
 
-    xml = render_xml(_load(spec_file))
+    xml = render_xml(load_vm(spec_file))
     if output is None:
         click.echo(xml, nl=False)
     else:
@@ -155,12 +121,8 @@ def render(spec_file: Path, output: Path | None) -> None:
     help="Replace a same-named domain that rtlibvirt did not create (keeping its UUID).",
 )
 @click.option("--show-xml", is_flag=True, help="Also print the definition as libvirt stored it.")
-@click.option("--no-host-check", is_flag=True, help="Skip the checks against the host.")
-@click.option(
-    "--allow-shared",
-    is_flag=True,
-    help="Allow CPUs that other defined domains pin (for domains that never run together).",
-)
+@no_host_check_option
+@allow_shared_option
 def define(
     spec_file: Path,
     uri: str,
@@ -191,7 +153,7 @@ def define(
     from . import virt
     from .cli_fit import fit_for_define
 
-    spec = _load(spec_file)
+    spec = load_vm(spec_file)
     with virt.connection(uri) as conn:
         spec = fit_for_define(
             conn, uri, spec, host_check=not no_host_check, allow_shared=allow_shared

@@ -7,54 +7,21 @@ Registered on the ``cli`` group at the end of ``cli.py``; also the host step of
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from .cliopts import (
+    CONTEXT,
+    allow_shared_option,
+    connect_option,
+    json_option,
+    load_vm,
+    no_host_check_option,
+)
 from .errors import EXIT_DIFFERS, InputError
 from .findings import summary
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# cli.py imports this module to register its commands, so nothing here imports
-# cli.py at import time (`python -m rtlibvirt.cli` would meet a half-made module):
-# the settings below are cli.py's, taken when a command runs.
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _default_uri() -> str:
-    from .cli import default_uri
-
-    return default_uri()
-
-
-def connect_option(func: F) -> F:
-    return click.option(
-        "-c",
-        "--connect",
-        "uri",
-        metavar="URI",
-        default=_default_uri,
-        show_default="$LIBVIRT_DEFAULT_URI, else qemu:///system",
-        help="libvirt connection URI, as for virsh.",
-    )(func)
-
-
-def _load(path: Path) -> Any:
-    from .cli import _load as load
-
-    return load(path)
-
-
-allow_shared_option = click.option(
-    "--allow-shared",
-    is_flag=True,
-    help="Allow CPUs that other defined domains pin (for domains that never run together).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
-
 
 # ---- define's host step ---------------------------------------------------------
 
@@ -114,7 +81,7 @@ def check(target: str, uri: str, as_json: bool, allow_shared: bool) -> None:
 
     with virt.connection(uri) as conn:
         if _is_spec_file(target):
-            spec = _load(Path(target))
+            spec = load_vm(Path(target))
             fitted = fit_spec(conn, uri, spec, readiness=True, allow_shared=allow_shared)
             subject = f"spec {target} (domain {spec.name!r})"
         else:
@@ -171,7 +138,7 @@ def check(target: str, uri: str, as_json: bool, allow_shared: bool) -> None:
 @click.argument("tuning_file", metavar="TUNING.yaml", type=click.Path(path_type=Path))
 @connect_option
 @click.option("--dry-run", is_flag=True, help="Show the changes as a diff; change nothing.")
-@click.option("--no-host-check", is_flag=True, help="Skip the checks against the host.")
+@no_host_check_option
 @allow_shared_option
 def tune(
     domain: str,

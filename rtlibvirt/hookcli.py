@@ -12,9 +12,8 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cliopts import CONTEXT
 from .errors import EXIT_DIFFERS
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 hooks_dir_option = click.option(
     "--hooks-dir",

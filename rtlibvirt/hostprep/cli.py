@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import click
 
+from ..cliopts import CONTEXT
 from ..errors import EXIT_DIFFERS, HostError, InputError, RtlibvirtError
 from ..sysfs import HostFS
 
 F = TypeVar("F", bound=Callable[..., Any])
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def root_option(func: F) -> F:
