@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rtlibvirt import hookinstall  # noqa: E402
-from tests.fakehost import add_vm, build_host  # noqa: E402
-from tests.hookcase import PLAIN_XML, domain_xml  # noqa: E402
+from rtlibvirt.hook import install as hookinstall  # noqa: E402
+from tests.fakes.hook import PLAIN_XML, domain_xml  # noqa: E402
+from tests.fakes.host import add_vm, build_host  # noqa: E402
 
 TARGETS = {"no metadata": 30.0, "started begin": 60.0, "release end": 60.0}
 

@@ -27,11 +27,12 @@ from typing import Any
 
 import libvirt
 
-from rtlibvirt import define, fit
-from rtlibvirt.domxml import facts
-from rtlibvirt.host import gather
-from rtlibvirt.render import render
-from rtlibvirt.spec import VmSpec, validate_data
+from rtlibvirt.config.vm import VmSpec, validate_data
+from rtlibvirt.domain.facts import facts
+from rtlibvirt.domain.render import render
+from rtlibvirt.fit import fitting as fit
+from rtlibvirt.fit.host import gather
+from rtlibvirt.virt import define
 
 HOST = Path(__file__).resolve().parent.parent / "tests" / "data" / "hosts" / "empty-8x64.xml"
 URI = f"test://{HOST}"

@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 DOMAIN_RNG = Path("/usr/share/libvirt/schemas/domain.rng")
 
+# Fixtures kept beside the fakes they drive.
+pytest_plugins = ["tests.fakes.hostprep"]
+
 MINIMAL_SPEC = """\
 name: mini
 memory: 1GiB

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .cmdline import CmdlinePlan
-from .effects import FileState
-from .facts import HostFacts
-from .spec import Resolved
+from rtlibvirt.config.host import Resolved
+from rtlibvirt.hostprep.cmdline import CmdlinePlan
+from rtlibvirt.hostprep.effects import FileState
+from rtlibvirt.hostprep.facts import HostFacts
 
 HEADER = (
     "# Written by `rtlibvirt host-prep apply` from {source}.\n"

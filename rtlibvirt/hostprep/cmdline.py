@@ -13,8 +13,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .. import cpuset
-from .spec import Resolved
+from rtlibvirt.config.host import Resolved
+from rtlibvirt.kernel import cpuset
 
 # Arguments often copied from real-time checklists that Linux does not have.
 NONEXISTENT: dict[str, str] = {

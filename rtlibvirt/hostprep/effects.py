@@ -16,9 +16,9 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import HostError
-from ..fsutil import atomic_write, fsync_dir
-from ..sysfs import HostFS
+from rtlibvirt.errors import HostError
+from rtlibvirt.kernel.files import atomic_write, fsync_dir
+from rtlibvirt.kernel.fs import HostFS
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import cpuset
-from ..errors import HostError
-from . import cmdline, grub, modprobe, runtime, services, sysctl, systemd
-from .changes import FileChange, MountChange, Plan, RuntimeChange
-from .effects import Effects, FileState
-from .facts import HostFacts
-from .journal import Journal
-from .spec import Resolved
+from rtlibvirt.config.host import Resolved
+from rtlibvirt.errors import HostError
+from rtlibvirt.hostprep import cmdline, grub, modprobe, runtime, services, sysctl, systemd
+from rtlibvirt.hostprep.changes import FileChange, MountChange, Plan, RuntimeChange
+from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.hostprep.facts import HostFacts
+from rtlibvirt.hostprep.journal import Journal
+from rtlibvirt.kernel import cpuset
 
 DEFAULT_PROGRAM = "/usr/local/bin/rtlibvirt"
 GRUB_DEFAULTS = "/etc/default/grub"

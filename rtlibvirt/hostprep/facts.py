@@ -1,6 +1,6 @@
 """What host-prep reads from the host (or a tree) before it plans anything.
 
-Everything is read under a :class:`~rtlibvirt.sysfs.HostFS` root. A file that
+Everything is read under a :class:`~rtlibvirt.kernel.fs.HostFS` root. A file that
 is absent is a fact ("not known here"); a file that exists but cannot be read
 is an error, so that nothing is planned from half the facts.
 """
@@ -11,9 +11,10 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .. import cpuset, fsutil
-from ..errors import HostError
-from ..sysfs import CPU_DIR, HostFS
+from rtlibvirt.errors import HostError
+from rtlibvirt.kernel import cpuset
+from rtlibvirt.kernel import files as fsutil
+from rtlibvirt.kernel.fs import CPU_DIR, HostFS
 
 VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
 UNIT_DIRS = (

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import HostError
-from ..sysfs import HostFS
-from . import cmdline
-from .changes import FileChange, GrubbyChange, Plan, header
-from .effects import FileState
-from .facts import HostFacts, read_text
+from rtlibvirt.errors import HostError
+from rtlibvirt.hostprep import cmdline
+from rtlibvirt.hostprep.changes import FileChange, GrubbyChange, Plan, header
+from rtlibvirt.hostprep.effects import FileState
+from rtlibvirt.hostprep.facts import HostFacts, read_text
+from rtlibvirt.kernel.fs import HostFS
 
 DROPIN = "/etc/default/grub.d/99-rtlibvirt.cfg"
 GRUB_CFG = "/boot/grub/grub.cfg"

@@ -18,8 +18,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import HostError
-from .effects import Effects, FileState
+from rtlibvirt.errors import HostError
+from rtlibvirt.hostprep.effects import Effects, FileState
 
 JOURNAL_DIR = "/var/lib/rtlibvirt/host-prep"
 OWN_DIRS = ("/var/lib/rtlibvirt/host-prep", "/var/lib/rtlibvirt")  # removed when empty

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from .changes import FileChange, Plan, RuntimeChange, header
-from .effects import FileState
+from rtlibvirt.hostprep.changes import FileChange, Plan, RuntimeChange, header
+from rtlibvirt.hostprep.effects import FileState
 
 PATH = "/etc/modprobe.d/50-rtlibvirt.conf"
 KVM_PARAMS = "/sys/module/kvm/parameters"

@@ -7,7 +7,7 @@ support, no machinecheck devices) the plan says so instead of failing.
 
 from __future__ import annotations
 
-from .changes import MountChange, Plan, RuntimeChange
+from rtlibvirt.hostprep.changes import MountChange, Plan, RuntimeChange
 
 HUGEPAGES_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
 RESCTRL = "/sys/fs/resctrl"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from .changes import FileChange, Plan
-from .effects import FileState
+from rtlibvirt.hostprep.changes import FileChange, Plan
+from rtlibvirt.hostprep.effects import FileState
 
 ETC_UNITS = "/etc/systemd/system"
 

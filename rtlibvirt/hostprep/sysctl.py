@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .changes import FileChange, Plan, RuntimeChange, header
-from .effects import FileState
+from rtlibvirt.hostprep.changes import FileChange, Plan, RuntimeChange, header
+from rtlibvirt.hostprep.effects import FileState
 
 PATH = "/etc/sysctl.d/50-rtlibvirt.conf"
 

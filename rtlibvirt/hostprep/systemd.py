@@ -10,9 +10,9 @@ symlink, so that it works on a tree and without systemd running.
 
 from __future__ import annotations
 
-from .. import cpuset
-from .changes import FileChange, Plan, header
-from .effects import FileState
+from rtlibvirt.hostprep.changes import FileChange, Plan, header
+from rtlibvirt.hostprep.effects import FileState
+from rtlibvirt.kernel import cpuset
 
 DROPIN = "/etc/systemd/system.conf.d/50-rtlibvirt.conf"
 UNIT = "rtlibvirt-host.service"

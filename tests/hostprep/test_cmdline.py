@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rtlibvirt.hostprep import cmdline
-
-from .conftest import Host
+from tests.fakes.hostprep import Host
 
 # The seed checklist's GRUB_CMDLINE_LINUX, verbatim.
 SEED_CMDLINE = (

@@ -11,9 +11,8 @@ import pytest
 
 from rtlibvirt.hostprep import engine
 from rtlibvirt.hostprep.journal import Journal
-
-from .conftest import Host
-from .trees import snapshot
+from tests.fakes.hostprep import Host
+from tests.fakes.roots import snapshot
 
 DISTROS = ["debian", "ubuntu", "rhel"]
 

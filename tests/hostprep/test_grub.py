@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from .conftest import Host
-from .trees import sourced_cmdline
+from tests.fakes.hostprep import Host
+from tests.fakes.roots import sourced_cmdline
 
 USER_ARGS = {
     "debian": ["console=ttyS0,115200n8", "net.ifnames=0"],

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from rtlibvirt.config.host import resolve
+from rtlibvirt.config.loader import loads
 from rtlibvirt.hostprep import engine
 from rtlibvirt.hostprep.effects import Effects
 from rtlibvirt.hostprep.facts import gather
 from rtlibvirt.hostprep.journal import Journal
-from rtlibvirt.hostprep.spec import resolve
-from rtlibvirt.sysfs import HostFS
-from rtlibvirt.yamlfile import loads
+from rtlibvirt.kernel.fs import HostFS
 
 SYSCTL = {
     "/proc/sys/kernel/sched_rt_runtime_us": "-1",

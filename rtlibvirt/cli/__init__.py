@@ -1,0 +1,99 @@
+"""The ``rtlibvirt`` command line. The only module that prints or exits.
+
+Commands are thin: they call library modules and turn RtlibvirtErrors into one
+message and an exit status (see ``errors``). ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from rtlibvirt import __version__
+from rtlibvirt.cli.options import CONTEXT
+from rtlibvirt.errors import EXIT_FAILURE, RtlibvirtError
+
+
+class _Group(click.Group):
+    """A click group that turns expected failures into a message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RtlibvirtError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo(exc.render(), err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            click.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "  hint: this is a bug in rtlibvirt; run again with --debug and report the "
+                "traceback",
+                err=True,
+            )
+            ctx.exit(EXIT_FAILURE)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) or os.environ.get("RTLIBVIRT_DEBUG") == "1"
+
+
+# ---- shared options, defined once -----------------------------------------
+
+
+# ---- the commands ------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="rtlibvirt")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+def cli(debug: bool) -> None:
+    """Provision real-time KVM virtual machines with libvirt from short YAML files.
+
+    \b
+    Examples:
+      rtlibvirt render examples/plc.yaml             # the domain XML, no libvirt needed
+      rtlibvirt define examples/plc.yaml             # define it on qemu:///system
+      rtlibvirt define examples/plc.yaml --dry-run   # show what would change
+      rtlibvirt schema > vm.schema.json              # JSON Schema for editors
+
+    Exit status: 0 success, 1 runtime or libvirt error, 2 invalid input or usage,
+    3 a check or verify found differences.
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="rtlibvirt")
+
+
+# The command groups register here, after `cli` exists; each module imports only
+# cli.options, never this package's top, so there is no import cycle.
+from rtlibvirt.cli import fit, hook, hostprep, vm  # noqa: E402
+
+for _command in (
+    vm.render,
+    vm.define,
+    vm.schema,
+    hook.hook,
+    hostprep.host_prep,
+    fit.check,
+    fit.tune,
+    fit.status,
+):
+    cli.add_command(_command)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

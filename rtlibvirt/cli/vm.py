@@ -1,0 +1,137 @@
+"""``rtlibvirt render``, ``define`` and ``schema``: a vm.yaml to a libvirt domain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rtlibvirt.cli.options import (
+    CONTEXT,
+    allow_shared_option,
+    connect_option,
+    load_vm,
+    no_host_check_option,
+    spec_argument,
+)
+
+
+@click.command(context_settings=CONTEXT)
+@spec_argument
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the XML to FILE instead of standard output.",
+)
+def render(spec_file: Path, output: Path | None) -> None:
+    """Print the libvirt domain XML of VM.yaml. Needs no libvirt daemon.
+
+    \b
+    Examples:
+      rtlibvirt render examples/plc.yaml
+      rtlibvirt render examples/plc.yaml -o plc.xml && virsh define plc.xml
+    """
+    from rtlibvirt.domain.render import render as render_xml
+    from rtlibvirt.kernel.files import atomic_write
+
+    xml = render_xml(load_vm(spec_file))
+    if output is None:
+        click.echo(xml, nl=False)
+    else:
+        atomic_write(output, xml.encode("utf-8"), mode=0o644)
+        click.echo(f"wrote {output}", err=True)
+
+
+@click.command(context_settings=CONTEXT)
+@spec_argument
+@connect_option
+@click.option("--dry-run", is_flag=True, help="Show what would change (a diff); define nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a same-named domain that rtlibvirt did not create (keeping its UUID).",
+)
+@click.option("--show-xml", is_flag=True, help="Also print the definition as libvirt stored it.")
+@no_host_check_option
+@allow_shared_option
+def define(
+    spec_file: Path,
+    uri: str,
+    dry_run: bool,
+    force: bool,
+    show_xml: bool,
+    no_host_check: bool,
+    allow_shared: bool,
+) -> None:
+    """Define VM.yaml's real-time domain in libvirt (or update it).
+
+    Defining again after a change to VM.yaml updates the same domain: its UUID
+    and generated MAC addresses are kept. The domain stays an ordinary libvirt
+    domain: virsh and virt-manager start, stop and edit it as usual.
+
+    First it checks the spec against the host (CPUs, isolation, other domains'
+    pins, SMT siblings, NUMA, hugepages, PCI devices, RT group scheduling):
+    errors stop it, warnings are printed. `cpu.pinning: auto` and
+    `cpu.emulator: auto` are resolved here, and the choice is shown.
+
+    \b
+    Examples:
+      rtlibvirt define examples/plc.yaml
+      rtlibvirt define examples/plc.yaml --dry-run
+      rtlibvirt define examples/plc.yaml -c test:///default --show-xml
+    """
+    from rtlibvirt.cli.fit import fit_for_define
+    from rtlibvirt.virt import connection as virt
+    from rtlibvirt.virt import define as defining
+
+    spec = load_vm(spec_file)
+    with virt.connection(uri) as conn:
+        spec = fit_for_define(
+            conn, uri, spec, host_check=not no_host_check, allow_shared=allow_shared
+        )
+        plan = defining.plan(conn, spec, force=force)
+        if dry_run:
+            _print_dry_run(plan)
+            return
+        stored = defining.apply(conn, plan)
+    verb = "Updated" if plan.exists else "Defined"
+    if plan.exists and not plan.managed:
+        verb = "Replaced"
+    click.echo(f"{verb} domain {plan.name!r} on {plan.uri}")
+    for line in defining.describe(stored):
+        click.echo(f"  {line}")
+    if plan.running:
+        click.echo(f"note: {plan.name!r} is running; the new definition applies at its next start")
+    if show_xml:
+        click.echo()
+        click.echo(stored, nl=False)
+
+
+def _print_dry_run(plan: Any) -> None:
+    diff = plan.diff()
+    if not plan.exists:
+        click.echo(f"Would define new domain {plan.name!r} on {plan.uri}:")
+    elif not diff:
+        click.echo(f"Domain {plan.name!r} on {plan.uri} is up to date; nothing would change.")
+        return
+    else:
+        click.echo(f"Would update domain {plan.name!r} on {plan.uri}:")
+    click.echo(diff, nl=False)
+    click.echo("(dry run: nothing was defined)", err=True)
+
+
+@click.command(context_settings=CONTEXT)
+def schema() -> None:
+    """Print the JSON Schema of VM.yaml, for editors to validate and complete it.
+
+    \b
+    Example (VS Code with the YAML extension, first line of vm.yaml):
+      rtlibvirt schema > vm.schema.json
+      # yaml-language-server: $schema=./vm.schema.json
+    """
+    from rtlibvirt.config.vm import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))

@@ -1,0 +1,362 @@
+"""The ``host.yaml`` model: typed, frozen, validated like ``vm.yaml``.
+
+Three steps, each reporting every problem with its key path and line (exit 2,
+nothing changed): YAML syntax, shape (the model below), and meaning
+(:func:`check`), which also compares the file with the host's facts: CPUs the
+host does not have, the CPU vendor, services that are not installed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtlibvirt.config.loader import Document, KeyPath, load
+from rtlibvirt.config.model import (
+    Checker,
+    Errors,
+    Invalid,
+    ListOf,
+    Model,
+    Scalar,
+    boolean,
+    check_text,
+    choice,
+    cpus,
+    integer,
+    list_of,
+    nested,
+    optional,
+    setting,
+    validate_model,
+)
+from rtlibvirt.errors import Problem
+from rtlibvirt.hostprep.facts import HostFacts
+from rtlibvirt.kernel import cpuset
+
+_SERVICE = re.compile(r"^[A-Za-z0-9:_.\\@-]+$")
+_UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
+# One kernel argument: no blanks, no quotes or shell metacharacters (it is
+# written inside a double-quoted shell string for GRUB), and not "--", which
+# ends the kernel's arguments and starts init's.
+_KERNEL_ARG = re.compile(r"^[^\s\"'`$\\;&|<>(){}]+$")
+
+
+def _service(value: Any) -> str:
+    text = check_text(value)
+    if not _SERVICE.match(text) or text.startswith("-"):
+        raise Invalid(f"{text!r} is not a systemd unit name (e.g. irqbalance)")
+    return text if text.endswith(_UNIT_SUFFIXES) else f"{text}.service"
+
+
+SERVICE_NAME = Scalar(_service, {"type": "string", "pattern": _SERVICE.pattern})
+
+
+def _kernel_arg(value: Any) -> str:
+    text = check_text(value)
+    if text == "--" or not _KERNEL_ARG.match(text):
+        raise Invalid(
+            f"{text!r} is not one kernel argument: no blanks, quotes or shell characters, "
+            "and not '--' (write e.g. 'console=ttyS0,115200')"
+        )
+    return text
+
+
+KERNEL_ARG = Scalar(_kernel_arg, {"type": "string", "pattern": _KERNEL_ARG.pattern})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hugepages(Model):
+    """Hugepages reserved for VMs: 1G pages at boot (kernel arguments), 2M pages at runtime."""
+
+    size: str = setting(choice("1G", "2M"), "1G (reserved at boot) or 2M (set at runtime)")
+    count: int = setting(integer(1, 1_000_000), "number of pages")
+
+
+class _HugepagesList(ListOf[Hugepages]):
+    """``{size, count}``, or a list of them; null or false: none."""
+
+    def parse(self, value: Any, path: Any, errors: Errors) -> tuple[Hugepages, ...]:
+        if value is None or value is False:
+            return ()
+        return super().parse(value, path, errors)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSpec(Model):
+    """A real-time KVM host: the contents of ``host.yaml``."""
+
+    isolated_cpus: tuple[int, ...] = setting(cpus(), "CPUs reserved for real-time vCPUs")
+    housekeeping_cpus: tuple[int, ...] | None = setting(
+        optional(cpus()),
+        "CPUs for the host's own work; default: every other present CPU",
+        default=None,
+    )
+    hugepages: tuple[Hugepages, ...] = setting(
+        _HugepagesList(nested(Hugepages), single=True),
+        "{size, count}, or a list of them (one per size)",
+        default=(),
+    )
+    iommu: bool = setting(boolean(), "IOMMU on, passthrough mode for host devices", default=True)
+    cache_allocation: bool = setting(
+        boolean(), "L3 cache allocation (rdt=l3cat) and the resctrl mount", default=False
+    )
+    idle: str = setting(
+        choice("poll", "shallow", "default"),
+        "poll: no C-states; shallow: C1 at most; default: the kernel's",
+        default="poll",
+    )
+    pstate: str = setting(
+        choice("disable", "passive", "active", "default"),
+        "intel_pstate= / amd_pstate= mode; disable: no P-state driver",
+        default="disable",
+    )
+    lapic_timer_advance_ns: int | None = setting(
+        optional(integer(-1, 1_000_000)),
+        "KVM's fixed LAPIC timer advance; -1 = adaptive",
+        default=None,
+    )
+    machine_check_polling: bool | None = setting(
+        optional(boolean()),
+        "false: machine-check polling off (check_interval 0); unset: left alone",
+        default=None,
+    )
+    disable_services: tuple[str, ...] = setting(
+        list_of(SERVICE_NAME), "systemd services to stop and disable (e.g. irqbalance)", default=()
+    )
+    mitigations: str = setting(
+        choice("keep", "off"), "off disables Spectre v2 mitigations (nospectre_v2)", default="keep"
+    )
+    extra_kernel_args: tuple[str, ...] = setting(
+        list_of(KERNEL_ARG),
+        "more kernel arguments; one with the name of a planned one replaces it",
+        default=(),
+    )
+    cpu_vendor: str | None = setting(
+        optional(choice("intel", "amd")),
+        "default: from /proc/cpuinfo; needed for a tree without /proc",
+        default=None,
+    )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A valid host.yaml with everything the host decides filled in."""
+
+    spec: HostSpec
+    vendor: str  # "intel" or "amd"
+    isolated: frozenset[int]
+    housekeeping: frozenset[int]
+    services: tuple[str, ...]  # installed services to disable
+    missing_services: tuple[str, ...]
+    source: str
+    text: bytes  # the file as written, installed for the boot-time unit
+    warnings: tuple[Problem, ...]
+
+    def hugepages(self, size: str) -> int | None:
+        for pages in self.spec.hugepages:
+            if pages.size == size:
+                return pages.count
+        return None
+
+
+def load_host_spec(path: str | Path, facts: HostFacts) -> Resolved:
+    """Read and validate host.yaml against the host; SpecError lists every problem."""
+    doc = load(path)
+    try:
+        text = Path(path).read_bytes()
+    except OSError:  # pragma: no cover - load() just read it
+        text = b""
+    return resolve(doc, facts, text)
+
+
+def resolve(doc: Document, facts: HostFacts, text: bytes = b"") -> Resolved:
+    spec = validate_model(doc, HostSpec, _missing_hint)
+    check = Checker(doc)
+    isolated = frozenset(spec.isolated_cpus)
+    housekeeping = _check_cpus(spec, facts, check)
+    vendor = _check_vendor(spec, facts, check)
+    services, missing = _check_services(spec, facts, check)
+    _check_rest(spec, check)
+    check.raise_errors()
+    assert vendor is not None and housekeeping is not None
+    return Resolved(
+        spec=spec,
+        vendor=vendor,
+        isolated=isolated,
+        housekeeping=housekeeping,
+        services=services,
+        missing_services=missing,
+        source=doc.source,
+        text=text,
+        warnings=tuple(check.warnings),
+    )
+
+
+def _missing_hint(path: KeyPath) -> str | None:
+    if path == ("isolated_cpus",):
+        return "add the CPUs reserved for real-time vCPUs, e.g. `isolated_cpus: 2-13`"
+    if path[-1:] == ("count",):
+        return "add the number of pages, e.g. `hugepages: {size: 1G, count: 8}`"
+    if path[-1:] == ("size",):
+        return "add the page size, 1G or 2M"
+    return None
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return cpuset.format_cpulist(cpus) or "none"
+
+
+def _check_cpus(spec: HostSpec, facts: HostFacts, check: Checker) -> frozenset[int] | None:
+    isolated = frozenset(spec.isolated_cpus)
+    present = facts.cpus_present
+    where = facts.fs.path("/sys/devices/system/cpu/present")
+    if not isolated:
+        check.error(
+            ("isolated_cpus",), "is empty", "name the CPUs reserved for real-time vCPUs, e.g. 2-13"
+        )
+    if 0 in isolated:
+        check.error(
+            ("isolated_cpus",),
+            "CPU 0 is isolated: it must stay a housekeeping CPU (it takes the boot-time and "
+            "global timer work that nohz_full cannot move off it)",
+            "start the isolated CPUs at 1 or above, e.g. `isolated_cpus: 2-13`",
+        )
+    if present is not None:
+        for key, cpus in (
+            ("isolated_cpus", isolated),
+            ("housekeeping_cpus", spec.housekeeping_cpus),
+        ):
+            missing = frozenset(cpus or ()) - present
+            if missing:
+                check.error(
+                    (key,),
+                    f"CPU{'s' if len(missing) > 1 else ''} {_cpus(missing)} "
+                    f"{'do' if len(missing) > 1 else 'does'} not exist: "
+                    f"the host has CPUs {_cpus(present)}",
+                    "use CPUs listed in /sys/devices/system/cpu/present",
+                )
+        if isolated and present <= isolated:
+            check.error(
+                ("isolated_cpus",),
+                f"isolates every CPU of the host ({_cpus(present)}): nothing is left for "
+                "the host itself",
+                "keep at least CPU 0 as a housekeeping CPU",
+            )
+    if spec.housekeeping_cpus is not None:
+        housekeeping = frozenset(spec.housekeeping_cpus)
+        if not housekeeping:
+            check.error(("housekeeping_cpus",), "is empty", "name at least CPU 0, e.g. `0-1`")
+    elif present is not None:
+        housekeeping = present - isolated
+    else:
+        check.error(
+            ("housekeeping_cpus",),
+            f"is required here: {where} does not exist, so the other CPUs are not known",
+            "name the housekeeping CPUs, e.g. `housekeeping_cpus: 0-1`",
+        )
+        return None
+    both = housekeeping & isolated
+    if both:
+        check.error(
+            ("housekeeping_cpus",),
+            f"CPU{'s' if len(both) > 1 else ''} {_cpus(both)} "
+            f"{'are' if len(both) > 1 else 'is'} both isolated and housekeeping",
+            "a CPU is either reserved for real-time vCPUs or does the host's work, not both",
+        )
+    if housekeeping and 0 not in housekeeping and 0 not in isolated:
+        check.warn(
+            ("housekeeping_cpus",),
+            "does not include CPU 0, which keeps host work (timers, IRQs) that cannot move",
+            "add CPU 0 to housekeeping_cpus",
+        )
+    return housekeeping
+
+
+def _check_vendor(spec: HostSpec, facts: HostFacts, check: Checker) -> str | None:
+    found = facts.vendor
+    if spec.cpu_vendor is not None:
+        if found is not None and found != spec.cpu_vendor:
+            check.error(
+                ("cpu_vendor",),
+                f"is {spec.cpu_vendor} but /proc/cpuinfo says {facts.vendor_id} ({found})",
+                f"remove cpu_vendor, or set it to {found}",
+            )
+        return spec.cpu_vendor
+    if found is None:
+        what = (
+            f"its vendor {facts.vendor_id!r} is neither Intel nor AMD"
+            if facts.vendor_id
+            else f"{facts.fs.path('/proc/cpuinfo')} has no vendor_id"
+        )
+        check.error(
+            ("cpu_vendor",),
+            f"is required here: {what}",
+            "add `cpu_vendor: intel` or `cpu_vendor: amd`",
+        )
+        return "intel"  # checked above: never used
+    return found
+
+
+def _check_services(
+    spec: HostSpec, facts: HostFacts, check: Checker
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    services: list[str] = []
+    missing: list[str] = []
+    for index, unit in enumerate(spec.disable_services):
+        path = check.item(("disable_services",), index)
+        if unit in services or unit in missing:
+            check.warn(path, f"{unit} is listed twice")
+            continue
+        if unit.startswith("rtlibvirt-host."):
+            check.error(path, f"{unit} is host-prep's own boot-time unit")
+            continue
+        if facts.unit_file(unit) is None:
+            check.warn(
+                path,
+                f"{unit} is not installed (no unit file under {facts.fs.root}); skipped",
+                "check the name with `systemctl list-unit-files`",
+            )
+            missing.append(unit)
+        else:
+            services.append(unit)
+    return tuple(services), tuple(missing)
+
+
+def _check_rest(spec: HostSpec, check: Checker) -> None:
+    sizes: set[str] = set()
+    for index, pages in enumerate(spec.hugepages):
+        if pages.size in sizes:
+            check.error(
+                check.item(("hugepages",), index),
+                f"{pages.size} hugepages are listed twice",
+                "give one count per page size",
+            )
+        sizes.add(pages.size)
+    if spec.mitigations == "off":
+        check.warn(
+            ("mitigations",),
+            "off disables Spectre v2 mitigations (nospectre_v2 spectre_v2_user=off): "
+            "guests and local users can attack the host's memory",
+            "only on a host that runs nothing untrusted",
+        )
+    from rtlibvirt.hostprep.cmdline import NONEXISTENT, arg_key
+
+    keys: dict[str, int] = {}
+    for index, arg in enumerate(spec.extra_kernel_args):
+        path = check.item(("extra_kernel_args",), index)
+        key = arg_key(arg)
+        if key in NONEXISTENT:
+            check.warn(path, f"{arg}: left out: {NONEXISTENT[key]}")
+        if key in keys and key not in _REPEATABLE:
+            check.error(
+                path,
+                f"{key} is given twice (also extra_kernel_args[{keys[key]}])",
+                "give each kernel argument once",
+            )
+        keys.setdefault(key, index)
+
+
+_REPEATABLE = frozenset({"console", "hugepagesz", "hugepages", "modprobe.blacklist"})

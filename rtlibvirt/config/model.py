@@ -1,0 +1,525 @@
+"""Typed, frozen input models and their validation, for every YAML file we read.
+
+A model is a frozen dataclass whose fields are declared with :func:`setting`:
+the field's parser, its help text and its default, in one place. That one
+table drives parsing, error messages, the normalized output (:meth:`Model.dump`)
+and the JSON Schema (:meth:`Model.json_schema`), in the manner of mkosi's
+settings table.
+
+Parsing reports *every* problem at once, each with the key path exactly as the
+user wrote it (``cpu.pinning[2]``), so that :func:`validate_model` can name the
+YAML line. Parsers raise :class:`Invalid`; nothing here exits or prints.
+
+Standard library only, and cheap to import: every ``rtlibvirt`` command that
+reads a file pays for this module, and it used to be pydantic's ~100 ms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from rtlibvirt.config.loader import Document, KeyPath, format_path
+from rtlibvirt.errors import Problem, SpecError
+from rtlibvirt.kernel import cpuset
+
+T = TypeVar("T")
+M = TypeVar("M", bound="Model")
+
+MAX_CPU = 8191  # the kernel's largest NR_CPUS
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+MissingHint = Callable[[KeyPath], "str | None"]
+
+
+class Invalid(ValueError):
+    """A value a parser rejects. The message says what is wrong and what is right."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class _InvalidType:
+    """The result of parsing a value whose errors were recorded."""
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Any = _InvalidType()
+
+
+@dataclass
+class Errors:
+    """Problems found while parsing, keyed by the user's own key paths."""
+
+    missing_hint: MissingHint | None = None
+    found: list[tuple[KeyPath, str, str | None]] = field(default_factory=list)
+
+    def add(self, path: KeyPath, message: str, hint: str | None = None) -> None:
+        self.found.append((path, message, hint))
+
+    def missing(self, path: KeyPath) -> None:
+        hint = self.missing_hint(path) if self.missing_hint else None
+        self.add(path, "is required but missing", hint)
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+
+def describe(value: Any) -> str:
+    """How a value reads in a message: ``the string '4'``, ``a list``."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _alternatives(values: Sequence[Any]) -> str:
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+# ---------------------------------------------------------------------------
+# Parsers: one per kind of value. Each parses, describes itself as JSON Schema,
+# and dumps a parsed value back to JSON that it would parse again.
+# ---------------------------------------------------------------------------
+
+
+class Parser(Generic[T]):
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> T:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def dump(self, value: T) -> Any:
+        return value
+
+
+class Scalar(Parser[T]):
+    """A value checked by one function that returns it normalized or raises Invalid."""
+
+    def __init__(
+        self,
+        check: Callable[[Any], T],
+        schema: dict[str, Any],
+        dump: Callable[[T], Any] | None = None,
+    ) -> None:
+        self._check = check
+        self._schema = schema
+        self._dump = dump
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> T:
+        return self._check(value)
+
+    def schema(self) -> dict[str, Any]:
+        return dict(self._schema)
+
+    def dump(self, value: T) -> Any:
+        return self._dump(value) if self._dump else value
+
+
+def boolean() -> Parser[bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(f"expected true or false, got {describe(value)}")
+        return value
+
+    return Scalar(check, {"type": "boolean"})
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Parser[int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"expected an integer, got {describe(value)}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            if minimum is not None and maximum is not None:
+                bounds = f"from {minimum} to {maximum}"
+            elif minimum is not None:
+                bounds = f"at least {minimum}"
+            else:
+                bounds = f"at most {maximum}"
+            raise Invalid(f"{value} is out of range: must be {bounds}")
+        return value
+
+    schema: dict[str, Any] = {"type": "integer"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return Scalar(check, schema)
+
+
+def choice(*values: str) -> Parser[str]:
+    def check(value: Any) -> str:
+        if value not in values or not isinstance(value, str):
+            raise Invalid(f"must be {_alternatives(values)}, not {describe(value)}")
+        return value
+
+    return Scalar(check, {"enum": list(values)})
+
+
+def check_text(value: Any) -> str:
+    """A non-empty string without control characters (which XML cannot carry)."""
+    if not isinstance(value, str):
+        raise Invalid(f"expected a string, got {describe(value)}")
+    if not value:
+        raise Invalid("must not be empty")
+    if _CONTROL.search(value):
+        raise Invalid("must not contain control characters")
+    return value
+
+
+def text() -> Parser[str]:
+    return Scalar(check_text, {"type": "string", "minLength": 1})
+
+
+def matching(
+    regex: re.Pattern[str], what: str, example: str, json_pattern: str | None = None
+) -> Parser[str]:
+    """A string that matches ``regex``; the message names ``what`` with an ``example``."""
+
+    def check(value: Any) -> str:
+        string = check_text(value)
+        if not regex.match(string):
+            raise Invalid(f"{string!r} is not a valid {what} (e.g. {example})")
+        return string
+
+    return Scalar(check, {"type": "string", "pattern": json_pattern or regex.pattern})
+
+
+def cpu_list(value: Any) -> tuple[int, ...]:
+    """A YAML list of integers, a cpulist string or one integer, in the order written."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]  # a single CPU
+    if isinstance(value, str):
+        try:
+            cpus = cpuset.parse_cpulist(value)
+        except cpuset.CpuListError as exc:
+            raise Invalid(str(exc)) from None
+    elif isinstance(value, list | tuple):
+        cpus = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise Invalid(
+                    f"CPU lists hold integers; {describe(item)} is not one "
+                    "(write [2, 3] or the string '2-3')"
+                )
+            cpus.append(item)
+    else:
+        raise Invalid(
+            "expected a list of CPU numbers or a cpulist string such as '2-5,8', "
+            f"got {describe(value)}"
+        )
+    for cpu in cpus:
+        if cpu < 0 or cpu > MAX_CPU:
+            raise Invalid(f"CPU number {cpu} is out of range 0-{MAX_CPU}")
+    return tuple(cpus)
+
+
+CPU_LIST_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_CPU}},
+        {"type": "integer", "minimum": 0, "maximum": MAX_CPU},
+        {
+            "type": "string",
+            "pattern": r"^\s*\d+(-\d+(:\d+/\d+)?)?(\s*,\s*\d+(-\d+(:\d+/\d+)?)?)*\s*$",
+            "description": "a Linux cpulist such as '2-5,8'",
+        },
+    ]
+}
+
+
+def cpus() -> Parser[tuple[int, ...]]:
+    """Host CPUs or vCPU ids: ``[2, 3]``, ``'2-3'`` or ``2``; dumped as a list."""
+    return Scalar(cpu_list, CPU_LIST_SCHEMA, dump=list)
+
+
+class Optional(Parser["T | None"]):
+    """``null`` is None; anything else goes to ``inner``."""
+
+    def __init__(self, inner: Parser[T]) -> None:
+        self.inner = inner
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> T | None:
+        return None if value is None else self.inner.parse(value, path, errors)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [self.inner.schema(), {"type": "null"}]}
+
+    def dump(self, value: T | None) -> Any:
+        return None if value is None else self.inner.dump(value)
+
+
+def optional(inner: Parser[T]) -> Parser[T | None]:
+    return Optional(inner)
+
+
+class ListOf(Parser[tuple[T, ...]]):
+    """A YAML list, each item parsed on its own path (``disks[1]``); a tuple."""
+
+    def __init__(self, item: Parser[T], single: bool = False) -> None:
+        self.item = item
+        self.single = single  # a lone item (not in a list) is a list of one
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> tuple[T, ...]:
+        if self.single and not isinstance(value, list | tuple):
+            return (parse_value(self.item, value, path, errors),)  # the path has no index
+        if not isinstance(value, list | tuple):
+            raise Invalid(f"expected a list, got {describe(value)}")
+        items = []
+        for index, item in enumerate(value):
+            items.append(parse_value(self.item, item, (*path, index), errors))
+        return tuple(items)
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "array", "items": self.item.schema()}
+        if self.single:
+            return {"anyOf": [schema, self.item.schema()]}
+        return schema
+
+    def dump(self, value: tuple[T, ...]) -> Any:
+        return [self.item.dump(item) for item in value]
+
+
+def list_of(item: Parser[T], single: bool = False) -> Parser[tuple[T, ...]]:
+    return ListOf(item, single)
+
+
+class MappingOf(Parser[dict[str, T]]):
+    """A YAML mapping with keys checked by ``key`` and values by ``value``."""
+
+    def __init__(self, key: Callable[[Any], str], value: Parser[T], key_schema: dict[str, Any]):
+        self.key = key
+        self.value = value
+        self.key_schema = key_schema
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> dict[str, T]:
+        if not isinstance(value, Mapping):
+            raise Invalid(f"expected a mapping, got {describe(value)}")
+        result: dict[str, T] = {}
+        for raw_key, raw_value in value.items():
+            where = (*path, str(raw_key))
+            try:
+                key = self.key(raw_key)
+            except Invalid as exc:
+                errors.add(where, exc.message, exc.hint)
+                continue
+            result[key] = parse_value(self.value, raw_value, where, errors)
+        return result
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "propertyNames": self.key_schema,
+            "additionalProperties": self.value.schema(),
+        }
+
+    def dump(self, value: dict[str, T]) -> Any:
+        return {k: self.value.dump(v) for k, v in value.items()}
+
+
+class Nested(Parser[M]):
+    """A mapping described by a Model."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> M:
+        return self.model.parse(value, path, errors)
+
+    def schema(self) -> dict[str, Any]:
+        return self.model.json_schema()
+
+    def dump(self, value: M) -> Any:
+        return value.dump()
+
+
+def nested(model: type[M]) -> Parser[M]:
+    return Nested(model)
+
+
+def parse_value(parser: Parser[T], value: Any, path: KeyPath, errors: Errors) -> T:
+    """Parse one value; a rejection is recorded at ``path`` and gives INVALID."""
+    before = len(errors)
+    try:
+        result = parser.parse(value, path, errors)
+    except Invalid as exc:
+        errors.add(path, exc.message, exc.hint)
+        return cast(T, INVALID)
+    return cast(T, INVALID) if len(errors) > before else result
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+
+
+def setting(
+    parser: Parser[Any],
+    help: str = "",
+    *,
+    default: Any = dataclasses.MISSING,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """Declare a model field: its parser, help text and default (none = required)."""
+    return field(
+        default=default,
+        default_factory=default_factory,
+        metadata={"parser": parser, "help": help},
+    )
+
+
+@dataclass(frozen=True)
+class Model:
+    """Base of every input model. Subclasses are ``@dataclass(frozen=True, kw_only=True)``."""
+
+    #: keys the input gave (the rest are defaults); for "was this set?" questions
+    _given: ClassVar[str] = "_rtlibvirt_given"
+
+    @classmethod
+    def settings(cls) -> Iterable[dataclasses.Field[Any]]:
+        return (f for f in dataclasses.fields(cls) if "parser" in f.metadata)
+
+    @classmethod
+    def parse(cls: type[M], data: Any, path: KeyPath, errors: Errors) -> M:
+        if not isinstance(data, Mapping):
+            raise Invalid(f"expected a mapping, got {describe(data)}")
+        known = {f.name: f for f in cls.settings()}
+        before = len(errors)
+        for key in data:
+            if key not in known:
+                errors.add((*path, str(key)), "unknown key", did_you_mean(str(key), known))
+        values: dict[str, Any] = {}
+        for name, spec in known.items():
+            if name in data:
+                parser = spec.metadata["parser"]
+                values[name] = parse_value(parser, data[name], (*path, name), errors)
+            elif _required(spec):
+                errors.missing((*path, name))
+        if len(errors) > before:
+            return cast(M, INVALID)
+        instance = cls(**values)
+        object.__setattr__(instance, cls._given, frozenset(k for k in data if k in known))
+        return instance
+
+    @property
+    def fields_set(self) -> frozenset[str]:
+        """The keys that the input gave explicitly."""
+        given: frozenset[str] = getattr(self, self._given, frozenset())
+        return given
+
+    def replace(self: M, **changes: Any) -> M:
+        """A copy with ``changes``; what the input gave stays recorded."""
+        copy = dataclasses.replace(self, **changes)
+        object.__setattr__(copy, self._given, self.fields_set | frozenset(changes))
+        return copy
+
+    def dump(self) -> dict[str, Any]:
+        """The model as JSON-ready data that parses back to an equal model."""
+        return {f.name: f.metadata["parser"].dump(getattr(self, f.name)) for f in self.settings()}
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for f in cls.settings():
+            schema = f.metadata["parser"].schema()
+            if f.metadata["help"]:
+                schema["description"] = f.metadata["help"]
+            if f.default is not dataclasses.MISSING:
+                schema["default"] = (
+                    f.metadata["parser"].dump(f.default) if f.default is not None else None
+                )
+            elif _required(f):
+                required.append(f.name)
+            properties[f.name] = schema
+        result: dict[str, Any] = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+        }
+        if cls.__doc__:
+            result["description"] = cls.__doc__.strip().splitlines()[0]
+        if required:
+            result["required"] = required
+        return result
+
+
+def _required(spec: dataclasses.Field[Any]) -> bool:
+    return spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    names = sorted(known)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`? Known keys here: {', '.join(names)}"
+    return f"known keys here: {', '.join(names)}"
+
+
+def validate_model(doc: Document, model: type[M], missing_hint: MissingHint | None = None) -> M:
+    """The document as an instance of ``model``, or SpecError with every problem in it."""
+    errors = Errors(missing_hint)
+    result = parse_value(nested(model), doc.data, (), errors)
+    if errors.found:
+        problems = [
+            Problem(format_path(path), message, doc.line_of(path), hint)
+            for path, message, hint in errors.found
+        ]
+        raise SpecError(doc.source, by_line(problems))
+    return result
+
+
+def by_line(problems: Sequence[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def item_path(doc: Document, base: KeyPath, index: int) -> KeyPath:
+    """``base[index]`` when the file wrote a list, else ``base`` (a cpulist string)."""
+    node: Any = doc.data
+    for key in base:
+        if isinstance(node, Mapping) and key in node:
+            node = node[key]
+        else:
+            return base
+    return (*base, index) if isinstance(node, list) else base
+
+
+@dataclass
+class Checker:
+    """Collects the errors and warnings of the rules that tie keys together."""
+
+    doc: Document
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def error(self, path: KeyPath, message: str, hint: str | None = None) -> None:
+        self.errors.append(Problem(format_path(path), message, self.doc.line_of(path), hint))
+
+    def warn(self, path: KeyPath, message: str, hint: str | None = None) -> None:
+        self.warnings.append(Problem(format_path(path), message, self.doc.line_of(path), hint))
+
+    def item(self, base: KeyPath, index: int) -> KeyPath:
+        return item_path(self.doc, base, index)
+
+    def raise_errors(self) -> None:
+        """SpecError listing every error found, if there is one."""
+        if self.errors:
+            raise SpecError(self.doc.source, by_line(self.errors))

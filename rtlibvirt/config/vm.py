@@ -1,0 +1,651 @@
+"""The ``vm.yaml`` model: typed, frozen, validated, and its JSON Schema.
+
+Loading happens in three steps, each reporting *every* problem it finds with
+its key path and YAML line, and nothing later runs if one fails:
+
+1. YAML syntax (``yamlfile``);
+2. shape: keys, types, ranges, formats (the models below, see ``validation``);
+3. meaning: the rules that tie keys together (``_check_semantics``).
+
+The normalized spec (every default filled in) dumps to JSON that is itself a
+valid ``vm.yaml``; it is what ``metadata`` stores in the domain XML.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtlibvirt.config import units
+from rtlibvirt.config.loader import Document, KeyPath, load
+from rtlibvirt.config.model import (
+    CPU_LIST_SCHEMA,
+    Checker,
+    Errors,
+    Invalid,
+    MappingOf,
+    Model,
+    Parser,
+    Scalar,
+    boolean,
+    check_text,
+    choice,
+    cpu_list,
+    cpus,
+    describe,
+    integer,
+    list_of,
+    matching,
+    nested,
+    optional,
+    setting,
+    text,
+    validate_model,
+)
+from rtlibvirt.errors import Problem
+from rtlibvirt.kernel.cpuset import format_cpulist
+
+# --------------------------------------------------------------------------
+# Value types: parse what users write, keep one normalized form.
+# --------------------------------------------------------------------------
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_PCI = re.compile(
+    r"^(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
+    r"(?P<slot>[0-9a-fA-F]{1,2})\.(?P<function>[0-7])$"
+)
+_PCI_JSON_PATTERN = r"^([0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\.[0-7]$"
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_.:-]{0,14}$")
+_CPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _memory(value: Any) -> int:
+    if isinstance(value, bool):
+        raise Invalid(f"expected a size such as 2GiB, got {describe(value)}")
+    if isinstance(value, int):
+        if value <= 0:
+            raise Invalid(f"memory must be positive, got {value}")
+        return value * units.MIB
+    if isinstance(value, str):
+        try:
+            kib = units.parse_size_kib(value)
+        except units.SizeError as exc:
+            raise Invalid(str(exc)) from None
+        if kib <= 0:
+            raise Invalid(f"memory must be positive, got {value!r}")
+        if kib % units.MIB:
+            mib = kib / units.MIB
+            hint = ""
+            if re.search(r"[KMGT]B\s*$", value, re.IGNORECASE):
+                hint = " (KB, MB, GB and TB are powers of 1000; did you mean KiB, MiB, GiB, TiB?)"
+            raise Invalid(f"{value!r} is {mib:.2f} MiB: memory must be a whole number of MiB{hint}")
+        return kib
+    raise Invalid(f"expected a size such as 2GiB, got {describe(value)}")
+
+
+MEMORY = Scalar(
+    _memory,
+    {
+        "oneOf": [
+            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"},
+            {"type": "integer", "minimum": 1, "description": "MiB"},
+        ],
+    },
+    dump=units.format_size_kib,
+)
+
+
+def _name(value: Any) -> str:
+    string = check_text(value)
+    if not NAME_RE.match(string):
+        raise Invalid(
+            f"{string!r} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ . + -, "
+            "starting with a letter or digit"
+        )
+    return string
+
+
+NAME = Scalar(_name, {"type": "string", "pattern": NAME_RE.pattern})
+
+
+def normalize_pci_address(value: str) -> str:
+    """``03:00.0`` -> ``0000:03:00.0``; raises ValueError when malformed."""
+    m = _PCI.match(value.strip())
+    if not m:
+        raise ValueError(
+            f"{value!r} is not a PCI address: expected DDDD:BB:SS.F or BB:SS.F, "
+            "e.g. 0000:03:00.0 (see `lspci -D`)"
+        )
+    slot = int(m.group("slot"), 16)
+    if slot > 0x1F:
+        raise ValueError(f"{value!r}: PCI slot {slot:#x} is out of range 00-1f")
+    domain = int(m.group("domain") or "0", 16)
+    bus = int(m.group("bus"), 16)
+    return f"{domain:04x}:{bus:02x}:{slot:02x}.{m.group('function')}"
+
+
+def _pci(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a PCI address such as 0000:03:00.0, got {describe(value)}")
+    try:
+        return normalize_pci_address(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+PCI_ADDRESS = Scalar(_pci, {"type": "string", "pattern": _PCI_JSON_PATTERN})
+
+
+def _mac(value: Any) -> str:
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise Invalid(f"expected a MAC address such as 52:54:00:12:34:56, got {describe(value)}")
+    if int(value[:2], 16) & 1:
+        raise Invalid(
+            f"{value} is a multicast address; a NIC needs a unicast one "
+            "(first byte even, e.g. 52:54:00:...)"
+        )
+    return value.lower()
+
+
+MAC_ADDRESS = Scalar(_mac, {"type": "string", "pattern": _MAC.pattern})
+
+
+def _ifname(value: Any) -> str:
+    string = check_text(value)
+    if not _IFNAME.match(string):
+        raise Invalid(
+            f"{string!r} is not a Linux interface name (1-15 characters, no spaces or '/')"
+        )
+    return string
+
+
+BRIDGE_NAME = Scalar(_ifname, {"type": "string", "pattern": _IFNAME.pattern})
+CPU_MODEL = matching(_CPU_MODEL, "CPU model name", "host-passthrough, Skylake-Server")
+
+
+def _feature_name(value: Any) -> str:
+    string = check_text(value)
+    if not _CPU_FEATURE.match(string):
+        raise Invalid(f"{string!r} is not a valid CPU feature name (e.g. arch-capabilities)")
+    return string
+
+
+AUTO = "auto"
+
+
+def _cpus_or_auto(value: Any) -> tuple[int, ...] | str:
+    if isinstance(value, str) and value.strip() == AUTO:
+        return AUTO
+    try:
+        return cpu_list(value)
+    except Invalid as exc:
+        raise Invalid(f"{exc.message}; or write `auto` to let rtlibvirt choose host CPUs") from None
+
+
+CPUS_OR_AUTO = Scalar(
+    _cpus_or_auto,
+    {
+        "oneOf": [
+            *CPU_LIST_SCHEMA["oneOf"],
+            {"const": "auto", "description": "rtlibvirt chooses the host CPUs"},
+        ]
+    },
+    dump=lambda value: value if value == AUTO else list(value),
+)
+
+# --------------------------------------------------------------------------
+# The models: one table per section. Help texts become the JSON Schema's
+# documentation.
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Realtime(Model):
+    """Real-time scheduling of vCPU threads (libvirt ``<vcpusched>``)."""
+
+    vcpus: tuple[int, ...] | None = setting(
+        optional(cpus()), "vCPU ids scheduled real-time; default: every vCPU", default=None
+    )
+    policy: str = setting(choice("fifo", "rr"), "SCHED_FIFO or SCHED_RR", default="fifo")
+    priority: int = setting(integer(1, 99), "real-time priority, 1-99", default=1)
+
+
+class _RealtimeOrOff(Parser["Realtime | None"]):
+    """``cpu.realtime``: a mapping, ``true`` (the defaults) or ``false`` (off)."""
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> Realtime | None:
+        if value is True:
+            return Realtime()
+        if value is False:
+            return None
+        if value is None:
+            raise Invalid("expected a mapping, or false to turn real-time scheduling off")
+        return Realtime.parse(value, path, errors)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [Realtime.json_schema(), {"type": "boolean"}]}
+
+    def dump(self, value: Realtime | None) -> Any:
+        return False if value is None else value.dump()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topology(Model):
+    """Guest CPU topology; sockets * cores * threads must equal ``vcpus``."""
+
+    sockets: int = setting(integer(1), default=1)
+    cores: int = setting(integer(1), default=1)
+    threads: int = setting(integer(1), default=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cpu(Model):
+    """vCPU placement, scheduling and model."""
+
+    pinning: tuple[int, ...] | str = setting(
+        CPUS_OR_AUTO,
+        "host CPU of each vCPU, in vCPU order; each host CPU used once; "
+        "or `auto`: rtlibvirt chooses them when it defines the domain",
+    )
+    emulator: tuple[int, ...] | str = setting(
+        CPUS_OR_AUTO,
+        "host CPUs for QEMU's emulator and I/O threads; none of them may carry a realtime "
+        "vCPU; or `auto`: housekeeping CPUs of the VM's node",
+    )
+    iothreads: int = setting(integer(0, 64), "number of I/O threads", default=0)
+    realtime: Realtime | None = setting(
+        _RealtimeOrOff(),
+        "real-time scheduling of vCPUs; false turns it off",
+        default_factory=Realtime,
+    )
+    model: str = setting(
+        CPU_MODEL, "host-passthrough, host-model, or a named CPU model", default="host-passthrough"
+    )
+    topology: Topology | None = setting(
+        optional(nested(Topology)), "default: 1 socket, one core per vCPU, 1 thread", default=None
+    )
+    features: dict[str, str] = setting(
+        MappingOf(_feature_name, choice("require", "disable"), {"pattern": _CPU_FEATURE.pattern}),
+        "CPU feature name -> require or disable",
+        default_factory=dict,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Numa(Model):
+    """Host NUMA placement of the guest's memory."""
+
+    node: int | None = setting(optional(integer(0)), "host NUMA node id", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryBacking(Model):
+    """How guest RAM is backed on the host."""
+
+    hugepages: str = setting(choice("2M", "1G", "none"), "hugepage size, or none", default="1G")
+    locked: bool = setting(boolean(), "lock guest memory in host RAM", default=True)
+    nosharepages: bool = setting(boolean(), "no KSM page sharing", default=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disk(Model):
+    """A disk image file or block device."""
+
+    source: str = setting(text(), "absolute path of an image file or a block device")
+    bus: str = setting(choice("virtio", "sata", "scsi", "ide"), default="virtio")
+    format: str | None = setting(
+        optional(choice("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed")),
+        "default: qcow2 for *.qcow2 files, else raw",
+        default=None,
+    )
+    readonly: bool = setting(boolean(), default=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Network(Model):
+    """A NIC on a host bridge or a libvirt network (exactly one of the two)."""
+
+    bridge: str | None = setting(optional(BRIDGE_NAME), "a host bridge", default=None)
+    network: str | None = setting(optional(text()), "a libvirt network", default=None)
+    model: str = setting(choice("virtio", "e1000e", "e1000", "rtl8139"), default="virtio")
+    mac: str | None = setting(optional(MAC_ADDRESS), default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hostdev(Model):
+    """A PCI device passed through with VFIO."""
+
+    address: str = setting(PCI_ADDRESS, "DDDD:BB:SS.F or BB:SS.F")
+    managed: bool = setting(
+        boolean(), "libvirt binds the device to vfio-pci at start and back after", default=True
+    )
+
+
+class _HostdevItem(Parser[Hostdev]):
+    """A hostdev: a PCI address string, or a mapping {address, managed}."""
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> Hostdev:
+        if isinstance(value, str):
+            return Hostdev(address=_pci(value))
+        return Hostdev.parse(value, path, errors)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [PCI_ADDRESS.schema(), Hostdev.json_schema()]}
+
+    def dump(self, value: Hostdev) -> Any:
+        return value.dump()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Devices(Model):
+    """Disks, NICs and PCI passthrough devices."""
+
+    disks: tuple[Disk, ...] = setting(list_of(nested(Disk)), default=())
+    networks: tuple[Network, ...] = setting(list_of(nested(Network)), default=())
+    hostdevs: tuple[Hostdev, ...] = setting(
+        list_of(_HostdevItem()), "PCI addresses, or mappings {address, managed}", default=()
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Isolation(Model):
+    """Host isolation that the rtlibvirt hook applies while the VM runs."""
+
+    irqs: bool = setting(boolean(), "move movable host IRQs off the VM's CPUs", default=True)
+    workqueues: bool = setting(
+        boolean(),
+        "take the VM's CPUs out of the unbound and writeback workqueue cpumasks",
+        default=True,
+    )
+    machine_check_polling: bool | None = setting(
+        optional(boolean()),
+        "false: machine-check polling off (interval 0) while the VM runs; unset: left alone",
+        default=None,
+    )
+    cache_ways: int = setting(
+        integer(0, 64), "exclusive L3 cache ways (resctrl); 0 = none", default=0
+    )
+    strict: bool = setting(
+        boolean(), "refuse to start when an isolation step cannot be applied", default=False
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmSpec(Model):
+    """A real-time VM: the contents of ``vm.yaml``."""
+
+    name: str = setting(NAME, "domain name")
+    memory: int = setting(MEMORY, "guest RAM: a size with a unit (512MiB, 2GiB, 1G) or MiB")
+    vcpus: int = setting(integer(1, 4096), "number of vCPUs")
+    cpu: Cpu = setting(nested(Cpu), "vCPU placement, scheduling and model")
+    numa: Numa = setting(nested(Numa), "host NUMA placement", default_factory=Numa)
+    memory_backing: MemoryBacking = setting(
+        nested(MemoryBacking), "how guest RAM is backed", default_factory=MemoryBacking
+    )
+    machine: str = setting(choice("q35", "pc"), "QEMU machine type", default="q35")
+    firmware: str = setting(choice("bios", "efi"), "guest firmware", default="bios")
+    devices: Devices = setting(nested(Devices), default_factory=Devices)
+    isolation: Isolation = setting(
+        nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
+    )
+
+    # ---- derived views, used by render, the hook and checks -------------
+
+    @property
+    def realtime_vcpus(self) -> tuple[int, ...]:
+        """vCPU ids with real-time scheduling (empty when it is off)."""
+        rt = self.cpu.realtime
+        if rt is None:
+            return ()
+        return rt.vcpus if rt.vcpus is not None else tuple(range(self.vcpus))
+
+    @property
+    def realtime_host_cpus(self) -> frozenset[int]:
+        """ "The VM's CPUs": the host CPUs its realtime vCPUs are pinned to.
+
+        Empty while ``cpu.pinning`` is ``auto`` (not yet placed).
+        """
+        pinning = self.cpu.pinning
+        if not isinstance(pinning, tuple):
+            return frozenset()
+        return frozenset(pinning[v] for v in self.realtime_vcpus if v < len(pinning))
+
+    @property
+    def needs_placement(self) -> bool:
+        """True while ``cpu.pinning`` or ``cpu.emulator`` is ``auto``."""
+        return AUTO in (self.cpu.pinning, self.cpu.emulator)
+
+    def placed(self, pinning: tuple[int, ...], emulator: tuple[int, ...]) -> VmSpec:
+        """This spec with host CPUs chosen for ``auto`` (see ``placement``)."""
+        return self.replace(cpu=self.cpu.replace(pinning=pinning, emulator=emulator))
+
+    @property
+    def topology(self) -> Topology:
+        return self.cpu.topology or Topology(sockets=1, cores=self.vcpus, threads=1)
+
+    @property
+    def hugepage_kib(self) -> int | None:
+        return {"2M": 2 * units.MIB, "1G": units.GIB, "none": None}[self.memory_backing.hugepages]
+
+    def normalized(self) -> dict[str, Any]:
+        """Every default filled in; JSON-ready and itself a valid vm.yaml."""
+        data = self.dump()
+        if self.cpu.realtime is None:
+            data["cpu"]["realtime"] = False
+        else:
+            data["cpu"]["realtime"]["vcpus"] = list(self.realtime_vcpus)
+        data["cpu"]["topology"] = self.topology.dump()
+        for disk, raw in zip(self.devices.disks, data["devices"]["disks"], strict=True):
+            raw["format"] = disk_format(disk)
+        return data
+
+
+def disk_format(disk: Disk) -> str:
+    """The disk's format, from the spec or else from the file extension."""
+    if disk.format is not None:
+        return disk.format
+    return "qcow2" if disk.source.lower().endswith(".qcow2") else "raw"
+
+
+# --------------------------------------------------------------------------
+# Loading and error reporting
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A valid spec, the warnings found while checking it, and where it came from."""
+
+    spec: VmSpec
+    warnings: tuple[Problem, ...]
+    source: str
+
+
+def load_spec(path: str | Path) -> Loaded:
+    """Read, validate and normalize a vm.yaml file; raise SpecError listing every problem."""
+    return validate_document(load(path))
+
+
+def validate_document(doc: Document) -> Loaded:
+    spec = validate_model(doc, VmSpec, _missing_hint)
+    check = Checker(doc)
+    _check_semantics(spec, check)
+    check.raise_errors()
+    return Loaded(spec=spec, warnings=tuple(check.warnings), source=doc.source)
+
+
+def validate_data(data: Mapping[str, Any], source: str = "<spec>") -> VmSpec:
+    """Validate already-parsed data (e.g. the spec stored in a domain's metadata)."""
+    return validate_document(Document(source=source, data=dict(data))).spec
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of vm.yaml, for editors (``rtlibvirt schema``)."""
+    schema = VmSpec.json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://rtlibvirt.org/schema/vm.json",
+        "title": "rtlibvirt VM spec (vm.yaml)",
+        **schema,
+    }
+
+
+def _missing_hint(path: KeyPath) -> str | None:
+    hints: dict[KeyPath, str] = {
+        ("name",): "add e.g. `name: plc`",
+        ("memory",): "add e.g. `memory: 2GiB`",
+        ("vcpus",): "add e.g. `vcpus: 4`",
+        ("cpu",): "add a `cpu:` section with `pinning` and `emulator` (see examples/plc.yaml)",
+        ("cpu", "pinning"): "list the host CPU of each vCPU, e.g. `pinning: [2, 3, 4, 5]`",
+        ("cpu", "emulator"): "name housekeeping host CPUs for QEMU's own threads, "
+        "e.g. `emulator: 0-1`",
+    }
+    if path[-1:] == ("source",):
+        return "give the image path, e.g. `source: /var/lib/libvirt/images/plc.qcow2`"
+    return hints.get(path)
+
+
+def _check_semantics(spec: VmSpec, check: Checker) -> None:
+    """The rules that tie keys together."""
+    error, warn = check.error, check.warn
+    cpu = spec.cpu
+    n = spec.vcpus
+    pinning = cpu.pinning if isinstance(cpu.pinning, tuple) else None
+    emulator = cpu.emulator if isinstance(cpu.emulator, tuple) else None
+
+    # cpu.pinning: one host CPU per vCPU, each used once.
+    if pinning is not None and len(pinning) != n:
+        error(
+            ("cpu", "pinning"),
+            f"lists {len(pinning)} host CPU{'s' if len(pinning) != 1 else ''} but vcpus is {n}",
+            f"give exactly one host CPU per vCPU ({n} in all), in vCPU order",
+        )
+    first_vcpu: dict[int, int] = {}
+    for vcpu, host in enumerate(pinning or ()):
+        if host in first_vcpu:
+            error(
+                check.item(("cpu", "pinning"), vcpu),
+                f"host CPU {host} is used twice (vCPU {first_vcpu[host]} and vCPU {vcpu})",
+                "give each vCPU a host CPU of its own",
+            )
+        else:
+            first_vcpu[host] = vcpu
+
+    if emulator is not None and not emulator:
+        error(("cpu", "emulator"), "must name at least one host CPU", "or write `auto`")
+
+    # cpu.realtime.vcpus: existing vCPUs only.
+    rt = cpu.realtime
+    if rt is not None and rt.vcpus is not None:
+        if not rt.vcpus:
+            error(
+                ("cpu", "realtime", "vcpus"),
+                "is empty",
+                "list the realtime vCPUs, or set `cpu.realtime: false` to turn it off",
+            )
+        for index, vcpu in enumerate(rt.vcpus):
+            if vcpu >= n:
+                error(
+                    check.item(("cpu", "realtime", "vcpus"), index),
+                    f"vCPU {vcpu} does not exist: the VM has {n} vCPU{'s' if n != 1 else ''} "
+                    f"(0-{n - 1})",
+                    "realtime vCPU ids count from 0 and must be below `vcpus`",
+                )
+
+    # cpu.emulator must not share a CPU with a realtime vCPU.
+    if pinning is not None and emulator is not None and len(pinning) == n:
+        for vcpu in spec.realtime_vcpus:
+            if vcpu < n and pinning[vcpu] in emulator:
+                host = pinning[vcpu]
+                error(
+                    ("cpu", "emulator"),
+                    f"shares host CPU {host} with realtime vCPU {vcpu}: a SCHED_FIFO vCPU on "
+                    "the emulator's CPU starves QEMU's own threads and the guest never boots",
+                    "pin the emulator to housekeeping CPUs that no realtime vCPU uses",
+                )
+    if pinning is None or len(pinning) == n:  # noqa: SIM102
+        if rt is not None and set(spec.realtime_vcpus) == set(range(n)):
+            warn(
+                ("cpu", "realtime"),
+                "every vCPU is real-time: a Linux guest needs one non-realtime vCPU for "
+                "housekeeping and I/O (libvirt's kvm-realtime guide)",
+                f"set `cpu.realtime.vcpus: {format_cpulist(range(1, n))}` to keep vCPU 0 "
+                "non-realtime"
+                if n > 1
+                else "add a second vCPU for housekeeping",
+            )
+
+    # cpu.topology: product equals vcpus.
+    if cpu.topology is not None:
+        t = cpu.topology
+        product = t.sockets * t.cores * t.threads
+        if product != n:
+            error(
+                ("cpu", "topology"),
+                f"sockets*cores*threads = {t.sockets}*{t.cores}*{t.threads} = {product}, "
+                f"but vcpus is {n}",
+                "make the product equal the number of vCPUs",
+            )
+
+    # memory: a whole number of hugepages.
+    page = spec.hugepage_kib
+    if page is not None and spec.memory % page:
+        size = spec.memory_backing.hugepages
+        error(
+            ("memory",),
+            f"{units.format_size_kib(spec.memory)} is not a multiple of the {size} hugepage size",
+            f"use a multiple of {units.format_size_kib(page)}"
+            + (", or `memory_backing.hugepages: 2M`" if size == "1G" else ""),
+        )
+
+    # devices.
+    for index, disk in enumerate(spec.devices.disks):
+        path = ("devices", "disks", index)
+        if not disk.source.startswith("/"):
+            error(
+                (*path, "source"),
+                f"{disk.source!r} is not an absolute path",
+                "libvirt needs absolute paths, e.g. /var/lib/libvirt/images/plc.qcow2",
+            )
+        if disk.readonly and disk.bus in ("sata", "ide"):
+            error(
+                (*path, "readonly"),
+                f"QEMU has no read-only {disk.bus.upper()} hard disks",
+                "use `bus: virtio` or `bus: scsi` for a read-only disk",
+            )
+        if disk.bus == "ide" and spec.machine == "q35":
+            error(
+                (*path, "bus"),
+                "the q35 machine has no IDE bus",
+                "use `bus: sata` (or virtio), or `machine: pc`",
+            )
+    macs: dict[str, int] = {}
+    for index, nic in enumerate(spec.devices.networks):
+        path = ("devices", "networks", index)
+        if (nic.bridge is None) == (nic.network is None):
+            error(
+                path,
+                "needs exactly one of `bridge` or `network`"
+                + (", not both" if nic.bridge is not None else ""),
+                "e.g. `bridge: br0` for a host bridge, or `network: default` for a libvirt network",
+            )
+        if nic.mac is not None:
+            if nic.mac in macs:
+                error((*path, "mac"), f"MAC {nic.mac} is already used by networks[{macs[nic.mac]}]")
+            macs[nic.mac] = index
+    addresses: dict[str, int] = {}
+    for index, dev in enumerate(spec.devices.hostdevs):
+        if dev.address in addresses:
+            error(
+                ("devices", "hostdevs", index),
+                f"PCI device {dev.address} is listed twice "
+                f"(also hostdevs[{addresses[dev.address]}])",
+                "pass each device once",
+            )
+        else:
+            addresses[dev.address] = index

@@ -1,0 +1,440 @@
+"""``rtlibvirt tune``: make an existing domain real-time, keeping everything else.
+
+``TUNING.yaml`` holds the ``cpu``, ``memory_backing``, ``numa`` and
+``isolation`` sections of a ``vm.yaml``. They are validated with the same
+rules (and messages) as a ``vm.yaml``, against the domain's own vCPU count and
+memory. The domain's XML is then changed in place (lxml), touching only:
+
+- ``<vcpu>`` (static placement), ``<cputune>`` pins and ``<vcpusched>``
+  (other cputune settings stay), ``<iothreadpin>`` for its I/O threads;
+- ``<memoryBacking>`` hugepages / nosharepages / locked / allocation (a
+  memfd source or shared access, e.g. for virtiofs, stays), ``<memtune>``
+  hard_limit when memory is locked, ``<numatune>`` when ``numa.node`` is set;
+- ``<features>``: PMU off, ``<kvm><hint-dedicated>`` when every vCPU has a
+  CPU of its own; ``<cpu>``: ``migratable='off'`` for host-passthrough, and
+  the model, topology and features only when TUNING.yaml sets them;
+- ``<memballoon model='none'/>``; no USB: the USB controllers, USB inputs
+  (the tablet), USB redirection and hubs go, ``<controller type='usb'
+  model='none'/>`` comes;
+- rtlibvirt's ``<metadata>`` element (``origin='tune'``), which the hook reads.
+
+Disks, NICs, graphics, video, sound, channels, the UUID and every other
+element are left as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from rtlibvirt import __version__
+from rtlibvirt.config import units
+from rtlibvirt.config.loader import Document, KeyPath, load
+from rtlibvirt.config.model import Model, nested, setting, validate_model
+from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
+from rtlibvirt.domain import metadata
+from rtlibvirt.domain.facts import DomainFacts
+from rtlibvirt.domain.render import LOCKED_OVERHEAD_KIB
+from rtlibvirt.errors import InputError, Problem, SpecError
+from rtlibvirt.kernel.cpuset import format_cpulist
+
+ORIGIN = "tune"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tuning(Model):
+    """The contents of TUNING.yaml: the real-time sections of a vm.yaml."""
+
+    cpu: Cpu = setting(nested(Cpu), "vCPU placement, scheduling and model")
+    numa: Numa = setting(nested(Numa), "host NUMA placement", default_factory=Numa)
+    memory_backing: MemoryBacking = setting(
+        nested(MemoryBacking), "how guest RAM is backed", default_factory=MemoryBacking
+    )
+    isolation: Isolation = setting(
+        nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
+    )
+
+
+def _missing_hint(path: KeyPath) -> str | None:
+    hints: dict[KeyPath, str] = {
+        ("cpu",): "add a `cpu:` section with `pinning` and `emulator` (`auto` for both works)",
+        ("cpu", "pinning"): "list the host CPU of each of the domain's vCPUs, or write `auto`",
+        ("cpu", "emulator"): "name housekeeping host CPUs, e.g. `emulator: 0-1`, or `auto`",
+    }
+    return hints.get(path)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    doc: Document
+    tuning: Tuning
+
+
+def load_tuning(path: str | Path) -> Loaded:
+    """Read TUNING.yaml and check its shape (every problem at once)."""
+    doc = load(path)
+    tuning = validate_model(doc, Tuning, _missing_hint)
+    if "iothreads" in tuning.cpu.fields_set:
+        raise SpecError(
+            doc.source,
+            [
+                Problem(
+                    "cpu.iothreads",
+                    "tune keeps the domain's own I/O threads",
+                    doc.line_of(("cpu", "iothreads")),
+                    "remove `cpu.iothreads`; they are pinned to the emulator's CPUs",
+                )
+            ],
+        )
+    return Loaded(doc, tuning)
+
+
+def _machine(root: etree._Element) -> str:
+    machine = root.find("os/type")
+    text = machine.get("machine", "") if machine is not None else ""
+    return "pc" if "i440fx" in text or text == "pc" else "q35"
+
+
+def _firmware(root: etree._Element) -> str:
+    os_el = root.find("os")
+    if os_el is None:
+        return "bios"
+    loader = os_el.find("loader")
+    efi = os_el.get("firmware") == "efi" or (loader is not None and loader.get("type") == "pflash")
+    return "efi" if efi else "bios"
+
+
+def spec_for(loaded: Loaded, domain_xml: str, dom: DomainFacts) -> tuple[VmSpec, list[Problem]]:
+    """The VmSpec of the tuned domain, validated with vm.yaml's rules.
+
+    Raises SpecError naming TUNING.yaml's keys; the domain supplies the name,
+    the vCPU count and the memory.
+    """
+    root = etree.fromstring(domain_xml.encode("utf-8"))
+    doc = loaded.doc
+    if dom.memory_kib % units.MIB:
+        raise InputError(
+            f"the domain's memory ({dom.memory_kib} KiB) is not a whole number of MiB",
+            "set it to whole MiB first (virsh setmaxmem / virt-manager)",
+        )
+    data: dict[str, Any] = {
+        "name": dom.name,
+        "memory": dom.memory_kib // units.MIB,
+        "vcpus": dom.vcpus,
+        **doc.data,
+        "machine": _machine(root),
+        "firmware": _firmware(root),
+        "devices": {
+            "hostdevs": [{"address": d.address, "managed": d.managed} for d in dom.hostdevs]
+        },
+    }
+    merged = Document(source=doc.source, data=data, lines=doc.lines)
+    try:
+        loaded_spec = validate_document(merged)
+    except SpecError as exc:
+        raise SpecError(exc.source, [_about_domain(p, dom) for p in exc.problems]) from None
+    return loaded_spec.spec, [_about_domain(p, dom) for p in loaded_spec.warnings]
+
+
+def _about_domain(problem: Problem, dom: DomainFacts) -> Problem:
+    """Say where values that TUNING.yaml does not hold come from."""
+    message = problem.message.replace(
+        f"but vcpus is {dom.vcpus}", f"but the domain has {dom.vcpus} vCPUs"
+    ).replace("below `vcpus`", "below the domain's vCPU count")
+    path = problem.path
+    if path in ("memory", "vcpus", "name"):
+        path = f"(the domain's <{'vcpu' if path == 'vcpus' else path}>)"
+    return Problem(path, message, problem.line, problem.hint)
+
+
+# ---------------------------------------------------------------------------
+# The XML transform
+# ---------------------------------------------------------------------------
+
+
+def _child(parent: etree._Element, tag: str, after: tuple[str, ...] = ()) -> etree._Element:
+    """``parent``'s first ``tag`` child, created (after the last of ``after``) if missing."""
+    found = parent.find(tag)
+    if found is not None:
+        return found
+    element = etree.Element(tag)
+    anchor = None
+    for name in after:
+        for candidate in parent.findall(name):
+            anchor = candidate
+    if anchor is not None:
+        anchor.addnext(element)
+    else:
+        parent.append(element)
+    return element
+
+
+def _remove(parent: etree._Element, *tags: str) -> None:
+    for tag in tags:
+        for element in parent.findall(tag):
+            parent.remove(element)
+
+
+_TOP_ORDER = (
+    "name",
+    "uuid",
+    "genid",
+    "title",
+    "description",
+    "metadata",
+    "maxMemory",
+    "memory",
+    "currentMemory",
+    "blkiotune",
+    "memtune",
+    "memoryBacking",
+    "vcpu",
+    "vcpus",
+    "iothreads",
+    "iothreadids",
+    "cputune",
+    "numatune",
+    "resource",
+    "sysinfo",
+    "bootloader",
+    "os",
+    "idmap",
+    "features",
+    "cpu",
+)
+
+
+def _top(root: etree._Element, tag: str) -> etree._Element:
+    index = _TOP_ORDER.index(tag)
+    return _child(root, tag, after=_TOP_ORDER[:index])
+
+
+# The orders libvirt writes <features> and <devices> in, after the elements tune adds;
+# following them makes a tuned definition read back from libvirt unchanged.
+_AFTER_PMU = (
+    "vmport", "gic", "smm", "ioapic", "hpt", "vmcoreinfo", "htm", "nested-hv", "msrs",
+    "ccf-assist", "xen", "cfpc", "sbbc", "ibs", "tcg", "async-teardown",
+)  # fmt: skip
+_AFTER_KVM = ("pvspinlock", "capabilities", "pmu", *_AFTER_PMU)
+_AFTER_MEMBALLOON = ("rng", "panic", "shmem", "memory", "iommu", "vsock", "crypto")
+
+
+def _insert_before(
+    parent: etree._Element, element: etree._Element, followers: tuple[str, ...]
+) -> None:
+    """Insert before the first child named in ``followers``, else at the end."""
+    for child in parent:
+        if isinstance(child.tag, str) and child.tag in followers:
+            child.addprevious(element)
+            return
+    parent.append(element)
+
+
+class TuneError(InputError):
+    """The domain has something tune cannot change safely."""
+
+
+def _usb_off(devices: etree._Element) -> None:
+    blocking = []
+    for device in list(devices):
+        if not isinstance(device.tag, str):
+            continue
+        tag, bus = device.tag, device.get("bus")
+        usb_input = tag == "input" and (
+            bus == "usb" or (bus is None and device.get("type") == "tablet")
+        )
+        if (
+            usb_input
+            or (tag == "controller" and device.get("type") == "usb")
+            or tag in ("redirdev", "redirfilter", "hub")
+        ):
+            devices.remove(device)
+        elif (
+            (tag == "hostdev" and device.get("type") == "usb")
+            or tag == "smartcard"
+            or (device.find("address[@type='usb']") is not None)
+        ):
+            target = device.find("target")
+            name = target.get("dev") if target is not None else None
+            blocking.append(f"<{tag}{' ' + name if name else ''}>")
+    if blocking:
+        raise TuneError(
+            f"the domain has USB devices that need a USB controller: {', '.join(blocking)}; "
+            "nothing was changed",
+            "remove them (virt-manager or virsh edit), then tune again; a real-time domain "
+            "has no USB",
+        )
+    controller = etree.Element("controller", type="usb", model="none")
+    first = devices.find("controller")
+    if first is not None:
+        first.addprevious(controller)
+    else:
+        devices.append(controller)
+
+
+def tune_xml(domain_xml: str, spec: VmSpec) -> str:
+    """The domain XML with ``spec``'s real-time settings applied; nothing else changed."""
+    parser = etree.XMLParser(remove_blank_text=False)
+    root = etree.fromstring(domain_xml.encode("utf-8"), parser)
+    cpu_spec = spec.cpu
+    pinning, emulator = cpu_spec.pinning, cpu_spec.emulator
+    if not isinstance(pinning, tuple) or not isinstance(emulator, tuple):
+        raise ValueError("tune_xml needs a placed spec")  # pragma: no cover - fit places first
+    emulator_set = format_cpulist(emulator)
+
+    # <metadata>: ours, replacing an older one.
+    meta = _top(root, "metadata")
+    for old in meta.findall(metadata.TAG):
+        meta.remove(old)
+    ours = etree.SubElement(
+        meta,
+        metadata.TAG,
+        {"schema": metadata.SCHEMA_VERSION, "generator": f"rtlibvirt {__version__}"},
+        nsmap={metadata.PREFIX: metadata.NAMESPACE},
+    )
+    ours.set("origin", ORIGIN)
+    ours.text = metadata.spec_text(spec.normalized(), indent="      ")
+
+    # Memory.
+    backing = spec.memory_backing
+    if backing.locked:
+        memtune = _top(root, "memtune")
+        _remove(memtune, "hard_limit")
+        limit = etree.Element("hard_limit", unit="KiB")
+        limit.text = str(spec.memory + LOCKED_OVERHEAD_KIB)
+        memtune.insert(0, limit)
+    mb = _top(root, "memoryBacking")
+    _remove(mb, "hugepages", "nosharepages", "locked", "allocation")
+    position = 0
+    if spec.hugepage_kib is not None:
+        hugepages = etree.Element("hugepages")
+        etree.SubElement(hugepages, "page", size=str(spec.hugepage_kib), unit="KiB")
+        mb.insert(position, hugepages)
+        position += 1
+    for flag, tag in ((backing.nosharepages, "nosharepages"), (backing.locked, "locked")):
+        if flag:
+            mb.insert(position, etree.Element(tag))
+            position += 1
+    mb.append(etree.Element("allocation", mode="immediate"))
+
+    # vCPUs and their pinning.
+    vcpu = _top(root, "vcpu")
+    vcpu.set("placement", "static")
+    vcpu.attrib.pop("cpuset", None)
+    cputune = _top(root, "cputune")
+    _remove(cputune, "vcpupin", "emulatorpin", "iothreadpin", "vcpusched", "emulatorsched")
+    new: list[etree._Element] = [
+        etree.Element("vcpupin", vcpu=str(v), cpuset=str(c)) for v, c in enumerate(pinning)
+    ]
+    new.append(etree.Element("emulatorpin", cpuset=emulator_set))
+    for iothread in _iothread_ids(root):
+        new.append(etree.Element("iothreadpin", iothread=str(iothread), cpuset=emulator_set))
+    rt = cpu_spec.realtime
+    if rt is not None and spec.realtime_vcpus:
+        new.append(
+            etree.Element(
+                "vcpusched",
+                vcpus=format_cpulist(spec.realtime_vcpus),
+                scheduler=rt.policy,
+                priority=str(rt.priority),
+            )
+        )
+    for index, element in enumerate(new):
+        cputune.insert(index, element)
+
+    if spec.numa.node is not None:
+        numatune = _top(root, "numatune")
+        _remove(numatune, "memory")
+        numatune.insert(0, etree.Element("memory", mode="strict", nodeset=str(spec.numa.node)))
+
+    # <features> and <cpu>.
+    features = _top(root, "features")
+    _remove(features, "pmu")
+    _insert_before(features, etree.Element("pmu", state="off"), _AFTER_PMU)
+    cpu = _top(root, "cpu")
+    fields = cpu_spec.fields_set
+    if "model" in fields:
+        for attr in ("mode", "match", "check", "migratable"):
+            cpu.attrib.pop(attr, None)
+        _remove(cpu, "model", "vendor")
+        if cpu_spec.model in ("host-passthrough", "host-model"):
+            cpu.set("mode", cpu_spec.model)
+        else:
+            cpu.set("mode", "custom")
+            cpu.set("match", "exact")
+            cpu.set("check", "partial")
+            model = etree.Element("model", fallback="forbid")
+            model.text = cpu_spec.model
+            cpu.insert(0, model)
+    if cpu.get("mode") == "host-passthrough":
+        cpu.set("check", "none")
+        cpu.set("migratable", "off")
+    if cpu_spec.topology is not None:
+        _remove(cpu, "topology")
+        t = cpu_spec.topology
+        topology = etree.Element(
+            "topology",
+            sockets=str(t.sockets),
+            dies="1",
+            cores=str(t.cores),
+            threads=str(t.threads),
+        )
+        anchor = cpu.find("vendor") if cpu.find("vendor") is not None else cpu.find("model")
+        if anchor is not None:
+            anchor.addnext(topology)
+        else:
+            cpu.insert(0, topology)
+    for name, policy in sorted(cpu_spec.features.items()):
+        for old in cpu.findall(f"feature[@name='{name}']"):
+            cpu.remove(old)
+        feature = etree.Element("feature", policy=policy, name=name)
+        numa = cpu.find("numa")
+        if numa is not None:
+            numa.addprevious(feature)
+        else:
+            cpu.append(feature)
+    if not cpu.attrib and len(cpu) == 0:
+        root.remove(cpu)
+    dedicated = len(set(pinning)) == len(pinning) and not set(emulator) & set(pinning)
+    kvm = features.find("kvm")
+    if cpu.get("mode") == "host-passthrough" and dedicated:
+        if kvm is None:
+            kvm = etree.Element("kvm")
+            _insert_before(features, kvm, _AFTER_KVM)
+        _remove(kvm, "hint-dedicated")
+        etree.SubElement(kvm, "hint-dedicated", state="on")
+    elif kvm is not None:
+        _remove(kvm, "hint-dedicated")
+        if len(kvm) == 0:
+            features.remove(kvm)
+
+    # Devices: no balloon, no USB.
+    devices = root.find("devices")
+    if devices is None:
+        devices = etree.SubElement(root, "devices")
+    _usb_off(devices)
+    _remove(devices, "memballoon")
+    _insert_before(devices, etree.Element("memballoon", model="none"), _AFTER_MEMBALLOON)
+
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode") + "\n"
+
+
+def _iothread_ids(root: etree._Element) -> list[int]:
+    ids = [int(i.get("id", "0")) for i in root.findall("iothreadids/iothread")]
+    if ids:
+        return sorted(ids)
+    count = (root.findtext("iothreads") or "0").strip()
+    return list(range(1, int(count) + 1)) if count.isdigit() else []
+
+
+def is_tuned(domain_xml: str) -> bool:
+    """True when the domain's rtlibvirt metadata was written by ``tune``."""
+    if not metadata.has_metadata(domain_xml):
+        return False
+    root = etree.fromstring(domain_xml.encode("utf-8"))
+    element = root.find(f"metadata/{metadata.TAG}")
+    return element is not None and element.get("origin") == ORIGIN

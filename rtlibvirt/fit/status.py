@@ -1,0 +1,222 @@
+"""``rtlibvirt status``: the host's CPUs and who holds them, as text or JSON.
+
+NUMA nodes, cores and their SMT siblings, which CPUs are housekeeping and
+which isolated, which domain's vCPU (and with which scheduler) or emulator is
+pinned to each CPU, and, where the rtlibvirt hook is in use, what it
+currently isolates (:func:`hook_isolation`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rtlibvirt.domain.facts import DomainFacts
+from rtlibvirt.fit.host import Host
+from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.kernel.fs import HostFS
+
+PAGE_SIZES_KIB = (2048, 1048576)
+
+
+def hook_isolation(fs: HostFS | None) -> dict[str, frozenset[int]] | None:
+    """Domain name -> the host CPUs the rtlibvirt hook isolates for it now.
+
+    Read from the hook's state file (``state.isolated_by_vm``). None when the
+    host's /run cannot be read from here (a remote URI or the test driver) or
+    the state file is unreadable; ``status`` then says so. Never raises.
+    """
+    if fs is None:
+        return None
+    from rtlibvirt.hook.state import isolated_by_vm
+
+    return isolated_by_vm(fs)
+
+
+@dataclass(frozen=True)
+class Holder:
+    domain: str
+    what: str  # "vCPU 1", "emulator", "I/O thread 1"
+    vcpu: int | None
+    policy: str | None  # "fifo", "rr", or None
+    priority: int | None
+    running: bool
+
+    def label(self) -> str:
+        sched = f" {self.policy} {self.priority}" if self.policy else ""
+        return f"{self.domain} {self.what}{sched}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "what": self.what,
+            "vcpu": self.vcpu,
+            "policy": self.policy,
+            "priority": self.priority,
+            "running": self.running,
+        }
+
+
+def holders(domains: tuple[DomainFacts, ...]) -> dict[int, list[Holder]]:
+    """host CPU -> what is pinned there, in domain-name order."""
+    result: dict[int, list[Holder]] = {}
+    for dom in sorted(domains, key=lambda d: d.name):
+        for vcpu in range(dom.vcpus):
+            cpus = dom.vcpupins.get(vcpu)
+            if cpus is None:
+                continue
+            policy, priority = dom.sched.get(vcpu, (None, None))
+            if policy not in ("fifo", "rr"):
+                policy, priority = None, None
+            for cpu in cpus:
+                result.setdefault(cpu, []).append(
+                    Holder(dom.name, f"vCPU {vcpu}", vcpu, policy, priority, dom.active)
+                )
+        for cpu in dom.emulatorpin or ():
+            result.setdefault(cpu, []).append(
+                Holder(dom.name, "emulator", None, None, None, dom.active)
+            )
+        for iothread, cpus in sorted(dom.iothreadpins.items()):
+            for cpu in cpus:
+                result.setdefault(cpu, []).append(
+                    Holder(dom.name, f"I/O thread {iothread}", None, None, None, dom.active)
+                )
+    return result
+
+
+def _role(host: Host, cpu: int) -> str:
+    if cpu not in host.topology.online:
+        return "offline"
+    if host.isolated is None:
+        return "?"
+    if cpu in host.isolated:
+        return "isolated" + (" nohz" if cpu in (host.nohz_full or ()) else "")
+    return "housekeeping"
+
+
+def _domain_line(dom: DomainFacts) -> str:
+    state = "running" if dom.active else "shut off"
+    rt = dom.realtime_vcpus
+    pins = dom.vcpu_cpu_set
+    where = (
+        f"on CPU{'s' if len(pins) != 1 else ''} {format_cpulist(pins)}"
+        if pins
+        else "not pinned (floats over every CPU)"
+    )
+    text = f"{dom.vcpus} vCPU{'s' if dom.vcpus != 1 else ''}"
+    if rt:
+        text += f" ({len(rt)} realtime: {format_cpulist(rt)})"
+    text += f" {where}"
+    if dom.emulatorpin:
+        text += f", emulator on {format_cpulist(dom.emulatorpin)}"
+    mark = ", rtlibvirt" if dom.managed else ""
+    return f"{state}{mark}; {text}"
+
+
+def text(host: Host, hook: dict[str, frozenset[int]] | None) -> str:
+    topo = host.topology
+    held = holders(host.domains)
+    out: list[str] = [f"Host {host.uri}: {topo.describe()}"]
+    if host.isolated is None:
+        out.append("Isolated CPUs: unknown (the host's /sys cannot be read from here)")
+    else:
+        isolated = format_cpulist(host.isolated) or "none"
+        nohz = format_cpulist(host.nohz_full or ()) or "none"
+        housekeeping = format_cpulist(host.housekeeping) or "none"
+        out.append(f"Housekeeping CPUs: {housekeeping}; isolated: {isolated}; nohz_full: {nohz}")
+    if hook is None:
+        out.append("Hook isolation: unknown (the hook's state cannot be read from here)")
+    else:
+        parts = [f"{name}: {format_cpulist(cpus)}" for name, cpus in sorted(hook.items())]
+        out.append("Hook isolation: " + ("; ".join(parts) or "nothing isolated now"))
+    hooked: dict[int, list[str]] = {}
+    for name, cpus in (hook or {}).items():
+        for cpu in cpus:
+            hooked.setdefault(cpu, []).append(name)
+
+    for node, cpus in topo.nodes.items():
+        pages = []
+        for size in PAGE_SIZES_KIB:
+            free = host.free_hugepages(node, size)
+            if free is not None:
+                pages.append(f"{'1G' if size == 1048576 else '2M'} {free}")
+        free_text = f"; free hugepages {', '.join(pages)}" if pages else ""
+        out.append("")
+        out.append(f"NUMA node {node}: CPUs {format_cpulist(cpus)}{free_text}")
+        out.append(f"  {'core':<10} {'CPU':>4}  {'role':<14} held by")
+        for core in topo.cores[node]:
+            first = True
+            for cpu in sorted(core):
+                label = format_cpulist(core) if first else ""
+                first = False
+                who = [h.label() + (" *" if h.running else "") for h in held.get(cpu, [])]
+                if cpu in hooked:
+                    who.append("hook isolates for " + ", ".join(sorted(hooked[cpu])))
+                out.append(
+                    f"  {label:<10} {cpu:>4}  {_role(host, cpu):<14} {', '.join(who) or '-'}"
+                )
+    if host.domains:
+        out.append("")
+        out.append("Domains (* running)")
+        width = max(len(d.name) for d in host.domains)
+        for dom in sorted(host.domains, key=lambda d: d.name):
+            out.append(f"  {dom.name:<{width}}  {_domain_line(dom)}")
+    return "\n".join(out) + "\n"
+
+
+def to_json(host: Host, hook: dict[str, frozenset[int]] | None) -> dict[str, Any]:
+    topo = host.topology
+    held = holders(host.domains)
+    nodes = []
+    for node, cpus in topo.nodes.items():
+        free = {}
+        for size in PAGE_SIZES_KIB:
+            value = host.free_hugepages(node, size)
+            if value is not None:
+                free[str(size)] = value
+        nodes.append(
+            {
+                "id": node,
+                "cpus": sorted(cpus),
+                "cores": [sorted(core) for core in topo.cores[node]],
+                "free_hugepages_by_kib": free,
+            }
+        )
+    cpu_list = []
+    for cpu in sorted(topo.cpus):
+        info = topo.cpus[cpu]
+        cpu_list.append(
+            {
+                "id": cpu,
+                "node": info.node,
+                "siblings": sorted(info.siblings),
+                "online": info.online,
+                "isolated": None if host.isolated is None else cpu in host.isolated,
+                "nohz_full": None if host.nohz_full is None else cpu in host.nohz_full,
+                "role": _role(host, cpu),
+                "held_by": [h.to_json() for h in held.get(cpu, [])],
+            }
+        )
+    domains = [
+        {
+            "name": dom.name,
+            "running": dom.active,
+            "rtlibvirt": dom.managed,
+            "vcpus": dom.vcpus,
+            "realtime_vcpus": list(dom.realtime_vcpus),
+            "pinned_cpus": sorted(dom.vcpu_cpu_set),
+            "emulator_cpus": sorted(dom.emulatorpin) if dom.emulatorpin is not None else None,
+        }
+        for dom in sorted(host.domains, key=lambda d: d.name)
+    ]
+    return {
+        "uri": host.uri,
+        "topology": topo.describe(),
+        "housekeeping": sorted(host.housekeeping) if host.isolated is not None else None,
+        "isolated": sorted(host.isolated) if host.isolated is not None else None,
+        "nohz_full": sorted(host.nohz_full) if host.nohz_full is not None else None,
+        "nodes": nodes,
+        "cpus": cpu_list,
+        "domains": domains,
+        "hook": None if hook is None else {k: sorted(v) for k, v in sorted(hook.items())},
+    }

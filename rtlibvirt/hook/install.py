@@ -1,0 +1,324 @@
+"""Install, remove and inspect the libvirt qemu hook (``rtlibvirt hook ...``).
+
+The hook is installed as ``HOOKS_DIR/qemu.d/50-rtlibvirt``: libvirt 6.5 and
+later run every executable in ``qemu.d/`` after ``HOOKS_DIR/qemu``, which stays
+the user's own and is never touched. libvirt looks for hook scripts only when
+the daemon starts (or reloads), so a daemon started before the hook was
+installed must be restarted to see it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtlibvirt import __version__, resources
+from rtlibvirt.errors import HostError, InputError
+from rtlibvirt.hook.log import LOG_FILE
+from rtlibvirt.hook.state import STATE_FILE, State, StateError, StateStore, peek
+from rtlibvirt.kernel import rtgroup
+from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.kernel.files import atomic_write
+from rtlibvirt.kernel.fs import HostFS
+
+DEFAULT_HOOKS_DIR = Path("/etc/libvirt/hooks")
+HOOK_NAME = "qemu.d/50-rtlibvirt"
+DAEMONS = ("libvirtd", "virtqemud")
+_VERSION_LINE = re.compile(r'^RTLIBVIRT_VERSION = "([^"]*)"', re.MULTILINE)
+_PATH_LINE = re.compile(r"^RTLIBVIRT_PATH = (\".*\")$", re.MULTILINE)
+_MARKER = "rtlibvirt's libvirt qemu hook"
+
+
+def package_dir() -> Path:
+    """The folder that holds the rtlibvirt package (put on the hook's sys.path)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def render(python: str | None = None, path: Path | None = None) -> str:
+    """The hook file as installed: hooks/qemu with its interpreter and paths filled in."""
+    python = python or sys.executable
+    if not python or any(c.isspace() for c in python):
+        raise HostError(
+            f"cannot use {python!r} in the hook's #! line (it is empty or holds a space)",
+            "install rtlibvirt into a Python whose path has no spaces",
+        )
+    shebang = f"#!{python} -IS"
+    if len(shebang) >= 256:
+        raise HostError(f"the hook's #! line would be longer than the kernel's 255 bytes: {python}")
+    source = resources.hook_script().read_text(encoding="utf-8")
+    lines = source.splitlines(keepends=True)
+    if not lines or not lines[0].startswith("#!"):
+        raise HostError("the packaged hooks/qemu has no #! line: the installation is broken")
+    body = "".join(lines[1:])
+    body = body.replace(
+        'RTLIBVIRT_VERSION = ""', f"RTLIBVIRT_VERSION = {json.dumps(__version__)}", 1
+    )
+    body = body.replace(
+        'RTLIBVIRT_PATH = ""', f"RTLIBVIRT_PATH = {json.dumps(str(path or package_dir()))}", 1
+    )
+    return shebang + "\n" + body
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    path: Path
+    changed: bool  # False: the same hook was already there
+    user_hook: Path | None  # the user's own DIR/qemu, left alone
+
+
+def install(hooks_dir: Path = DEFAULT_HOOKS_DIR) -> InstallResult:
+    if hooks_dir == DEFAULT_HOOKS_DIR and not hooks_dir.parent.is_dir():
+        raise HostError(
+            f"{hooks_dir.parent} does not exist: is libvirt installed?",
+            "install libvirt (Debian: apt install libvirt-daemon-system), or pass --hooks-dir",
+        )
+    content = render()
+    target = hooks_dir / HOOK_NAME
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise HostError(f"{target} exists and is not a regular file; nothing was changed")
+    if target.is_file() and not _ours(target):
+        raise HostError(
+            f"{target} exists and was not installed by rtlibvirt; nothing was changed",
+            "move it away, or pass another --hooks-dir",
+        )
+    user = hooks_dir / "qemu"
+    user_hook = user if user.exists() else None
+    try:
+        if target.is_file() and target.read_text(encoding="utf-8") == content:
+            if os.stat(target).st_mode & 0o777 != 0o755:
+                os.chmod(target, 0o755)
+            return InstallResult(target, False, user_hook)
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        atomic_write(target, content.encode("utf-8"), mode=0o755)
+    except OSError as exc:
+        raise HostError(
+            f"cannot install the hook as {target}: {exc.strerror or exc}",
+            "run as root" if isinstance(exc, PermissionError) else None,
+        ) from None
+    return InstallResult(target, True, user_hook)
+
+
+def _ours(path: Path) -> bool:
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:4096]
+    except OSError:
+        return False
+    return _MARKER in head
+
+
+def uninstall(
+    hooks_dir: Path = DEFAULT_HOOKS_DIR, *, fs: HostFS | None = None, force: bool = False
+) -> bool:
+    """Remove the hook; False when it was not installed."""
+    target = hooks_dir / HOOK_NAME
+    if not target.exists() and not target.is_symlink():
+        return False
+    if not _ours(target):
+        raise HostError(f"{target} was not installed by rtlibvirt; nothing was removed")
+    claims = isolated_vms(fs or HostFS("/"))
+    if claims and not force:
+        raise InputError(
+            f"real-time VMs are isolated by the hook now ({', '.join(claims)}): without the "
+            "hook, stopping them would not undo their isolation; nothing was removed",
+            "stop them first, or pass --force",
+        )
+    try:
+        target.unlink()
+    except OSError as exc:
+        raise HostError(f"cannot remove {target}: {exc.strerror or exc}") from None
+    return True
+
+
+def isolated_vms(fs: HostFS) -> list[str]:
+    try:
+        state = peek(fs)
+    except StateError:
+        return []
+    return sorted(state.claims)
+
+
+# ---- status --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Daemon:
+    name: str
+    pid: int
+    started: float  # epoch seconds
+
+
+@dataclass
+class Status:
+    path: Path
+    installed: bool
+    current: bool = False
+    installed_version: str | None = None
+    python: str | None = None
+    python_ok: bool = False
+    installed_at: float | None = None
+    daemon: Daemon | None = None
+    user_hook: Path | None = None
+    claims: dict[str, str] = field(default_factory=dict)  # name -> "CPUs 1, running"
+    unrestored: int = 0  # saved originals: values the hook changed and will restore
+    state_file: str = ""
+    state_problem: str | None = None
+    set_aside: list[str] = field(default_factory=list)
+    log: str = ""
+    rt_problem: str | None = None
+
+    @property
+    def needs_restart(self) -> bool | None:
+        """Did the daemon start before the hook was installed? None if unknown."""
+        if not self.installed or self.daemon is None or self.installed_at is None:
+            return None
+        return self.daemon.started < self.installed_at
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.installed
+            and self.current
+            and self.python_ok
+            and self.needs_restart is not True
+            and self.state_problem is None
+            and not self.set_aside
+            and self.rt_problem is None
+        )
+
+
+def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Status:
+    fs = fs or HostFS("/")
+    target = hooks_dir / HOOK_NAME
+    result = Status(path=target, installed=target.is_file() and _ours(target))
+    user = hooks_dir / "qemu"
+    result.user_hook = user if user.exists() else None
+    if result.installed:
+        text = target.read_text(encoding="utf-8", errors="replace")
+        m = _VERSION_LINE.search(text)
+        result.installed_version = m.group(1) if m else None
+        first = text.splitlines()[0] if text else ""
+        result.python = (
+            first[2:].split()[0] if first.startswith("#!") and first[2:].split() else None
+        )
+        result.python_ok = bool(result.python) and os.access(str(result.python), os.X_OK)
+        path = _PATH_LINE.search(text)
+        try:
+            installed_path = Path(json.loads(path.group(1))) if path else None
+            result.current = bool(result.python) and text == render(result.python, installed_path)
+        except (HostError, ValueError):
+            result.current = False
+        result.installed_at = target.stat().st_mtime
+    result.daemon = find_daemon(fs)
+    try:
+        state = peek(fs)
+    except StateError as exc:
+        result.state_problem = str(exc)
+        state = State()
+    for name, claim in sorted(state.claims.items()):
+        result.claims[name] = f"CPUs {format_cpulist(claim.cpus)}, {claim.phase}"
+    result.unrestored = len(state.originals)
+    result.state_file = str(fs.path(STATE_FILE))
+    result.set_aside = StateStore(fs).set_aside_files()
+    result.log = (
+        "syslog (journalctl -t rtlibvirt-hook)"
+        if fs.is_live and os.path.exists("/dev/log")
+        else str(fs.path(LOG_FILE))
+    )
+    result.rt_problem = rtgroup.diagnose(fs)
+    return result
+
+
+def find_daemon(fs: HostFS) -> Daemon | None:
+    """The running libvirtd (or modular virtqemud) and when it started."""
+    candidates: list[int] = []
+    for name in DAEMONS:
+        text = fs.read_or(f"/run/{name}.pid", "").strip()
+        if text.isdigit():
+            candidates.append(int(text))
+    for pid in candidates:
+        daemon = _daemon(fs, pid)
+        if daemon:
+            return daemon
+    for entry in fs.listdir("/proc"):
+        if entry.isdigit():
+            daemon = _daemon(fs, int(entry))
+            if daemon:
+                return daemon
+    return None
+
+
+def _daemon(fs: HostFS, pid: int) -> Daemon | None:
+    comm = fs.read_or(f"/proc/{pid}/comm", "").strip()
+    if comm not in DAEMONS:
+        return None
+    if fs.read_or(f"/proc/{pid}/stat", "").rpartition(")")[2].split()[:1] == ["Z"]:
+        return None  # a zombie of an earlier daemon
+    started = process_start_time(fs, pid)
+    return None if started is None else Daemon(comm, pid, started)
+
+
+def process_start_time(fs: HostFS, pid: int) -> float | None:
+    """Start time of a process in epoch seconds (/proc/PID/stat field 22).
+
+    The boot time comes from /proc/uptime (10 ms steps) where it can, since
+    /proc/stat's btime is rounded to the second.
+    """
+    stat = fs.read_or(f"/proc/{pid}/stat", "")
+    fields = stat.rpartition(")")[2].split()
+    try:
+        ticks = int(fields[19])
+    except (IndexError, ValueError):
+        return None
+    boot: float | None = None
+    uptime = fs.read_or("/proc/uptime", "").split()
+    if uptime:
+        try:
+            boot = time.time() - float(uptime[0])
+        except ValueError:
+            boot = None
+    if boot is None:
+        for line in fs.read_or("/proc/stat", "").splitlines():
+            if line.startswith("btime "):
+                boot = float(line.split()[1])
+    if boot is None:
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+# ---- restart -------------------------------------------------------------------------
+
+
+def restart_daemon(fs: HostFS | None = None) -> str:
+    """Restart the daemon through systemd where it runs it; else say what to run."""
+    fs = fs or HostFS("/")
+    systemctl = shutil.which("systemctl")
+    if systemctl and os.path.isdir("/run/systemd/system"):
+        for unit in ("virtqemud", "libvirtd"):
+            active = subprocess.run(
+                [systemctl, "is-active", "--quiet", unit], check=False, capture_output=True
+            )
+            if active.returncode == 0:
+                done = subprocess.run(
+                    [systemctl, "restart", unit], check=False, capture_output=True, text=True
+                )
+                if done.returncode != 0:
+                    raise HostError(
+                        f"systemctl restart {unit} failed: {done.stderr.strip()}",
+                        f"run `systemctl restart {unit}` yourself",
+                    )
+                return f"restarted {unit} (systemd)"
+    daemon = find_daemon(fs)
+    if daemon is None:
+        return "no libvirt daemon runs: the hook is used from its next start"
+    return (
+        f"{daemon.name} (pid {daemon.pid}) is not run by systemd here: restart it yourself so "
+        f"that it sees the hook, e.g. `kill {daemon.pid}; {daemon.name} -d` "
+        "(with the options it was started with); running VMs keep running"
+    )

@@ -1,0 +1,93 @@
+"""The hook's log: syslog (the journal) where ``/dev/log`` exists, else a file.
+
+Every line names the domain and the operation (``plc started begin: ...``), so
+``journalctl -t rtlibvirt-hook`` or ``grep plc /var/log/rtlibvirt/hook.log``
+tells what the hook did to the host for one VM. The lines are also kept in
+memory, for the caller (and tests) to look at.
+
+Standard library only, and cheap: the hook logs on every libvirt event.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rtlibvirt.kernel.fs import HostFS
+
+IDENT = "rtlibvirt-hook"
+LOG_FILE = "/var/log/rtlibvirt/hook.log"
+LEVELS = ("debug", "info", "warning", "error")
+
+
+class HookLog:
+    """Log lines of one hook call, prefixed with the domain and operation."""
+
+    def __init__(self, fs: HostFS, prefix: str) -> None:
+        self.fs = fs
+        self.prefix = prefix
+        self.lines: list[tuple[str, str]] = []
+        self._syslog = fs.is_live and os.path.exists("/dev/log")
+        self._file_fd: int | None = None
+        self._failed = False
+        if self._syslog:
+            import syslog
+
+            syslog.openlog(IDENT, syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    @property
+    def destination(self) -> str:
+        return (
+            "syslog (journalctl -t rtlibvirt-hook)" if self._syslog else str(self.fs.path(LOG_FILE))
+        )
+
+    def debug(self, message: str) -> None:
+        self._emit("debug", message)
+
+    def info(self, message: str) -> None:
+        self._emit("info", message)
+
+    def warning(self, message: str) -> None:
+        self._emit("warning", message)
+
+    def error(self, message: str) -> None:
+        self._emit("error", message)
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [text for lvl, text in self.lines if level is None or lvl == level]
+
+    def _emit(self, level: str, message: str) -> None:
+        self.lines.append((level, message))
+        text = f"{self.prefix}: {message}" if self.prefix else message
+        if self._syslog:
+            import syslog
+
+            priority = {
+                "debug": syslog.LOG_DEBUG,
+                "info": syslog.LOG_INFO,
+                "warning": syslog.LOG_WARNING,
+                "error": syslog.LOG_ERR,
+            }[level]
+            syslog.syslog(priority, text)
+            return
+        self._append(level, text)
+
+    def _append(self, level: str, text: str) -> None:
+        if self._failed:
+            return
+        try:
+            if self._file_fd is None:
+                path = self.fs.path(LOG_FILE)
+                os.makedirs(path.parent, mode=0o755, exist_ok=True)
+                self._file_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            line = f"{stamp} {IDENT}[{os.getpid()}] {level}: {text}\n"
+            os.write(self._file_fd, line.encode("utf-8", "replace"))
+        except OSError:
+            # Logging must never break the hook (a full or read-only /var/log).
+            self._failed = True
+
+    def close(self) -> None:
+        if self._file_fd is not None:
+            os.close(self._file_fd)
+            self._file_fd = None

@@ -1,0 +1,164 @@
+"""``rtlibvirt define``: plan the definition of a spec's domain, then apply it.
+
+Planning reads the current definition (if any) and decides everything;
+applying is a single ``defineXML``. A redefine keeps the domain's UUID and the
+MAC addresses libvirt generated, so the guest sees the same machine. A domain
+of the same name that rtlibvirt did not create is never replaced without
+``force``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from rtlibvirt.config.vm import VmSpec
+from rtlibvirt.domain import diff as xmldiff
+from rtlibvirt.domain import metadata
+from rtlibvirt.domain.render import Identity, render
+from rtlibvirt.errors import LibvirtError
+from rtlibvirt.kernel.cpuset import parse_cpulist
+from rtlibvirt.virt import connection as virt
+
+
+@dataclass(frozen=True)
+class DefinePlan:
+    """What ``define`` would do; computed without changing anything."""
+
+    name: str
+    uri: str
+    xml: str
+    current_xml: str | None  # the existing persistent definition, if any
+    managed: bool  # the existing domain carries rtlibvirt metadata
+    running: bool
+
+    @property
+    def exists(self) -> bool:
+        return self.current_xml is not None
+
+    def diff(self) -> str:
+        """Unified diff of the current definition against the new one ('' when equal)."""
+        if self.current_xml is None:
+            return self.xml
+        return xmldiff.unified(
+            self.current_xml,
+            self.xml,
+            f"{self.name} (current definition on {self.uri})",
+            f"{self.name} (new definition)",
+        )
+
+
+def identity_of(domain_xml: str) -> Identity:
+    """The UUID and NIC MAC addresses of an existing definition."""
+    root = etree.fromstring(domain_xml.encode("utf-8"))
+    uuid = root.findtext("uuid")
+    macs = tuple(
+        mac.get("address") if mac is not None else None
+        for mac in (nic.find("mac") for nic in root.findall("devices/interface"))
+    )
+    return Identity(uuid=uuid.strip() if uuid else None, macs=macs)
+
+
+def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
+    uri = virt.uri_of(conn)
+    domain = virt.lookup(conn, spec.name)
+    if domain is None:
+        return DefinePlan(spec.name, uri, render(spec), None, managed=False, running=False)
+    current = virt.inactive_xml(domain)
+    managed = metadata.has_metadata(current) and _has_element(current)
+    if not managed and not force:
+        raise LibvirtError(
+            f"a domain named {spec.name!r} already exists on {uri} and was not created by "
+            "rtlibvirt; nothing was changed",
+            "choose another `name`, or pass --force to replace its definition "
+            "(its UUID and MAC addresses are kept); --dry-run shows what would change",
+        )
+    xml = render(spec, identity_of(current))
+    return DefinePlan(spec.name, uri, xml, current, managed, virt.is_active(domain))
+
+
+def _has_element(domain_xml: str) -> bool:
+    """rtlibvirt's element is there, and was written by `define` (not by `tune`)."""
+    root = etree.fromstring(domain_xml.encode("utf-8"))
+    element = root.find(f"metadata/{metadata.TAG}")
+    return element is not None and element.get("origin") != "tune"
+
+
+def apply(conn: Any, define_plan: DefinePlan) -> str:
+    """Define the planned XML; returns the definition as libvirt now stores it."""
+    return apply_xml(conn, define_plan.xml)
+
+
+def apply_xml(conn: Any, xml: str) -> str:
+    """Define ``xml``; returns the definition as libvirt now stores it."""
+    domain = virt.define(conn, xml)
+    return virt.inactive_xml(domain)
+
+
+def describe(domain_xml: str) -> list[str]:
+    """A short, human summary of the real-time parts of any domain definition."""
+    root = etree.fromstring(domain_xml.encode("utf-8"))
+    lines: list[str] = []
+    vcpus = root.findtext("vcpu", "?").strip()
+    pins = {int(p.get("vcpu", "-1")): p.get("cpuset", "?") for p in root.findall("cputune/vcpupin")}
+    sched: dict[int, str] = {}
+    for s in root.findall("cputune/vcpusched"):
+        for vcpu in parse_cpulist(s.get("vcpus", "")):
+            sched[vcpu] = f"{s.get('scheduler')} {s.get('priority', '')}".strip()
+    placed = []
+    for vcpu in sorted(pins):
+        policy = f" {sched[vcpu]}" if vcpu in sched else ""
+        placed.append(f"{vcpu}->{pins[vcpu]}{policy}")
+    lines.append(f"vCPUs      {vcpus}" + (f": {', '.join(placed)}" if placed else ", not pinned"))
+    emulator = root.find("cputune/emulatorpin")
+    lines.append(
+        "emulator   " + (f"CPUs {emulator.get('cpuset')}" if emulator is not None else "not pinned")
+    )
+    memory = root.find("memory")
+    if memory is not None:
+        kib = int(memory.text or 0) * {"KiB": 1, "MiB": 1024, "GiB": 1024**2}.get(
+            memory.get("unit", "KiB"), 1
+        )
+        backing = []
+        page = root.find("memoryBacking/hugepages/page")
+        if page is not None:
+            backing.append(f"{_page(page)} hugepages")
+        elif root.find("memoryBacking/hugepages") is not None:
+            backing.append("default hugepages")
+        if root.find("memoryBacking/locked") is not None:
+            backing.append("locked")
+        if root.find("memoryBacking/nosharepages") is not None:
+            backing.append("no page sharing")
+        balloon = root.find("devices/memballoon")
+        if balloon is not None and balloon.get("model") == "none":
+            backing.append("no balloon")
+        lines.append(
+            f"memory     {kib // 1024} MiB" + (f", {', '.join(backing)}" if backing else "")
+        )
+    devices = root.find("devices")
+    if devices is not None:
+        counts = [
+            _count(len(devices.findall("disk")), "disk"),
+            _count(len(devices.findall("interface")), "NIC"),
+            _count(len(devices.findall("hostdev")), "PCI passthrough device"),
+        ]
+        lines.append("devices    " + ", ".join(counts))
+    numa = root.find("numatune/memory")
+    if numa is not None:
+        lines.append(f"NUMA       memory {numa.get('mode')} on host node {numa.get('nodeset')}")
+    return lines
+
+
+def _page(page: Any) -> str:
+    size = int(page.get("size", "0"))
+    unit = page.get("unit", "KiB")
+    kib = size * {"KiB": 1, "K": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}.get(
+        unit, 1
+    )
+    return "1G" if kib == 1024**2 else "2M" if kib == 2048 else f"{kib}KiB"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"

@@ -1,0 +1,160 @@
+"""`rtlibvirt check` and the host step of `rtlibvirt define`, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import libvirt
+import pytest
+from click.testing import CliRunner
+
+from rtlibvirt.cli import cli
+from rtlibvirt.fit.host import HOST_ROOT_ENV
+from tests.fakes.libvirt_hosts import DOMAINS, host_file, host_uri
+from tests.fakes.sysfs import FakeSys
+
+SPEC = """\
+name: rt
+memory: 2GiB
+vcpus: 2
+cpu:
+  pinning: [{pins}]
+  emulator: 0
+  realtime:
+    vcpus: [1]
+memory_backing:
+  hugepages: 1G
+"""
+
+
+@pytest.fixture
+def clean_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSys:
+    """A fake tree where CPUs 4-7 are isolated and 1G pages are free."""
+    fake = FakeSys(tmp_path / "root").cpus("0-7", isolated="4-7", nohz_full="4-7")
+    fake.hugepages(0, 1048576, free=4)
+    monkeypatch.setenv(HOST_ROOT_ENV, str(fake.root))
+    return fake
+
+
+def spec_file(tmp_path: Path, pins: str) -> Path:
+    path = tmp_path / "rt.yaml"
+    path.write_text(SPEC.format(pins=pins))
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_check_spec_clean(tmp_path: Path, clean_host: FakeSys) -> None:
+    code, out, _ = invoke("check", str(spec_file(tmp_path, "4, 5")), "-c", host_uri("single-node"))
+    assert code == 0, out
+    assert "ready for real time: no findings" in out
+    assert "host: 8 CPUs (0-7), 1 NUMA node, no SMT; isolated CPUs: 4-7" in out
+
+
+def test_check_spec_with_findings_exits_3(tmp_path: Path, clean_host: FakeSys) -> None:
+    # vCPU 0 on db's CPU 2, realtime vCPU 1 on CPU 1, not isolated.
+    path = spec_file(tmp_path, "2, 1")
+    code, out, _ = invoke("check", str(path), "-c", host_uri("single-node"))
+    assert code == 3
+    assert "error: [cpu-shared] host CPU 2 (vCPU 0) is also pinned by domain 'db'" in out
+    assert "warning: [cpu-not-isolated]" in out
+    assert out.rstrip().endswith("1 error, 1 warning")
+
+    code, out, _ = invoke("check", str(path), "-c", host_uri("single-node"), "--json")
+    assert code == 3
+    data = json.loads(out)
+    assert not data["clean"]
+    assert [(f["severity"], f["code"]) for f in data["findings"]] == [
+        ("error", "cpu-shared"),
+        ("warning", "cpu-not-isolated"),
+    ]
+    assert data["host"]["isolated"] == [4, 5, 6, 7]
+
+
+def test_check_existing_domain(tmp_path: Path, clean_host: FakeSys) -> None:
+    xml = (DOMAINS / "virt-manager-desktop.libvirt.xml").read_text()
+    uri = host_file(tmp_path, cores=8, domains=[xml])
+    code, out, _ = invoke("check", "desktop", "-c", uri)
+    assert code == 3
+    for expected in (
+        "error: [vcpu-not-pinned] vCPUs 0-3 are not pinned",
+        "warning: [memballoon]",
+        "warning: [usb-controller] a USB controller is present (qemu-xhci)",
+        "warning: [usb-device] USB devices are present (tablet input, spicevmc redirdev, "
+        "spicevmc redirdev)",
+        "warning: [no-hugepages]",
+        "warning: [not-locked]",
+        "info: [pmu-on]",
+    ):
+        assert expected in out, out
+
+
+def test_check_auto_spec_shows_the_placement(tmp_path: Path, clean_host: FakeSys) -> None:
+    path = tmp_path / "auto.yaml"
+    path.write_text(
+        SPEC.format(pins="0").replace("[0]", "auto").replace("emulator: 0", "emulator: auto")
+    )
+    code, out, _ = invoke("check", str(path), "-c", host_uri("single-node"))
+    assert code == 0, out
+    # The realtime vCPU 1 takes the first isolated CPU; the emulator keeps off db's vCPUs 2-3.
+    assert (
+        "auto placement: vCPUs 0->5, 1->4 on NUMA node 0 (isolated CPUs); emulator on CPUs 0-1"
+        in out
+    )
+
+
+def test_check_unknown_domain() -> None:
+    code, _, err = invoke("check", "nosuch", "-c", host_uri("single-node"))
+    assert code == 1
+    assert "error: no domain named 'nosuch'" in err
+    assert "Traceback" not in err
+
+
+def test_define_stops_on_host_errors_and_defines_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(HOST_ROOT_ENV, raising=False)
+    path = spec_file(tmp_path, "3, 99")
+    keep = libvirt.open("test:///default")  # the default test driver's state lives while open
+    try:
+        code, _, err = invoke("define", str(path), "-c", "test:///default")
+        assert code == 1
+        assert "error: [cpu-missing] pinned to host CPUs the host does not have: 99 (vCPU 1)" in (
+            err
+        )
+        assert "'rt' does not fit this host (1 error); nothing was defined" in err
+        assert "rt" not in [d.name() for d in keep.listAllDomains(0)]
+
+        code, out, _ = invoke("define", str(path), "-c", "test:///default", "--no-host-check")
+        assert code == 0
+        assert "Defined domain 'rt'" in out
+        assert "rt" in [d.name() for d in keep.listAllDomains(0)]
+    finally:
+        dom = keep.lookupByName("rt") if "rt" in keep.listDefinedDomains() else None
+        if dom is not None:
+            dom.undefine()
+        keep.close()
+
+
+def test_define_warns_and_allow_shared(tmp_path: Path, clean_host: FakeSys) -> None:
+    path = spec_file(tmp_path, "2, 5")  # vCPU 0 on db's CPU 2
+    code, _, err = invoke("define", str(path), "-c", host_uri("single-node"))
+    assert code == 1 and "[cpu-shared]" in err
+    code, out, err = invoke("define", str(path), "-c", host_uri("single-node"), "--allow-shared")
+    assert code == 0, err
+    assert "warning: [cpu-shared]" in err and "(allowed by --allow-shared)" in err
+    assert "Defined domain 'rt'" in out
+
+
+def test_define_prints_warnings_but_defines(tmp_path: Path, clean_host: FakeSys) -> None:
+    clean_host.hugepages(0, 1048576, free=0)
+    code, out, err = invoke(
+        "define", str(spec_file(tmp_path, "4, 5")), "-c", host_uri("single-node")
+    )
+    assert code == 0, err
+    assert "warning: [hugepages-short]" in err
+    assert "Defined domain 'rt'" in out

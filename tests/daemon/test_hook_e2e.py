@@ -1,0 +1,194 @@
+"""End to end: the installed hook isolates a real VM on the real libvirtd, and undoes it.
+
+`rtlibvirt hook install`, scripts/libvirtd-up (which restarts libvirtd so that
+it sees the new hook), `rtlibvirt define` a VM whose single real-time vCPU is
+pinned to CPU 1 (emulator on CPU 0), `virsh start`; then: the vCPU thread runs
+on CPU 1 with SCHED_FIFO, no writable IRQ affinity holds CPU 1, the workqueue
+cpumasks hold CPU 0 only. After `virsh destroy` every one of those values is
+what it was before the start. The guest has no disk and boots nothing; its
+QEMU and vCPU thread run, which is all the hook needs.
+
+The domain, the hook and every host value are cleaned up even when the test
+fails: libvirtd is shared with other tests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rtlibvirt import hook
+from rtlibvirt.hook import threads as vcputhreads
+from rtlibvirt.hook.state import STATE_FILE
+from rtlibvirt.kernel import rtgroup
+from rtlibvirt.kernel.cpuset import parse_mask
+from rtlibvirt.kernel.fs import HostFS
+
+pytestmark = pytest.mark.libvirtd
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = "rtl-hook-e2e"
+CLASH = "rtl-hook-e2e-clash"  # a second VM that wants CPU 1 too
+SPEC = f"""\
+name: {NAME}
+memory: 128MiB
+vcpus: 1
+cpu:
+  pinning: [1]
+  emulator: "0"           # a bare 0 is not a cpulist for the spec (yet)
+  realtime:
+    vcpus: [0]
+    priority: 1
+  features:
+    arch-capabilities: disable
+memory_backing:
+  hugepages: none
+  locked: false
+"""
+WORKQUEUES = (
+    "/sys/devices/virtual/workqueue/cpumask",
+    "/sys/bus/workqueue/devices/writeback/cpumask",
+)
+HOOK_LOG = Path("/var/log/rtlibvirt/hook.log")
+
+
+def host_values() -> dict[str, str]:
+    """Every IRQ affinity and workqueue cpumask of the live host."""
+    fs = HostFS("/")
+    paths = ["/proc/irq/default_smp_affinity", *WORKQUEUES]
+    paths += [
+        f"/proc/irq/{n}/smp_affinity"
+        for n in sorted(fs.listdir("/proc/irq"), key=lambda n: int(n) if n.isdigit() else -1)
+        if n.isdigit()
+    ]
+    return {p: fs.read(p) for p in paths if fs.exists(p)}
+
+
+def writable_irqs(values: dict[str, str]) -> list[str]:
+    """IRQ affinity files that take a write (probed by writing back their own value)."""
+    found = []
+    for path, value in values.items():
+        if not path.startswith("/proc/irq/") or path.endswith("default_smp_affinity"):
+            continue
+        try:
+            HostFS("/").write(path, value)
+        except OSError:
+            continue
+        found.append(path)
+    return found
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(argv)}` failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+            + hook_log_tail()
+        )
+    return done
+
+
+def hook_log_tail() -> str:
+    if not HOOK_LOG.exists():
+        return ""
+    lines = HOOK_LOG.read_text(errors="replace").splitlines()[-40:]
+    return "\nlast lines of the hook log:\n" + "\n".join(lines)
+
+
+def claims() -> dict[str, object]:
+    path = Path(STATE_FILE)
+    if not path.exists():
+        return {}
+    data: dict[str, object] = json.loads(path.read_text())["claims"]
+    return data
+
+
+def test_the_hook_isolates_a_real_vm_and_restores_the_host(
+    system_uri: str, system_domain_cleanup: object, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("installs a libvirt hook: needs root (run `make test`)")
+    if not {0, 1} <= HostFS("/").cpus_online():
+        pytest.skip("needs CPUs 0 and 1 online")
+    problem = rtgroup.diagnose(HostFS("/"))
+    if problem:
+        pytest.fail(f"{problem}; scripts/libvirtd-up should have fixed it ({rtgroup.HINT})")
+    rtlibvirt = str(Path(sys.executable).with_name("rtlibvirt"))
+    virsh = ("virsh", "-q", "-c", system_uri)
+    spec = tmp_path / "vm.yaml"
+    spec.write_text(SPEC)
+    hook_was_installed = Path("/etc/libvirt/hooks/qemu.d/50-rtlibvirt").exists()
+    before = host_values()
+    writable = writable_irqs(before)
+    assert writable, "no IRQ of this host takes a new affinity: nothing to test"
+    try:
+        run(rtlibvirt, "hook", "install")
+        run(str(REPO / "scripts/libvirtd-up"))  # restarts libvirtd if it predates the hook
+        status = run(rtlibvirt, "hook", "status", check=False).stdout
+        assert ": uses the hook" in status, status
+
+        run(rtlibvirt, "define", str(spec), "-c", system_uri)
+        started = run(*virsh, "start", NAME, check=False)
+        if started.returncode != 0:
+            why = started.stderr.strip()
+            if rtgroup.LIBVIRT_ERROR in why:
+                why += f"\n({rtgroup.diagnose(HostFS('/')) or 'RT group scheduling'})"
+            pytest.fail(f"virsh start {NAME} failed: {why}" + hook_log_tail())
+
+        fs = HostFS("/")
+        pid = vcputhreads.qemu_pid(fs, NAME)
+        assert pid is not None
+        threads = vcputhreads.vcpu_threads(fs, pid)
+        assert list(threads) == [0], threads
+        tid = threads[0]
+        assert os.sched_getaffinity(tid) == {1}
+        assert os.sched_getscheduler(tid) == os.SCHED_FIFO
+        assert os.sched_getparam(tid).sched_priority == 1
+
+        during = host_values()
+        for path in writable:
+            assert 1 not in parse_mask(during[path]), f"{path} = {during[path]}"
+        assert 1 not in parse_mask(during["/proc/irq/default_smp_affinity"])
+        for path in WORKQUEUES:
+            assert parse_mask(during[path]) == {0}, f"{path} = {during[path]}"
+        assert NAME in claims()
+        log = HOOK_LOG.read_text(errors="replace")
+        assert f"{NAME} started begin: checked: vCPU 0 (thread {tid}) runs fifo 1" in log
+
+        # prepare refuses a VM whose CPU the running one holds; libvirt shows our line
+        clash = tmp_path / "clash.yaml"
+        clash.write_text(SPEC.replace(f"name: {NAME}", f"name: {CLASH}"))
+        # The host check would refuse a second domain on CPU 1: sharing it is the point here.
+        run(rtlibvirt, "define", str(clash), "-c", system_uri, "--allow-shared")
+        refused = run(*virsh, "start", CLASH, check=False)
+        assert refused.returncode != 0
+        assert (
+            f"rtlibvirt: {CLASH}: host CPU 1 already belongs to real-time VM '{NAME}' (running)"
+            in refused.stderr
+        ), refused.stderr
+        assert host_values() == during  # the refused VM's stop hooks changed nothing
+        assert NAME in claims() and CLASH not in claims()
+
+        run(*virsh, "destroy", NAME)
+        assert host_values() == before
+        assert NAME not in claims()
+    finally:
+        _cleanup(virsh, rtlibvirt, hook_was_installed)
+
+
+def _cleanup(virsh: tuple[str, ...], rtlibvirt: str, hook_was_installed: bool) -> None:
+    for name in (CLASH, NAME):
+        subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
+        subprocess.run([*virsh, "undefine", name], capture_output=True, check=False)
+    if NAME in claims():
+        # The stop hooks did not run (e.g. the hook was not seen by libvirtd):
+        # undo by name, as they would have, so that no host value stays changed.
+        hook.main([NAME, "release", "end", "-"], io.StringIO(""))
+    if not hook_was_installed:
+        subprocess.run([rtlibvirt, "hook", "uninstall"], capture_output=True, check=False)

@@ -1,0 +1,477 @@
+"""The hook on a fake host: the multi-VM semantics and every fault of issue 3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rtlibvirt import hook
+from rtlibvirt.domain import metadata
+from rtlibvirt.hook import isolation, state
+from rtlibvirt.hook import ops as hookops
+from rtlibvirt.kernel.cpuset import parse_mask
+from tests.fakes.hook import PLAIN_XML, Hook, domain_xml
+from tests.fakes.host import IRQ_DEFAULT, WQ_UNBOUND, WQ_WRITEBACK, FakeKernel, Killed, snapshot
+
+IRQS = (0, 1, 8, 9, 24, 25, 26, 27)
+A_XML = domain_xml("a", [0, 1], [1])  # realtime vCPU 1 on host CPU 1
+B_XML = domain_xml("b", [0, 2], [1])  # realtime vCPU 1 on host CPU 2
+
+
+@pytest.fixture
+def fs(tmp_path: Path) -> FakeKernel:
+    return FakeKernel(tmp_path)
+
+
+@pytest.fixture
+def call(fs: FakeKernel) -> Hook:
+    return Hook(fs)
+
+
+def masks(fs: FakeKernel) -> dict[str, frozenset[int]]:
+    """Every IRQ and workqueue mask, as CPU sets."""
+    paths = [IRQ_DEFAULT, WQ_UNBOUND, WQ_WRITEBACK]
+    paths += [f"/proc/irq/{n}/smp_affinity" for n in IRQS]
+    return {p: parse_mask(fs.read(p)) for p in paths}
+
+
+def assert_isolated(fs: FakeKernel, cpus: set[int]) -> None:
+    for path, value in masks(fs).items():
+        assert not value & cpus, f"{path} still holds CPU {value & cpus}"
+        assert value, f"{path} is empty"
+
+
+# ---- domains the hook leaves alone -----------------------------------------------------
+
+
+def test_the_hook_and_metadata_agree_on_the_namespace_and_state_file() -> None:
+    assert hook.NAMESPACE == metadata.NAMESPACE
+    assert "/" + hook.STATE_FILE == state.STATE_FILE
+
+
+@pytest.mark.parametrize("op", ["prepare", "started", "stopped", "release", "reconnect"])
+def test_a_domain_without_metadata_is_left_alone(
+    fs: FakeKernel, call: Hook, op: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(fs)
+    assert call("plain", op, "begin", PLAIN_XML) == 0
+    assert snapshot(fs) == before
+    assert call.state() is None
+    assert call.log() == ""
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("op", ["migrate", "restore", "attach", "start", "something-new"])
+def test_other_operations_print_nothing_and_succeed(
+    fs: FakeKernel, call: Hook, op: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(fs)
+    assert call("a", op, "begin", A_XML) == 0
+    assert capsys.readouterr() == ("", "")  # stdout would replace the domain XML
+    assert snapshot(fs) == before
+
+
+def test_a_vm_without_realtime_vcpus_changes_nothing(fs: FakeKernel, call: Hook) -> None:
+    xml = domain_xml("nort", [0, 1], None)
+    assert "<vcpusched" not in xml
+    before = snapshot(fs)
+    assert call("nort", "prepare", "begin", xml) == 0
+    assert call("nort", "started", "begin", xml) == 0
+    assert snapshot(fs) == before
+    assert "nothing to isolate" in call.log()
+
+
+# ---- one VM, then two, in any order ----------------------------------------------------
+
+
+def test_one_vm_is_isolated_while_it_runs_and_everything_comes_back(
+    fs: FakeKernel, call: Hook
+) -> None:
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    assert_isolated(fs, {1})
+    assert parse_mask(fs.read(WQ_UNBOUND)) == {0, 2, 3}
+    st = call.state()
+    assert st is not None and st["claims"]["a"]["phase"] == "running"
+    assert st["originals"][IRQ_DEFAULT] == "f"
+    log = call.log()
+    assert "a started begin: IRQ 24 affinity: 0-3 -> 0,2-3" in log
+    assert "checked: vCPU 1 (thread 1002) runs fifo 1" in log
+    assert call.stop("a", A_XML) == (0, 0)
+    assert snapshot(fs) == before
+    assert call.state() is None
+    assert "every value is back to its original" in call.log()
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_two_vms_with_overlapping_lifetimes_stopped_in_either_order(
+    fs: FakeKernel, call: Hook, first: str
+) -> None:
+    # IRQ 8 may only run on CPU 1 (A's CPU): it must move to the housekeeping
+    # CPUs while A runs, and come back to CPU 1 only.
+    fs.write("/proc/irq/8/smp_affinity", "2")
+    before = snapshot(fs)
+    xmls = {"a": A_XML, "b": B_XML}
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    assert call.start("b", B_XML, {0: 0, 1: 2}, rt=[1]) == 0
+    assert_isolated(fs, {1, 2})
+    assert parse_mask(fs.read("/proc/irq/8/smp_affinity")) == {0, 3}
+
+    assert call.stop(first, xmls[first]) == (0, 0)
+    still = {"a": 1, "b": 2}["b" if first == "a" else "a"]
+    freed = {"a": 1, "b": 2}[first]
+    assert_isolated(fs, {still})
+    assert freed in parse_mask(fs.read(IRQ_DEFAULT))
+    # recomputed from the original {1}: without A's CPU in the way it is CPU 1 again
+    expected_irq8 = {1} if first == "a" else {0, 2, 3}
+    assert parse_mask(fs.read("/proc/irq/8/smp_affinity")) == expected_irq8
+
+    last = "b" if first == "a" else "a"
+    assert call.stop(last, xmls[last]) == (0, 0)
+    assert snapshot(fs) == before
+    assert call.state() is None
+
+
+def test_stop_without_start_changes_nothing(fs: FakeKernel, call: Hook) -> None:
+    before = snapshot(fs)
+    assert call("a", "stopped", "end", A_XML) == 0
+    assert call("a", "release", "end", A_XML) == 0
+    assert snapshot(fs) == before
+    assert call.state() is None
+    assert fs.writes == []
+
+
+def test_stop_of_one_vm_does_not_touch_another_running_one(fs: FakeKernel, call: Hook) -> None:
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    isolated = masks(fs)
+    fs.writes.clear()
+    assert call.stop("b", B_XML) == (0, 0)  # never started
+    assert masks(fs) == isolated
+    assert fs.writes == []
+
+
+def test_undo_is_idempotent(fs: FakeKernel, call: Hook) -> None:
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    assert call.stop("a", A_XML) == (0, 0)
+    fs.writes.clear()
+    assert call("a", "release", "end", A_XML) == 0
+    assert call("a", "stopped", "end", A_XML) == 0
+    assert fs.writes == []
+    assert snapshot(fs) == before
+
+
+def test_start_twice_keeps_the_true_originals(fs: FakeKernel, call: Hook) -> None:
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    isolated = masks(fs)
+    originals = call.state()["originals"]  # type: ignore[index]
+    assert call("a", "prepare", "begin", A_XML) == 0
+    assert call("a", "started", "begin", A_XML) == 0
+    assert masks(fs) == isolated
+    st = call.state()
+    assert st is not None
+    assert st["originals"] == originals
+    assert list(st["claims"]) == ["a"]
+    assert call.stop("a", A_XML) == (0, 0)
+    assert snapshot(fs) == before
+
+
+def test_a_failed_start_is_undone_by_release(fs: FakeKernel, call: Hook) -> None:
+    """libvirt calls stopped/release after a start that failed after prepare."""
+    before = snapshot(fs)
+    assert call("a", "prepare", "begin", A_XML) == 0
+    assert call.state()["claims"]["a"]["phase"] == "prepared"  # type: ignore[index]
+    assert call.stop("a", A_XML) == (0, 0)
+    assert snapshot(fs) == before
+    assert call.state() is None
+
+
+# ---- prepare refuses ---------------------------------------------------------------------
+
+
+def test_prepare_refuses_a_vm_whose_cpus_another_running_vm_holds(
+    fs: FakeKernel, call: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    capsys.readouterr()
+    clash = domain_xml("c", [0, 1], [1])
+    assert call("c", "prepare", "begin", clash) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("rtlibvirt: c: host CPU 1 already belongs to real-time VM 'a' (running)")
+    st = call.state()
+    assert st is not None and list(st["claims"]) == ["a"]
+    # a stop of the refused VM (libvirt calls it) does not release A's CPUs
+    assert call.stop("c", clash) == (0, 0)
+    assert_isolated(fs, {1})
+
+
+def test_a_vm_whose_qemu_is_gone_without_a_stop_call_is_released(
+    fs: FakeKernel, call: Hook
+) -> None:
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    from tests.fakes.host import remove_vm
+
+    remove_vm(fs.root, "a", call.pids.pop("a"))  # libvirtd died; no stop hook ran
+    clash = domain_xml("c", [0, 1], [1])
+    assert call("c", "prepare", "begin", clash) == 0
+    assert "VM 'a' (running, pid 1000) is gone without a stop call" in call.log()
+    assert masks(fs) == {p: frozenset({0, 1, 2, 3}) for p in masks(fs)}  # undone at once
+    assert call.stop("c", clash) == (0, 0)
+    assert snapshot(fs) == before
+
+
+def test_prepare_refuses_when_rt_group_scheduling_would_fail_libvirt(
+    fs: FakeKernel, call: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mounts = fs.read("/proc/mounts")
+    fs.write("/proc/mounts", mounts + "\ncgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0")
+    root = fs.path("/sys/fs/cgroup/cpu/machine")
+    root.mkdir(parents=True)
+    (root.parent / "cpu.rt_runtime_us").write_text("950000\n")
+    (root / "cpu.rt_runtime_us").write_text("0\n")
+    assert call("a", "prepare", "begin", A_XML) == 1
+    err = capsys.readouterr().err
+    assert "Cannot set scheduler parameters: Operation not permitted" in err
+    assert 'remove "cpu" from cgroup_controllers in /etc/libvirt/qemu.conf' in err
+    conf = fs.path("/etc/libvirt/qemu.conf")
+    conf.parent.mkdir(parents=True)
+    conf.write_text('# cgroup_controllers = [ "cpu" ]\ncgroup_controllers = [ "cpuset" ]\n')
+    assert call("a", "prepare", "begin", A_XML) == 0
+
+
+# ---- faults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writes", [0, 3], ids=["before-any-write", "after-3-writes"])
+@pytest.mark.parametrize("then", ["release", "started-again"])
+def test_a_hook_killed_half_way_is_finished_or_undone_by_the_next_call(
+    fs: FakeKernel, call: Hook, then: str, writes: int
+) -> None:
+    before = snapshot(fs)
+    assert call("a", "prepare", "begin", A_XML) == 0
+    call.qemu("a", {0: (frozenset({0}), "other", 0), 1: (frozenset({1}), "fifo", 1)})
+    fs.kill_after("/proc/irq/", writes)
+    with pytest.raises(Killed):
+        call("a", "started", "begin", A_XML)
+    st = call.state()
+    assert st is not None
+    assert st["claims"]["a"]["phase"] == "running"
+    # every original was on disk before the first write
+    for irq in IRQS:
+        assert st["originals"][f"/proc/irq/{irq}/smp_affinity"] == "f"
+    changed = [p for p, v in masks(fs).items() if 1 not in v]
+    assert len(changed) == writes  # killed after the state was saved, before the rest
+    if then == "release":
+        assert call.stop("a", A_XML) == (0, 0)
+        assert snapshot(fs) == before
+        assert call.state() is None
+    else:
+        assert call("a", "started", "begin", A_XML) == 0
+        assert_isolated(fs, {1})
+        assert call.stop("a", A_XML) == (0, 0)
+        assert snapshot(fs) == before
+
+
+def test_a_hook_killed_during_undo_is_finished_by_the_next_call(fs: FakeKernel, call: Hook) -> None:
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    fs.kill_after("/proc/irq/", 2)
+    with pytest.raises(Killed):
+        call("a", "stopped", "end", A_XML)
+    assert call.state() is not None  # originals of what is not restored yet
+    assert call("a", "release", "end", A_XML) == 0
+    assert snapshot(fs) == before
+    assert call.state() is None
+
+
+def test_a_corrupt_state_file_is_set_aside_and_reported(fs: FakeKernel, call: Hook) -> None:
+    path = fs.path(state.STATE_FILE)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": 1, "claims": {"x": ')
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    aside = list(path.parent.glob("state.json.corrupt-*"))
+    assert len(aside) == 1
+    assert aside[0].read_text() == '{"format": 1, "claims": {"x": '
+    assert "the state file was unreadable and has been set aside" in call.log()
+    assert_isolated(fs, {1})
+    assert call.stop("a", A_XML) == (0, 0)
+    assert snapshot(fs) == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json at all",
+        '{"format": 99}',
+        '{"format": 1, "claims": {"a": {"phase": "dancing"}}}',
+        '{"format": 1, "originals": {"x": 1}}',
+        "[]",
+    ],
+)
+def test_any_unreadable_state_never_crashes_the_hook(fs: FakeKernel, call: Hook, text: str) -> None:
+    path = fs.path(state.STATE_FILE)
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    assert call("a", "release", "end", A_XML) == 0
+    assert len(list(path.parent.glob("state.json.corrupt-*"))) == 1
+
+
+def test_irqs_that_refuse_writes_are_skipped_and_logged(tmp_path: Path) -> None:
+    fs = FakeKernel(tmp_path, refuse_irqs=(9, 25))
+    call = Hook(fs)
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    assert parse_mask(fs.read("/proc/irq/9/smp_affinity")) == {0, 1, 2, 3}
+    assert 1 not in parse_mask(fs.read("/proc/irq/24/smp_affinity"))
+    log = call.log()
+    assert "IRQ 9 affinity: the kernel refused 0,2-3 (Input/output error); skipped" in log
+    assert "IRQ 25 affinity: the kernel refused" in log
+    st = call.state()
+    assert st is not None
+    assert set(st["refused"]) == {"/proc/irq/9/smp_affinity", "/proc/irq/25/smp_affinity"}
+    assert "/proc/irq/9/smp_affinity" not in st["originals"]
+    # a second VM does not retry them
+    fs.writes.clear()
+    assert call.start("b", B_XML, {0: 0, 1: 2}, rt=[1]) == 0
+    assert "/proc/irq/9/smp_affinity" not in [p for p, _ in fs.writes]
+    assert call.stop("a", A_XML) == (0, 0)
+    assert call.stop("b", B_XML) == (0, 0)
+    assert snapshot(fs) == before
+    assert call.state() is None  # refused entries are forgotten with the last VM
+
+
+def test_a_domain_that_lost_its_metadata_is_still_undone_by_name(
+    fs: FakeKernel, call: Hook
+) -> None:
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    edited = PLAIN_XML.replace("<name>plain</name>", "<name>a</name>")
+    assert call.stop("a", edited) == (0, 0)
+    assert snapshot(fs) == before
+
+
+def test_started_never_fails_even_on_an_internal_error(
+    fs: FakeKernel, call: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(host: isolation.Host) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(isolation, "reconcile", broken)
+    assert call("a", "prepare", "begin", A_XML) == 0
+    for op in ("started", "reconnect", "stopped", "release"):
+        assert call("a", op, "begin", A_XML) == 0
+    assert "internal error: RuntimeError: a bug" in call.log()
+
+
+def test_strict_prepare_refuses_on_an_internal_error(
+    fs: FakeKernel, call: Hook, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object) -> list[str]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(isolation, "check", broken)
+    assert call("a", "prepare", "begin", A_XML) == 0  # not strict: start without isolation
+    strict = domain_xml("s", [0, 1], [1], isolation={"strict": True})
+    assert call("s", "prepare", "begin", strict) == 1
+    assert "internal error of the rtlibvirt hook: a bug" in capsys.readouterr().err
+
+
+def test_reconnect_takes_a_running_vm_back_in(fs: FakeKernel, call: Hook) -> None:
+    before = snapshot(fs)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    fs.path(state.STATE_FILE).unlink()  # e.g. the hook was installed after the start
+    assert call("a", "reconnect", "begin", A_XML) == 0
+    st = call.state()
+    assert st is not None and st["claims"]["a"]["phase"] == "running"
+    assert st["claims"]["a"]["pid"] == 1000
+    assert "taking the running VM into the state" in call.log()
+    assert call.stop("a", A_XML) == (0, 0)
+    # The originals were lost with the state file: what the hook saw at
+    # reconnect is what it restores; the CPUs of the VM are no longer isolated.
+    assert 1 not in parse_mask(fs.read(IRQ_DEFAULT))
+    assert snapshot(fs) != before
+
+
+def test_vcpu_thread_mismatches_are_logged(fs: FakeKernel, call: Hook) -> None:
+    assert call("a", "prepare", "begin", A_XML) == 0
+    call.qemu("a", {0: (frozenset({0}), "other", 0), 1: (frozenset({0, 1}), "other", 0)})
+    assert call("a", "started", "begin", A_XML) == 0
+    log = call.log()
+    assert "vCPU thread mismatch: vCPU 1 (thread 1002) may run on CPUs 0-1, but is pinned to 1" in (
+        log
+    )
+    assert "vCPU 1 (thread 1002) runs other 0, but <vcpusched> asks for fifo 1" in log
+
+
+def test_machine_check_polling_is_off_while_a_vm_that_asks_runs(fs: FakeKernel, call: Hook) -> None:
+    mc = "/sys/devices/system/machinecheck/machinecheck2/check_interval"
+    before = snapshot(fs)
+    off = domain_xml("m", [0, 1], [1], isolation={"machine_check_polling": False})
+    assert call.start("b", B_XML, {0: 0, 1: 2}, rt=[1]) == 0
+    assert fs.read(mc) == "300"  # B leaves it alone
+    assert call.start("m", off, {0: 0, 1: 1}, rt=[1]) == 0
+    assert fs.read(mc) == "0"
+    assert call.stop("m", off) == (0, 0)
+    assert fs.read(mc) == "300"
+    assert call.stop("b", B_XML) == (0, 0)
+    assert snapshot(fs) == before
+
+
+def test_machine_check_polling_without_devices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fs = FakeKernel(tmp_path, machinecheck=False)
+    call = Hook(fs)
+    off = domain_xml("m", [0, 1], [1], isolation={"machine_check_polling": False})
+    assert call("m", "prepare", "begin", off) == 0
+    assert "no machine-check devices" in call.log()
+    strict = domain_xml(
+        "s", [0, 2], [1], isolation={"machine_check_polling": False, "strict": True}
+    )
+    assert call("s", "prepare", "begin", strict) == 1
+    err = capsys.readouterr().err
+    assert "strict isolation cannot be applied: machine_check_polling: this host has no" in err
+
+
+def test_isolation_steps_that_are_off_are_not_applied(fs: FakeKernel, call: Hook) -> None:
+    xml = domain_xml("q", [0, 1], [1], isolation={"irqs": False, "workqueues": False})
+    before = snapshot(fs)
+    assert call.start("q", xml, {0: 0, 1: 1}, rt=[1]) == 0
+    assert snapshot(fs) == before
+
+
+def test_reconcile_is_stable_once_applied(fs: FakeKernel, call: Hook) -> None:
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    fs.writes.clear()
+    st = state.StateStore(fs)
+    from rtlibvirt.hook.log import HookLog
+
+    host = isolation.Host(fs, st.load(), HookLog(fs, "t"), st)
+    isolation.reconcile(host)
+    assert fs.writes == []
+    assert isolation.verify(host) == []
+
+
+def test_state_on_disk_is_valid_json_with_every_claim(fs: FakeKernel, call: Hook) -> None:
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    data = json.loads(fs.path(state.STATE_FILE).read_text())
+    loaded = state.State.from_json(data)
+    assert loaded.claims["a"].cpus == {1}
+    assert loaded.claims["a"].tids == [1002]
+    assert not list(fs.path(state.STATE_DIR).glob("*.tmp"))
+
+
+def test_prepared_claims_expire(
+    fs: FakeKernel, call: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert call("a", "prepare", "begin", A_XML) == 0
+    clash = domain_xml("c", [0, 1], [1])
+    assert call("c", "prepare", "begin", clash) == 1  # A is starting
+    monkeypatch.setattr(hookops, "PREPARED_GRACE", 0.0)
+    assert call("c", "prepare", "begin", clash) == 0  # A never came up

@@ -1,0 +1,177 @@
+"""The hook's smaller parts: reading the domain XML, the RT-group diagnosis, the state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtlibvirt.hook.domain import DomainError, parse
+from rtlibvirt.hook.state import Claim, Settings, State, StateStore
+from rtlibvirt.kernel import rtgroup
+from rtlibvirt.kernel.fs import HostFS
+from tests.fakes.hook import PLAIN_XML, Hook, domain_xml
+from tests.fakes.host import FakeKernel, build_host
+
+# ---- the domain XML ---------------------------------------------------------------------
+
+
+def test_the_vms_cpus_come_from_cputune() -> None:
+    xml = domain_xml("plc", [2, 3, 4, 5], [1, 2, 3], isolation={"cache_ways": 2})
+    info = parse(xml)
+    assert info.managed
+    assert info.cpus == {3, 4, 5}
+    assert [(v.vcpu, v.policy, v.priority) for v in info.realtime] == [
+        (1, "fifo", 1),
+        (2, "fifo", 1),
+        (3, "fifo", 1),
+    ]
+    assert info.settings == Settings(cache_ways=2)
+
+
+def test_an_edited_cputune_wins_over_the_metadata() -> None:
+    xml = domain_xml("plc", [0, 1], [1])
+    pin = '<vcpupin vcpu="1" cpuset="1"/>'
+    assert pin in xml
+    info = parse(xml.replace(pin, ""))
+    assert info.cpus == set()
+    assert info.notes == [
+        "realtime vCPU 1 has no <vcpupin>: it may run on any CPU, so no CPU is isolated for it"
+    ]
+
+
+def test_without_cputune_the_metadata_says() -> None:
+    xml = domain_xml("plc", [0, 3], [1])
+    start, end = xml.index("<cputune>"), xml.index("</cputune>") + len("</cputune>")
+    info = parse(xml[:start] + xml[end:])
+    assert info.cpus == {3}
+    assert "no <cputune>" in info.notes[0]
+
+
+def test_a_domain_without_metadata_is_not_managed() -> None:
+    info = parse(PLAIN_XML)
+    assert not info.managed
+    assert info.cpus == {1}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('"irqs": true', '"irqs": "yes"'), "isolation.irqs must be true or false, not 'yes'"),
+        (('"cache_ways": 0', '"cache_ways": 99'), "isolation.cache_ways must be an integer 0-64"),
+        (('"name": ', '"name" '), "rtlibvirt metadata is not valid JSON"),
+    ],
+)
+def test_broken_metadata_is_one_clear_error(edit: tuple[str, str], message: str) -> None:
+    xml = domain_xml("plc", [0, 1], [1])
+    assert edit[0] in xml
+    with pytest.raises(DomainError, match=message):
+        parse(xml.replace(*edit, 1))
+
+
+def test_broken_metadata_does_not_block_a_start_but_is_logged(tmp_path: Path) -> None:
+    call = Hook(FakeKernel(tmp_path))
+    xml = domain_xml("plc", [0, 1], [1]).replace('"irqs": true', '"irqs": "yes"', 1)
+    assert call("plc", "prepare", "begin", xml) == 0
+    assert "isolation.irqs must be true or false" in call.log()
+    assert call.state() is None
+
+
+def test_not_a_domain() -> None:
+    with pytest.raises(DomainError, match="not well-formed"):
+        parse("<domain>")
+    with pytest.raises(DomainError, match="not a <domain>"):
+        parse("<network/>")
+
+
+# ---- RT group scheduling ------------------------------------------------------------------
+
+
+def rt_host(root: Path, conf: str | None, runtime: str = "950000") -> HostFS:
+    build_host(root)
+    fs = HostFS(root)
+    mounts = fs.read("/proc/mounts")
+    (root / "proc/mounts").write_text(
+        mounts + "\ncgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct 0 0\n"
+    )
+    cpu = root / "sys/fs/cgroup/cpu,cpuacct"
+    (cpu / "machine").mkdir(parents=True)
+    (cpu / "cpu.rt_runtime_us").write_text("950000\n")
+    (cpu / "machine/cpu.rt_runtime_us").write_text("0\n")
+    (root / "proc/sys/kernel/sched_rt_runtime_us").write_text(runtime + "\n")
+    if conf is not None:
+        (root / "etc/libvirt").mkdir(parents=True)
+        (root / "etc/libvirt/qemu.conf").write_text(conf)
+    return fs
+
+
+@pytest.mark.parametrize(
+    ("conf", "runtime", "problem"),
+    [
+        (None, "950000", True),
+        ('#cgroup_controllers = [ "cpuset" ]\n', "950000", True),
+        ('cgroup_controllers = [ "cpu", "cpuset" ]\n', "950000", True),
+        ('cgroup_controllers = [\n  "cpuset",\n  "memory"\n]\n', "950000", False),
+        ('cgroup_controllers = [ "cpuset" ]  # no cpu\n', "950000", False),
+        (None, "-1", False),  # RT bandwidth control off: no runtime check
+    ],
+)
+def test_rt_group_diagnosis(tmp_path: Path, conf: str | None, runtime: str, problem: bool) -> None:
+    fs = rt_host(tmp_path, conf, runtime)
+    found = rtgroup.diagnose(fs)
+    assert (found is not None) == problem
+    if found:
+        assert "/sys/fs/cgroup/cpu,cpuacct/machine (cpu.rt_runtime_us 0" in found
+        assert rtgroup.LIBVIRT_ERROR in found
+
+
+def test_no_rt_group_scheduling_no_problem(tmp_path: Path) -> None:
+    build_host(tmp_path)
+    assert rtgroup.diagnose(HostFS(tmp_path)) is None
+
+
+# ---- the state ------------------------------------------------------------------------------
+
+
+def test_state_round_trip_and_empty_state_removes_the_file(tmp_path: Path) -> None:
+    store = StateStore(HostFS(tmp_path))
+    state = State()
+    claim = Claim("plc", frozenset({3, 4, 5}), Settings(cache_ways=2), pid=7, tids=[8, 9])
+    claim.cache = {"0": 0xF0000}
+    state.claims["plc"] = claim
+    state.originals["/proc/irq/5/smp_affinity"] = "ff"
+    state.groups["/sys/fs/resctrl/rtlibvirt-plc"] = "plc"
+    with store.locked():
+        store.save(state)
+        loaded = store.load()
+    assert loaded.to_json() == state.to_json()
+    assert loaded.claims["plc"].cache == {"0": 0xF0000}
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["lock", "state.json"]
+    store.save(State())
+    assert not store.exists()
+
+
+def test_the_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
+    from rtlibvirt.hook.state import StateError
+
+    store = StateStore(HostFS(tmp_path))
+    other = StateStore(HostFS(tmp_path))
+    with (
+        store.locked(),
+        pytest.raises(StateError, match="another rtlibvirt hook has held"),
+        other.locked(timeout=0.05),
+    ):
+        pass
+
+
+def test_isolated_by_vm_for_other_commands(tmp_path: Path) -> None:
+    from rtlibvirt.hook.state import isolated_by_vm
+
+    fs = FakeKernel(tmp_path)
+    call = Hook(fs)
+    assert isolated_by_vm(fs) == {}
+    assert call.start("a", domain_xml("a", [0, 1], [1]), {0: 0, 1: 1}, rt=[1]) == 0
+    assert call("b", "prepare", "begin", domain_xml("b", [0, 2], [1])) == 0  # not running yet
+    assert isolated_by_vm(fs) == {"a": frozenset({1})}
+    fs.path("/run/rtlibvirt/state.json").write_text("{")
+    assert isolated_by_vm(fs) is None
