@@ -1,4 +1,5 @@
-"""``rtlibvirt host-prep plan|apply|verify|revert``: the click commands, thin over ``engine``.
+"""``rtlibvirt host-prep plan|apply|verify|revert``: the click commands, thin over
+``hostprep.plan``, ``apply``, ``verify``, ``revert`` and ``report``.
 
 Registered on the main ``rtlibvirt`` group by one line at the end of
 ``rtlibvirt/cli.py``; errors (RtlibvirtError) reach that group, which turns
@@ -46,7 +47,7 @@ def _live(root: Path) -> bool:
 
 def _program(live: bool) -> str:
     """The rtlibvirt that rtlibvirt-host.service runs at boot."""
-    from rtlibvirt.hostprep.engine import DEFAULT_PROGRAM
+    from rtlibvirt.hostprep.plan import DEFAULT_PROGRAM
 
     if not live:
         return DEFAULT_PROGRAM
@@ -62,9 +63,9 @@ def _prepare(
     """Facts, validated spec, plan, effects and journal: nothing changed yet."""
     from rtlibvirt.config.host import load_host_spec
     from rtlibvirt.hostprep.effects import Effects
-    from rtlibvirt.hostprep.engine import build_plan
     from rtlibvirt.hostprep.facts import gather
     from rtlibvirt.hostprep.journal import Journal
+    from rtlibvirt.hostprep.plan import build_plan
 
     fs = HostFS(root)
     live = _live(root)
@@ -121,7 +122,8 @@ def plan(host_file: Path, root: Path, runtime_only: bool) -> None:
       rtlibvirt host-prep plan host.yaml --runtime-only
       rtlibvirt host-prep plan host.yaml --root /srv/image   # a tree; cpu_vendor if no /proc
     """
-    from rtlibvirt.hostprep.engine import preview, render_plan
+    from rtlibvirt.hostprep.plan import preview
+    from rtlibvirt.hostprep.report import render_plan
 
     plan_, effects, journal = _prepare(host_file, root, runtime_only)
     click.echo(render_plan(plan_, preview(plan_, effects, journal), effects, journal), nl=False)
@@ -149,8 +151,9 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool) -> None:
       rtlibvirt host-prep apply host.yaml --yes
       rtlibvirt host-prep apply host.yaml --runtime-only --yes
     """
-    from rtlibvirt.hostprep.engine import apply as do_apply
-    from rtlibvirt.hostprep.engine import preview, render_plan
+    from rtlibvirt.hostprep.apply import apply as do_apply
+    from rtlibvirt.hostprep.plan import preview
+    from rtlibvirt.hostprep.report import render_plan
 
     _need_root(root)
     plan_, effects, journal = _prepare(host_file, root, runtime_only)
@@ -205,8 +208,8 @@ def verify(ctx: click.Context, host_file: Path, root: Path) -> None:
       rtlibvirt host-prep verify host.yaml && echo "host ready"
       rtlibvirt host-prep verify host.yaml --root /srv/image
     """
-    from rtlibvirt.hostprep.engine import render_rows
-    from rtlibvirt.hostprep.engine import verify as do_verify
+    from rtlibvirt.hostprep.report import render_rows
+    from rtlibvirt.hostprep.verify import verify as do_verify
 
     plan_, effects, _journal = _prepare(host_file, root, False, need_bootloader=False)
     for topic, text in plan_.notes:
@@ -238,8 +241,8 @@ def revert(root: Path) -> None:
       rtlibvirt host-prep revert --root /srv/image
     """
     from rtlibvirt.hostprep.effects import Effects
-    from rtlibvirt.hostprep.engine import revert as do_revert
     from rtlibvirt.hostprep.journal import Journal
+    from rtlibvirt.hostprep.revert import revert as do_revert
 
     _need_root(root)
     live = _live(root)

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 
 from rtlibvirt.config.host import load_host_spec
-from rtlibvirt.hostprep import engine
+from rtlibvirt.hostprep.apply import apply as apply_plan
 from rtlibvirt.hostprep.changes import Plan
 from rtlibvirt.hostprep.effects import Effects
 from rtlibvirt.hostprep.facts import gather
 from rtlibvirt.hostprep.journal import Journal
+from rtlibvirt.hostprep.plan import build_plan
+from rtlibvirt.hostprep.report import Report
+from rtlibvirt.hostprep.revert import revert as revert_plan
 from rtlibvirt.kernel.fs import HostFS
 from tests.fakes.roots import BIN, make_tree
 
@@ -45,7 +48,7 @@ class Host:
     def plan(self, runtime_only: bool = False, spec: Path | None = None) -> Plan:
         facts = gather(HostFS(self.root))
         host = load_host_spec(spec or self.spec, facts)
-        return engine.build_plan(host, facts, runtime_only=runtime_only)
+        return build_plan(host, facts, runtime_only=runtime_only)
 
     def effects(
         self, live: bool = True, before_change: Callable[[str], None] | None = None
@@ -58,14 +61,14 @@ class Host:
         live: bool = True,
         spec: Path | None = None,
         before_change: Callable[[str], None] | None = None,
-    ) -> engine.Report:
+    ) -> Report:
         plan = self.plan(runtime_only, spec)
         effects = self.effects(live, before_change)
-        return engine.apply(plan, effects, Journal(effects))
+        return apply_plan(plan, effects, Journal(effects))
 
-    def revert(self, live: bool = True) -> engine.Report:
+    def revert(self, live: bool = True) -> Report:
         effects = self.effects(live)
-        return engine.revert(effects, Journal(effects))
+        return revert_plan(effects, Journal(effects))
 
 
 @pytest.fixture

@@ -15,10 +15,12 @@ import pytest
 
 from rtlibvirt.config.host import resolve
 from rtlibvirt.config.loader import loads
-from rtlibvirt.hostprep import engine
+from rtlibvirt.hostprep.apply import apply as apply_plan
 from rtlibvirt.hostprep.effects import Effects
 from rtlibvirt.hostprep.facts import gather
 from rtlibvirt.hostprep.journal import Journal
+from rtlibvirt.hostprep.plan import build_plan
+from rtlibvirt.hostprep.revert import revert as revert_plan
 from rtlibvirt.kernel.fs import HostFS
 
 SYSCTL = {
@@ -62,10 +64,10 @@ def test_runtime_values_apply_and_revert_on_this_machine(
         "live-host.yaml",
     )
     host = resolve(doc, facts)
-    plan = engine.build_plan(host, facts, runtime_only=True)
+    plan = build_plan(host, facts, runtime_only=True)
     effects = Effects(fs, runtime=True, commands=False)
     journal_dir = str(tmp_path / "journal")
-    report = engine.apply(plan, effects, Journal(effects, journal_dir))
+    report = apply_plan(plan, effects, Journal(effects, journal_dir))
     for path, wanted in SYSCTL.items():
         if path not in originals:
             continue
@@ -75,7 +77,7 @@ def test_runtime_values_apply_and_revert_on_this_machine(
         assert read(HUGEPAGES) == str(pages), report.warnings
     assert (tmp_path / "journal/journal.json").exists()
 
-    reverted = engine.revert(effects, Journal(effects, journal_dir))
+    reverted = revert_plan(effects, Journal(effects, journal_dir))
     assert reverted.warnings == []
     for path, value in originals.items():
         assert read(path) == value, path

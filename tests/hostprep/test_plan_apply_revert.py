@@ -9,8 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from rtlibvirt.hostprep import engine
+from rtlibvirt.hostprep.apply import apply as apply_plan
 from rtlibvirt.hostprep.journal import Journal
+from rtlibvirt.hostprep.plan import preview
+from rtlibvirt.hostprep.report import render_plan
+from rtlibvirt.hostprep.verify import verify as verify_plan
 from tests.fakes.hostprep import Host
 from tests.fakes.roots import snapshot
 
@@ -38,9 +41,7 @@ def test_plan_changes_nothing(fake_host: Callable[..., Host], distro: str) -> No
     before = snapshot(host.root)
     plan = host.plan()
     effects = host.effects(before_change=kill_after(0))  # any change would raise
-    text = engine.render_plan(
-        plan, engine.preview(plan, effects, Journal(effects)), effects, Journal(effects)
-    )
+    text = render_plan(plan, preview(plan, effects, Journal(effects)), effects, Journal(effects))
     assert "create /etc/sysctl.d/50-rtlibvirt.conf" in text
     assert snapshot(host.root) == before
 
@@ -72,7 +73,7 @@ def test_apply_twice_equals_apply_once(fake_host: Callable[..., Host], distro: s
     once = snapshot(host.root)
     commands = host.commands()
     counted = host.effects()
-    report = engine.apply(host.plan(), counted, Journal(counted))
+    report = apply_plan(host.plan(), counted, Journal(counted))
     assert report.lines == [], report.lines
     assert counted.changes == 0
     assert snapshot(host.root) == once
@@ -83,7 +84,7 @@ def test_apply_twice_equals_apply_once(fake_host: Callable[..., Host], distro: s
 
 def _changes_of_full_apply(host: Host) -> int:
     effects = host.effects()
-    engine.apply(host.plan(), effects, Journal(effects))
+    apply_plan(host.plan(), effects, Journal(effects))
     host.revert()
     return effects.changes
 
@@ -186,12 +187,12 @@ def test_rhel_services_are_stopped_and_started_again(fake_host: Callable[..., Ho
 
 def test_verify_rows(fake_host: Callable[..., Host]) -> None:
     host = fake_host("debian")
-    before = {r.what: r for r in engine.verify(host.plan(), host.effects())}
+    before = {r.what: r for r in verify_plan(host.plan(), host.effects())}
     assert before["cmdline isolcpus"].status == "missing"
     assert before["file /etc/sysctl.d/50-rtlibvirt.conf"].status == "missing"
     assert before["kernel.timer_migration"].status == "differs"
     host.apply()
-    rows = engine.verify(host.plan(), host.effects())
+    rows = verify_plan(host.plan(), host.effects())
     statuses = {r.what: r.status for r in rows}
     assert statuses["cmdline isolcpus"] == "reboot pending"
     assert statuses["kernel.timer_migration"] == "ok"
@@ -200,5 +201,5 @@ def test_verify_rows(fake_host: Callable[..., Host]) -> None:
     grub_cfg = (host.root / "boot/grub/grub.cfg").read_text()
     linux = next(line for line in grub_cfg.splitlines() if line.strip().startswith("linux"))
     (host.root / "proc/cmdline").write_text(" ".join(linux.split()[1:]) + "\n")
-    rows = engine.verify(host.plan(), host.effects())
+    rows = verify_plan(host.plan(), host.effects())
     assert [r for r in rows if r.drift] == []

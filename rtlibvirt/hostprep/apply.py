@@ -1,0 +1,117 @@
+"""Apply a plan: every change recorded in the journal before it is made."""
+
+from __future__ import annotations
+
+import os
+
+from rtlibvirt.hostprep import grub
+from rtlibvirt.hostprep.changes import Plan, RuntimeChange
+from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.hostprep.journal import Journal
+from rtlibvirt.hostprep.plan import preview
+from rtlibvirt.hostprep.report import Report
+from rtlibvirt.hostprep.revert import restore_file, restore_services, restore_value, run_pending
+
+GRUB_DEFAULTS = "/etc/default/grub"
+
+
+def apply(plan: Plan, effects: Effects, journal: Journal) -> Report:
+    """Make the host match the plan, journaling every change before making it."""
+    report = Report()
+    journal.lock()
+    try:
+        pv = preview(plan, effects, journal)  # again, under the lock
+        for entry in reversed(pv.stale):
+            restore_file(entry, effects, journal, report)
+        for change, now in pv.files:
+            _ensure_parents(change.path, effects, journal)
+            journal.record_file(change.path, now, change.then)
+            if effects.commands:
+                for then in change.then:
+                    journal.add_pending(list(then))
+            effects.put(change.path, change.want)
+            report.did(f"{'removed' if change.want.kind == 'absent' else 'wrote'} {change.path}")
+        if plan.grubby is not None and pv.grubby is not None:
+            _apply_grubby(plan.grubby.args, effects, journal, report)
+        run_pending(effects, journal, report)
+        if pv.commands and not effects.commands:
+            for argv in pv.commands:
+                report.did(f"not run (--root): {grub.quote(argv)}")
+        restore_services(journal, effects, report, keep=set(plan.host.services))
+        for unit in pv.stops:
+            journal.record_service(unit, was_active=True)
+            effects.run(["systemctl", "stop", unit])
+            report.did(f"stopped {unit}")
+        for unit in plan.host.services:
+            if any(c.topic == f"service {unit}" for c, _ in pv.files):
+                report.did(f"disabled {unit}")
+        if effects.runtime:
+            for mount in pv.mounts:
+                journal.record_mount(mount.path, mount.fstype)
+                effects.run(["mount", "-t", mount.fstype, mount.fstype, mount.path])
+                report.did(f"mounted {mount.fstype} on {mount.path}")
+            for entry in pv.stale_runtime:
+                restore_value(entry, effects, journal, report)
+            for value_change, current in pv.runtime:
+                _set_value(value_change, current, effects, journal, report)
+        elif pv.runtime or pv.mounts:
+            report.did(f"runtime values not written (--root {effects.fs.root})")
+        if journal.exists and journal.empty():
+            journal.remove()
+    finally:
+        journal.close()
+    return report
+
+
+def _ensure_parents(host_path: str, effects: Effects, journal: Journal) -> None:
+    parent = os.path.dirname(host_path)
+    if parent == "/" or effects.fs.path(parent).is_dir():
+        return
+    _ensure_parents(parent, effects, journal)
+    journal.record_file(parent, FileState.absent(), ())
+    effects.put(parent, FileState("dir", mode=0o755))
+
+
+def _apply_grubby(
+    args: tuple[str, ...], effects: Effects, journal: Journal, report: Report
+) -> None:
+    # grubby rewrites the boot entries and (--update-kernel=ALL, RHEL 9) GRUB_CMDLINE_LINUX
+    # in /etc/default/grub: keep their originals, put back byte for byte on revert
+    # unless edited since (then grubby --remove-args takes our arguments out).
+    touched = [GRUB_DEFAULTS, *sorted(grub.bls_entries(effects.fs))]
+    for path in touched:
+        journal.record_file(path, effects.state(path), guarded=True)
+    record = journal.grubby
+    if record is None:
+        journal.set_grubby(grub.grubby_record(effects.fs, args))
+    elif record.get("args") != list(args):
+        dropped = [a for a in record.get("args", []) if a not in args]
+        if dropped and effects.commands:
+            for argv in grub.grubby_revert_argvs(effects.fs, {**record, "args": dropped}, set()):
+                effects.run(argv)
+                report.did(f"ran {grub.quote(argv)}")
+        journal.set_grubby({**record, "args": sorted(set(record.get("args", [])) | set(args))})
+    argv = grub.grubby_apply_argv(args)
+    if effects.commands:
+        effects.run(argv)
+        report.did(f"ran {grub.quote(argv)}")
+    else:
+        report.did(f"not run (--root): {grub.quote(argv)}")
+    for path in touched:
+        journal.set_after(path, effects.state(path))
+
+
+def _set_value(
+    change: RuntimeChange, now: str, effects: Effects, journal: Journal, report: Report
+) -> None:
+    if not change.writable:
+        report.warn(f"{change.label} is {now}, wanted {change.value}: read-only here, not set")
+        return
+    entry = journal.runtime_entry(change.path)
+    previous = entry["previous"] if entry is not None else now
+    journal.record_runtime(change.path, previous, change.value)
+    effects.write_value(change.path, change.value)
+    got = effects.read_value(change.path)
+    report.did(f"set {change.label} {now} -> {change.value}")
+    if got != change.value:
+        report.warn(f"{change.label}: wrote {change.value} but the kernel now has {got}")

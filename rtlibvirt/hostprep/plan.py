@@ -1,0 +1,180 @@
+"""The plan: what every host-prep module wants, and how it compares with the host.
+
+Each module (``grub``, ``systemd``, ``services``, ``modprobe``, ``sysctl``,
+``runtime``) only *describes* what it wants (files, runtime values, mounts,
+grubby arguments, services to stop); :func:`build_plan` asks each in turn and
+:func:`preview` compares the result with the host. Changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtlibvirt.config.host import Resolved
+from rtlibvirt.errors import HostError
+from rtlibvirt.hostprep import cmdline, grub, modprobe, runtime, services, sysctl, systemd
+from rtlibvirt.hostprep.changes import FileChange, MountChange, Plan, RuntimeChange
+from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.hostprep.facts import HostFacts
+from rtlibvirt.hostprep.journal import Journal
+
+DEFAULT_PROGRAM = "/usr/local/bin/rtlibvirt"
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    program: str
+    need_bootloader: bool
+
+
+@dataclass(frozen=True)
+class Module:
+    """One thing host-prep manages: its name and how it adds its changes to a plan."""
+
+    name: str
+    add: Callable[[Plan, PlanOptions], None]
+    boot_time: bool  # skipped by --runtime-only: its changes take effect at boot
+
+
+def _grub(plan: Plan, options: PlanOptions) -> None:
+    try:
+        grub.plan(plan, grub.detect(plan.facts, plan.cmdline.texts))
+    except HostError as exc:
+        if options.need_bootloader:
+            raise
+        plan.note("boot loader", exc.message)
+
+
+# Every module host-prep drives, in the order their changes are planned and shown.
+MODULES: tuple[Module, ...] = (
+    Module("grub", _grub, boot_time=True),
+    Module("systemd", lambda plan, options: systemd.plan(plan, options.program), boot_time=True),
+    Module("services", lambda plan, options: services.plan(plan), boot_time=True),
+    Module("modprobe", lambda plan, options: modprobe.plan(plan), boot_time=False),
+    Module("sysctl", lambda plan, options: sysctl.plan(plan), boot_time=False),
+    Module("runtime", lambda plan, options: runtime.plan(plan), boot_time=False),
+)
+
+
+def build_plan(
+    host: Resolved,
+    facts: HostFacts,
+    *,
+    runtime_only: bool = False,
+    program: str = DEFAULT_PROGRAM,
+    need_bootloader: bool = True,
+) -> Plan:
+    """Everything host-prep would do for ``host``, from the facts alone. Changes nothing.
+
+    HostError when the kernel arguments cannot reach a boot loader here, unless
+    ``need_bootloader`` is false (verify: the running kernel is still checked).
+    """
+    cl = cmdline.plan(host)
+    plan = Plan(host=host, facts=facts, cmdline=cl, runtime_only=runtime_only)
+    for note in cl.notes:
+        plan.note("kernel command line", note)
+    options = PlanOptions(program=program, need_bootloader=need_bootloader)
+    for module in MODULES:
+        if not (runtime_only and module.boot_time):
+            module.add(plan, options)
+    return plan
+
+
+@dataclass
+class Preview:
+    """What applying the plan would change on the host as it is now."""
+
+    files: list[tuple[FileChange, FileState]] = field(default_factory=list)  # differing
+    unchanged: list[FileChange] = field(default_factory=list)
+    stale: list[dict[str, Any]] = field(default_factory=list)  # journal entries to restore
+    stale_runtime: list[dict[str, Any]] = field(default_factory=list)
+    grubby: list[str] | None = None  # the grubby command, if needed
+    commands: list[list[str]] = field(default_factory=list)  # after the files
+    stops: list[str] = field(default_factory=list)
+    mounts: list[MountChange] = field(default_factory=list)
+    runtime: list[tuple[RuntimeChange, str]] = field(default_factory=list)  # differing
+    runtime_ok: list[tuple[RuntimeChange, str]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.files
+            or self.stale
+            or self.stale_runtime
+            or self.grubby
+            or self.commands
+            or self.stops
+            or self.mounts
+            or any(change.writable for change, _ in self.runtime)
+        )
+
+
+def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
+    """Compare the plan with the host; HostError if a file in the way cannot be read."""
+    out = Preview()
+    planned = {change.path for change in plan.files}
+    # A service's links removed by an earlier apply are still to stay removed.
+    disabled = set(plan.host.services)
+    planned |= {
+        e["path"]
+        for e in journal.files
+        if e["kind"] == "symlink" and os.path.basename(e["target"]) in disabled
+    }
+    for change in plan.files:
+        now = effects.state(change.path)
+        if now.kind == "dir":
+            raise HostError(
+                f"{effects.fs.path(change.path)}: is a directory; host-prep would write a "
+                "file there",
+                "move it away, then run the command again",
+            )
+        if now.same_as(change.want):
+            out.unchanged.append(change)
+        else:
+            out.files.append((change, now))
+            for then in change.then:
+                if list(then) not in out.commands:
+                    out.commands.append(list(then))
+    if not plan.runtime_only:
+        for entry in journal.files:
+            if entry.get("guarded") and plan.grubby is not None:
+                continue
+            if entry["path"] not in planned and not _holds_planned(entry["path"], planned):
+                out.stale.append(entry)
+                for argv in entry.get("then", []):
+                    if argv not in out.commands:
+                        out.commands.append(argv)
+    for argv in journal.pending:
+        if argv not in out.commands:
+            out.commands.append(argv)
+    if plan.grubby is not None and (
+        grub.grubby_needed(effects.fs, plan.grubby.args)
+        or (journal.grubby or {}).get("args") not in (None, list(plan.grubby.args))
+    ):
+        out.grubby = grub.grubby_apply_argv(plan.grubby.args)
+    if effects.commands:
+        for unit in plan.stop_services:
+            status, _ = effects.query(["systemctl", "is-active", "--quiet", unit])
+            if status == 0:
+                out.stops.append(unit)
+    out.mounts = list(plan.mounts)
+    wanted_paths = {change.path for change in plan.runtime}
+    for value_change in plan.runtime:
+        current = effects.read_value(value_change.path)
+        if current is None:
+            continue
+        if current == value_change.value:
+            out.runtime_ok.append((value_change, current))
+        else:
+            out.runtime.append((value_change, current))
+    out.stale_runtime = [e for e in journal.runtime if e["path"] not in wanted_paths]
+    return out
+
+
+def _holds_planned(path: str, planned: set[str]) -> bool:
+    """Whether ``path`` is a directory that a planned file lives in."""
+    prefix = path.rstrip("/") + "/"
+    return any(p.startswith(prefix) for p in planned)

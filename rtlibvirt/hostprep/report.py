@@ -1,0 +1,177 @@
+"""host-prep's text output: the plan as file diffs and lists, and the verify table."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from rtlibvirt.hostprep import grub
+from rtlibvirt.hostprep.changes import Plan
+from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.hostprep.journal import Journal
+from rtlibvirt.hostprep.plan import Preview
+from rtlibvirt.kernel import cpuset
+
+
+def describe_state(state: FileState) -> str:
+    if state.kind == "symlink":
+        return f"symlink -> {state.target}"
+    return state.kind
+
+
+def diff(path: str, before: FileState, after: FileState) -> list[str]:
+    """A unified diff of a file change (symlinks and removals described in a line)."""
+    if before.kind == "file" and after.kind == "file":
+        old = before.data.decode("utf-8", "replace").splitlines(keepends=True)
+        new = after.data.decode("utf-8", "replace").splitlines(keepends=True)
+        lines = list(difflib.unified_diff(old, new, path, path))
+        if before.mode != after.mode:
+            lines.append(f"  (mode {before.mode:04o} -> {after.mode:04o})\n")
+        return [line if line.endswith("\n") else line + "\n" for line in lines]
+    if after.kind == "file":
+        new = after.data.decode("utf-8", "replace").splitlines(keepends=True)
+        lines = list(difflib.unified_diff([], new, "/dev/null", path))
+        return [line if line.endswith("\n") else line + "\n" for line in lines]
+    if before.kind == "file" and after.kind == "absent":
+        old = before.data.decode("utf-8", "replace").splitlines(keepends=True)
+        lines = list(difflib.unified_diff(old, [], path, "/dev/null"))
+        return [line if line.endswith("\n") else line + "\n" for line in lines]
+    return [f"  {path}: {describe_state(before)} -> {describe_state(after)}\n"]
+
+
+def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> str:
+    host, facts = plan.host, plan.facts
+    vendor = {"intel": "Intel", "amd": "AMD"}[host.vendor]
+    source = f"/proc/cpuinfo: {facts.vendor_id}" if facts.vendor_id else "cpu_vendor"
+    present = cpuset.format_cpulist(facts.cpus_present) if facts.cpus_present else "unknown"
+    out: list[str] = []
+    add = out.append
+    what = "runtime values only" if plan.runtime_only else "boot-time and runtime configuration"
+    add(f"Host preparation for {host.source} ({what}), root {facts.fs.root}\n")
+    add(f"  host          {facts.os_name}; {vendor} CPU ({source}); CPUs {present}\n")
+    add(
+        f"  CPUs          isolated {cpuset.format_cpulist(host.isolated)}, "
+        f"housekeeping {cpuset.format_cpulist(host.housekeeping)}\n"
+    )
+    if plan.bootloader:
+        add(f"  boot loader   {plan.bootloader}\n")
+    notes = {topic: [t for p, t in plan.notes if p == topic] for topic, _ in plan.notes}
+
+    if not plan.runtime_only:
+        add("\nKernel command line (takes effect at the next boot):\n")
+        width = max(len(a.text) for a in plan.cmdline.args)
+        for arg in plan.cmdline.args:
+            add(f"  {arg.text:<{width}}  {arg.why}\n")
+        add("  left out, though real-time checklists often carry them:\n")
+        for name, reason in plan.cmdline.left_out:
+            add(f"    {name}: {reason}\n")
+        for text in notes.pop("kernel command line", []):
+            add(f"  note: {text}\n")
+
+        add("\nFiles:\n")
+        for change, now in pv.files:
+            verb = (
+                "create"
+                if now.kind == "absent"
+                else "remove"
+                if change.want.kind == "absent"
+                else "update"
+            )
+            when = " (at the next boot)" if change.reboot else ""
+            add(f"  {verb} {change.path}: {change.why}{when}\n")
+        for change in pv.unchanged:
+            add(f"  unchanged {change.path}\n")
+        for entry in pv.stale:
+            add(f"  restore {entry['path']}: no longer planned, back to its original\n")
+        for change, now in pv.files:
+            add("\n")
+            out.extend(diff(change.path, now, change.want))
+
+    add("\nCommands:\n")
+    commands = list(pv.commands)
+    if pv.grubby:
+        commands.insert(0, pv.grubby)
+    commands += [["systemctl", "stop", unit] for unit in pv.stops]
+    commands += [["mount", "-t", m.fstype, m.fstype, m.path] for m in pv.mounts]
+    for argv in commands:
+        add(f"  {grub.quote(argv)}\n")
+    if not commands:
+        add("  none\n")
+    elif not effects.commands:
+        add(f"  (listed only: with --root {facts.fs.root} no command is run)\n")
+    if not plan.runtime_only and (host.services or host.missing_services):
+        add("\nServices:\n")
+        for unit in host.services:
+            stop = ", stop now" if unit in pv.stops else ""
+            add(f"  {unit}: disable{stop}\n")
+        for text in notes.pop("services", []):
+            add(f"  note: {text}\n")
+
+    add("\nRuntime values (now; also at every boot by rtlibvirt-host.service):\n")
+    if not effects.runtime:
+        add(f"  (not written: with --root {facts.fs.root} only files change)\n")
+    width = max([len(c.label) for c in plan.runtime] + [10])
+    for value_change, current in pv.runtime:
+        ro = "  (read-only here: not written)" if not value_change.writable else ""
+        add(f"  {value_change.label:<{width}}  {current} -> {value_change.value}{ro}\n")
+    for value_change, current in pv.runtime_ok:
+        add(f"  {value_change.label:<{width}}  {current} (already)\n")
+    for entry in pv.stale_runtime:
+        add(f"  {entry['path']}: no longer planned, back to {entry['previous']}\n")
+    for value_change in plan.runtime:
+        if effects.read_value(value_change.path) is None:
+            add(f"  {value_change.label:<{width}}  (absent under {facts.fs.root})\n")
+    for mount in pv.mounts:
+        add(f"  mount {mount.fstype} on {mount.path}: {mount.why}\n")
+    if notes:
+        add("\nNotes:\n")
+        for topic, texts in notes.items():
+            for text in texts:
+                add(f"  {topic}: {text}\n")
+    if not plan.runtime_only:
+        reboot = [c.path for c, _ in pv.files if c.reboot]
+        if reboot or pv.grubby:
+            add(
+                "\nNeeds a reboot: the kernel command line, systemd's CPUAffinity and the KVM "
+                "module options take effect at the next boot.\n"
+            )
+    if pv.empty:
+        add("\nThe host already matches; nothing to change.\n")
+    return "".join(out)
+
+
+def render_rows(rows: list[Row]) -> str:
+    headers = ("WHAT", "WANTED", "FOUND", "STATUS")
+    cells = [headers] + [
+        (r.what, r.wanted, r.found, r.status.upper() if r.drift else r.status) for r in rows
+    ]
+    widths = [min(max(len(c[i]) for c in cells), 48) for i in range(3)]
+    lines = []
+    for cell in cells:
+        parts = [cell[i].ljust(widths[i]) for i in range(3)] + [cell[3]]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def did(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    wanted: str
+    found: str
+    status: str  # "ok", "reboot pending", "differs", "missing", "n/a"
+
+    @property
+    def drift(self) -> bool:
+        return self.status not in ("ok", "n/a")

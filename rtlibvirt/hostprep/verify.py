@@ -1,0 +1,68 @@
+"""Verify: the live host (or tree) against the plan, one row per setting."""
+
+from __future__ import annotations
+
+from rtlibvirt.hostprep import cmdline, grub, services
+from rtlibvirt.hostprep.changes import Plan
+from rtlibvirt.hostprep.effects import Effects
+from rtlibvirt.hostprep.report import Row, describe_state
+
+
+def verify(plan: Plan, effects: Effects) -> list[Row]:
+    """The live host (or the tree) against the plan, one row per thing checked."""
+    rows: list[Row] = []
+    facts = plan.facts
+    fs = facts.fs
+    method = "grubby" if plan.grubby is not None else "grub-dropin" if plan.bootloader else None
+    boot = grub.boot_entry_args(fs, method)
+    live = cmdline.split_cmdline(facts.proc_cmdline) if facts.proc_cmdline is not None else None
+    if not plan.runtime_only:
+        for arg in plan.cmdline.args:
+            in_live = live is not None and cmdline.present(arg, live)
+            in_boot = boot is not None and cmdline.present(arg, boot)
+            if in_live:
+                found, status = "in /proc/cmdline", "ok"
+            elif in_boot and live is not None:
+                found, status = "in the boot entry, not in /proc/cmdline", "reboot pending"
+            elif in_boot:
+                found, status = "in the boot entry (no /proc/cmdline here)", "ok"
+            else:
+                have = cmdline.find(arg, live or boot or [])
+                found = f"{have} instead" if have else "absent"
+                status = "differs" if have else "missing"
+            rows.append(Row(f"cmdline {arg.key}", arg.text, found, status))
+        for change in plan.files:
+            if change.topic.startswith("service "):
+                continue
+            now = effects.state(change.path)
+            ok = now.same_as(change.want)
+            status = "ok" if ok else "missing" if now.kind == "absent" else "differs"
+            found = "as planned" if ok else describe_state(now)
+            wanted = "as planned" if change.want.kind == "file" else describe_state(change.want)
+            rows.append(Row(f"file {change.path}", wanted, found, status))
+        for unit in plan.host.services:
+            links = [link for link, _ in services.enable_links(plan, unit)]
+            found = f"enabled ({', '.join(links)})" if links else "disabled"
+            rows.append(Row(f"service {unit}", "disabled", found, "differs" if links else "ok"))
+        if facts.systemd_running and effects.commands:
+            for unit in plan.stop_services:
+                code, state = effects.query(["systemctl", "is-active", unit])
+                rows.append(
+                    Row(f"service {unit}", "inactive", state, "ok" if code != 0 else "differs")
+                )
+    for value_change in plan.runtime:
+        current = effects.read_value(value_change.path)
+        if current is None:
+            rows.append(Row(value_change.label, value_change.value, "absent", "n/a"))
+        else:
+            rows.append(
+                Row(
+                    value_change.label,
+                    value_change.value,
+                    current,
+                    "ok" if current == value_change.value else "differs",
+                )
+            )
+    for mount in plan.mounts:
+        rows.append(Row(f"mount {mount.path}", mount.fstype, "not mounted", "missing"))
+    return rows
