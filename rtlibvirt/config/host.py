@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtlibvirt.config.loader import Document, KeyPath, load
+from rtlibvirt.config.document import Document, KeyPath
+from rtlibvirt.config.kernelargs import NONEXISTENT, arg_key
 from rtlibvirt.config.model import (
     Checker,
     Errors,
@@ -164,6 +165,8 @@ class Resolved:
 
 def load_host_spec(path: str | Path, facts: HostFacts) -> Resolved:
     """Read and validate host.yaml against the host; SpecError lists every problem."""
+    from rtlibvirt.config.loader import load  # ruamel.yaml: only when a file is read
+
     doc = load(path)
     try:
         text = Path(path).read_bytes()
@@ -342,8 +345,6 @@ def _check_rest(spec: HostSpec, check: Checker) -> None:
             "guests and local users can attack the host's memory",
             "only on a host that runs nothing untrusted",
         )
-    from rtlibvirt.hostprep.cmdline import NONEXISTENT, arg_key
-
     keys: dict[str, int] = {}
     for index, arg in enumerate(spec.extra_kernel_args):
         path = check.item(("extra_kernel_args",), index)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +16,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.errors import InputError, Problem, SpecError
 from rtlibvirt.kernel.files import read_text
-
-Key = str | int
-KeyPath = tuple[Key, ...]
-
-
-@dataclass(frozen=True)
-class Document:
-    """A loaded YAML document: plain values, plus the 1-based line of every key."""
-
-    source: str
-    data: Any
-    lines: dict[KeyPath, int] = field(default_factory=dict)
-
-    def line_of(self, path: KeyPath) -> int | None:
-        """The line of ``path``, or of its nearest ancestor that has one."""
-        for end in range(len(path), -1, -1):
-            line = self.lines.get(tuple(path[:end]))
-            if line is not None:
-                return line
-        return None
-
-
-def format_path(path: KeyPath) -> str:
-    """``("cpu", "pinning", 2)`` -> ``"cpu.pinning[2]"``."""
-    out = ""
-    for key in path:
-        if isinstance(key, int):
-            out += f"[{key}]"
-        else:
-            out += f".{key}" if out else str(key)
-    return out
 
 
 def _plain(node: Any, path: KeyPath, lines: dict[KeyPath, int]) -> Any:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from rtlibvirt.config.loader import Document, KeyPath, format_path
+from rtlibvirt.config.document import Document, KeyPath, format_path
 from rtlibvirt.errors import Problem, SpecError
 from rtlibvirt.kernel import cpuset
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rtlibvirt.config import units
-from rtlibvirt.config.loader import Document, KeyPath, load
+from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.model import (
     CPU_LIST_SCHEMA,
     Checker,
@@ -468,6 +468,8 @@ class Loaded:
 
 def load_spec(path: str | Path) -> Loaded:
     """Read, validate and normalize a vm.yaml file; raise SpecError listing every problem."""
+    from rtlibvirt.config.loader import load  # ruamel.yaml: only when a file is read
+
     return validate_document(load(path))
 
 

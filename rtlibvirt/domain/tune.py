@@ -32,7 +32,8 @@ from lxml import etree
 
 from rtlibvirt import __version__
 from rtlibvirt.config import units
-from rtlibvirt.config.loader import Document, KeyPath, load
+from rtlibvirt.config.document import Document, KeyPath
+from rtlibvirt.config.loader import load
 from rtlibvirt.config.model import Model, nested, setting, validate_model
 from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
 from rtlibvirt.domain import metadata

@@ -14,41 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rtlibvirt.config.host import Resolved
+from rtlibvirt.config.kernelargs import (
+    CPULIST_KEYS,
+    NONEXISTENT,
+    KernelArg,
+    parse_arg,
+)
 from rtlibvirt.kernel import cpuset
-
-# Arguments often copied from real-time checklists that Linux does not have.
-NONEXISTENT: dict[str, str] = {
-    "intel.max_cstate": "no such parameter (there is no 'intel' module); "
-    "the Intel idle driver's limit is intel_idle.max_cstate",
-    "processor_idle.max_cstate": "no such parameter (processor_idle is built into the "
-    "ACPI 'processor' module); the ACPI idle limit is processor.max_cstate",
-    "noht": "removed from Linux long ago (it was an i386 option); "
-    "turn SMT off with nosmt or in the firmware",
-}
-
-# Arguments whose value ends in a cpulist, compared as CPU sets.
-_CPULIST_KEYS = frozenset({"isolcpus", "nohz_full", "rcu_nocbs", "irqaffinity"})
-
-
-@dataclass(frozen=True)
-class KernelArg:
-    key: str
-    value: str | None
-    why: str
-
-    @property
-    def text(self) -> str:
-        return self.key if self.value is None else f"{self.key}={self.value}"
-
-
-def arg_key(text: str) -> str:
-    """``hugepages=8`` -> ``hugepages``; ``nosoftlockup`` -> ``nosoftlockup``."""
-    return text.split("=", 1)[0]
-
-
-def parse_arg(text: str) -> KernelArg:
-    key, sep, value = text.partition("=")
-    return KernelArg(key, value if sep else None, "")
 
 
 def split_cmdline(text: str) -> list[str]:
@@ -172,7 +144,7 @@ def plan(host: Resolved) -> CmdlinePlan:
 def _value_matches(key: str, want: str | None, have: str | None) -> bool:
     if want == have:
         return True
-    if want is None or have is None or key not in _CPULIST_KEYS:
+    if want is None or have is None or key not in CPULIST_KEYS:
         return False
     w_flags, w_cpus = _split_cpulist_value(want)
     h_flags, h_cpus = _split_cpulist_value(have)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rtlibvirt.config.kernelargs import arg_key, parse_arg
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep import cmdline
 from rtlibvirt.hostprep.changes import FileChange, GrubbyChange, Plan, header
@@ -78,7 +79,7 @@ def detect(facts: HostFacts, args: Sequence[str]) -> Bootloader:
 
 def dropin(args: Sequence[str]) -> bytes:
     """The GRUB drop-in: takes our keys out of the user's variables, then appends our args."""
-    keys = sorted({cmdline.arg_key(a) for a in args})
+    keys = sorted({arg_key(a) for a in args})
     text = header() + (
         "#\n"
         "# grub-mkconfig sources /etc/default/grub, then /etc/default/grub.d/*.cfg in\n"
@@ -195,7 +196,7 @@ def grubby_needed(fs: HostFS, args: Sequence[str]) -> bool:
     entries = bls_entries(fs)
     if not entries:
         return True
-    wanted = [cmdline.parse_arg(a) for a in args]
+    wanted = [parse_arg(a) for a in args]
     for options in entries.values():
         words = cmdline.split_cmdline(options)
         if not all(cmdline.present(arg, words) for arg in wanted):
@@ -211,7 +212,7 @@ def grubby_apply_argv(args: Sequence[str]) -> list[str]:
     only mean something in order (hugepages= counts pages of the hugepagesz= before
     it), so the old ones are removed first and ours appended in order."""
     argv = ["grubby", "--update-kernel=ALL"]
-    if any(cmdline.arg_key(a) in _HUGEPAGE_KEYS for a in args):
+    if any(arg_key(a) in _HUGEPAGE_KEYS for a in args):
         argv.append(f"--remove-args={' '.join(_HUGEPAGE_KEYS)}")
     return [*argv, f"--args={' '.join(args)}"]
 
@@ -251,8 +252,8 @@ def grubby_revert_argvs(
             remove: list[str] = []
             restore: list[str] = []
             for arg in ours:
-                key = cmdline.arg_key(arg)
-                old = [w for w in old_words if cmdline.arg_key(w) == key]
+                key = arg_key(arg)
+                old = [w for w in old_words if arg_key(w) == key]
                 if arg in old_words:
                     continue
                 if old:

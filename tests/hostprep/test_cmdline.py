@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rtlibvirt.config.kernelargs import KernelArg, parse_arg
 from rtlibvirt.hostprep import cmdline
 from tests.fakes.hostprep import Host
 
@@ -22,7 +23,7 @@ NOT_IN_LINUX = {"noht", "intel.max_cstate", "processor_idle.max_cstate"}
 def test_seed_host_reproduces_the_seed_cmdline(fake_host: Callable[..., Host]) -> None:
     plan = fake_host("debian").plan()
     args = {a.key: a for a in plan.cmdline.args}
-    seed = [cmdline.parse_arg(w) for w in SEED_CMDLINE.split()]
+    seed = [parse_arg(w) for w in SEED_CMDLINE.split()]
     for arg in seed:
         if arg.key in NOT_IN_LINUX:
             assert arg.key not in args
@@ -82,8 +83,8 @@ def test_options_change_the_arguments(fake_host: Callable[..., Host]) -> None:
 
 
 def test_present_compares_cpulists_as_sets() -> None:
-    arg = cmdline.KernelArg("isolcpus", "managed_irq,domain,2-5", "")
+    arg = KernelArg("isolcpus", "managed_irq,domain,2-5", "")
     assert cmdline.present(arg, ["isolcpus=domain,managed_irq,2,3,4,5"])
     assert not cmdline.present(arg, ["isolcpus=managed_irq,domain,2-4"])
-    assert cmdline.present(cmdline.parse_arg("nohz=on"), ["nohz=off", "nohz=on"])
-    assert not cmdline.present(cmdline.parse_arg("nohz=on"), ["nohz=on", "nohz=off"])
+    assert cmdline.present(parse_arg("nohz=on"), ["nohz=off", "nohz=on"])
+    assert not cmdline.present(parse_arg("nohz=on"), ["nohz=on", "nohz=off"])
