@@ -162,9 +162,10 @@ def tune(
       rtlibvirt tune win10 tuning.yaml --dry-run    # show the diff
       rtlibvirt tune win10 tuning.yaml
     """
+    from rtlibvirt.config.tuning import load_tuning
     from rtlibvirt.domain import diff as xmldiff
+    from rtlibvirt.domain.edit import spec_for, tune_xml
     from rtlibvirt.domain.facts import facts
-    from rtlibvirt.domain.tune import load_tuning, spec_for, tune_xml
     from rtlibvirt.fit.fitting import HostCheckError, place_spec
     from rtlibvirt.fit.host import gather
     from rtlibvirt.virt import connection as virt

@@ -1,4 +1,4 @@
-"""``rtlibvirt tune``: make an existing domain real-time, keeping everything else.
+"""``rtlibvirt tune``'s XML edit: make an existing domain real-time, keeping everything else.
 
 ``TUNING.yaml`` holds the ``cpu``, ``memory_backing``, ``numa`` and
 ``isolation`` sections of a ``vm.yaml``. They are validated with the same
@@ -24,18 +24,15 @@ element are left as they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
 from rtlibvirt import __version__
 from rtlibvirt.config import units
-from rtlibvirt.config.document import Document, KeyPath
-from rtlibvirt.config.loader import load
-from rtlibvirt.config.model import Model, nested, setting, validate_model
-from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
+from rtlibvirt.config.document import Document
+from rtlibvirt.config.tuning import Loaded
+from rtlibvirt.config.vm import VmSpec, validate_document
 from rtlibvirt.domain import metadata
 from rtlibvirt.domain.facts import DomainFacts
 from rtlibvirt.domain.render import LOCKED_OVERHEAD_KIB
@@ -43,54 +40,6 @@ from rtlibvirt.errors import InputError, Problem, SpecError
 from rtlibvirt.kernel.cpuset import format_cpulist
 
 ORIGIN = "tune"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Tuning(Model):
-    """The contents of TUNING.yaml: the real-time sections of a vm.yaml."""
-
-    cpu: Cpu = setting(nested(Cpu), "vCPU placement, scheduling and model")
-    numa: Numa = setting(nested(Numa), "host NUMA placement", default_factory=Numa)
-    memory_backing: MemoryBacking = setting(
-        nested(MemoryBacking), "how guest RAM is backed", default_factory=MemoryBacking
-    )
-    isolation: Isolation = setting(
-        nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
-    )
-
-
-def _missing_hint(path: KeyPath) -> str | None:
-    hints: dict[KeyPath, str] = {
-        ("cpu",): "add a `cpu:` section with `pinning` and `emulator` (`auto` for both works)",
-        ("cpu", "pinning"): "list the host CPU of each of the domain's vCPUs, or write `auto`",
-        ("cpu", "emulator"): "name housekeeping host CPUs, e.g. `emulator: 0-1`, or `auto`",
-    }
-    return hints.get(path)
-
-
-@dataclass(frozen=True)
-class Loaded:
-    doc: Document
-    tuning: Tuning
-
-
-def load_tuning(path: str | Path) -> Loaded:
-    """Read TUNING.yaml and check its shape (every problem at once)."""
-    doc = load(path)
-    tuning = validate_model(doc, Tuning, _missing_hint)
-    if "iothreads" in tuning.cpu.fields_set:
-        raise SpecError(
-            doc.source,
-            [
-                Problem(
-                    "cpu.iothreads",
-                    "tune keeps the domain's own I/O threads",
-                    doc.line_of(("cpu", "iothreads")),
-                    "remove `cpu.iothreads`; they are pinned to the emulator's CPUs",
-                )
-            ],
-        )
-    return Loaded(doc, tuning)
 
 
 def _machine(root: etree._Element) -> str:
@@ -149,11 +98,6 @@ def _about_domain(problem: Problem, dom: DomainFacts) -> Problem:
     if path in ("memory", "vcpus", "name"):
         path = f"(the domain's <{'vcpu' if path == 'vcpus' else path}>)"
     return Problem(path, message, problem.line, problem.hint)
-
-
-# ---------------------------------------------------------------------------
-# The XML transform
-# ---------------------------------------------------------------------------
 
 
 def _child(parent: etree._Element, tag: str, after: tuple[str, ...] = ()) -> etree._Element:
@@ -219,7 +163,11 @@ _AFTER_PMU = (
     "vmport", "gic", "smm", "ioapic", "hpt", "vmcoreinfo", "htm", "nested-hv", "msrs",
     "ccf-assist", "xen", "cfpc", "sbbc", "ibs", "tcg", "async-teardown",
 )  # fmt: skip
+
+
 _AFTER_KVM = ("pvspinlock", "capabilities", "pmu", *_AFTER_PMU)
+
+
 _AFTER_MEMBALLOON = ("rng", "panic", "shmem", "memory", "iommu", "vsock", "crypto")
 
 

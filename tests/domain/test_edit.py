@@ -16,11 +16,12 @@ from click.testing import CliRunner
 from lxml import etree
 
 from rtlibvirt.cli import cli
+from rtlibvirt.config.tuning import load_tuning
 from rtlibvirt.config.vm import validate_data
 from rtlibvirt.domain import diff as xmldiff
 from rtlibvirt.domain import metadata
+from rtlibvirt.domain.edit import TuneError, is_tuned, spec_for, tune_xml
 from rtlibvirt.domain.facts import facts
-from rtlibvirt.domain.tune import TuneError, is_tuned, load_tuning, spec_for, tune_xml
 from rtlibvirt.errors import LibvirtError, SpecError
 from rtlibvirt.fit.fitting import place_spec
 from rtlibvirt.fit.host import gather
