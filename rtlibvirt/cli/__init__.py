@@ -1,4 +1,4 @@
-"""The ``rtlibvirt`` command line. The only module that prints or exits.
+"""The ``rtlibvirt`` command line: the only package that prints or exits.
 
 Commands are thin: they call library modules and turn RtlibvirtErrors into one
 message and an exit status (see ``errors``). ``--debug`` shows tracebacks.

@@ -1,6 +1,6 @@
 """The commands that fit VMs to their host: ``check``, ``tune``, ``status``.
 
-Registered on the ``cli`` group at the end of ``cli.py``; also the host step of
+Registered on the ``cli`` group by ``cli/__init__.py``; also the host step of
 ``define`` (placement for ``auto``, host checks).
 """
 

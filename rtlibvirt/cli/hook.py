@@ -1,7 +1,7 @@
 """``rtlibvirt hook install|uninstall|status``: the libvirt qemu hook's commands.
 
-Thin click commands over ``hookinstall``; registered on the main group by one
-line at the end of ``cli.py``.
+Thin click commands over ``hook.install``; registered on the main group by
+``cli/__init__.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def hook() -> None:
     At each start of a VM defined by rtlibvirt, the hook moves host IRQs and
     unbound workqueues off the VM's CPUs (and, if the VM asks, gives it
     exclusive L3 cache ways and turns machine-check polling off); when the VM
-    stops it undoes exactly that. See README, "The libvirt hook".
+    stops it undoes exactly that. See docs/hook.md.
 
     \b
     Examples:

@@ -1,8 +1,8 @@
 """``rtlibvirt host-prep plan|apply|verify|revert``: the click commands, thin over
 ``hostprep.plan``, ``apply``, ``verify``, ``revert`` and ``report``.
 
-Registered on the main ``rtlibvirt`` group by one line at the end of
-``rtlibvirt/cli.py``; errors (RtlibvirtError) reach that group, which turns
+Registered on the main ``rtlibvirt`` group by
+``rtlibvirt/cli/__init__.py``; errors (RtlibvirtError) reach that group, which turns
 them into a message and an exit status.
 """
 

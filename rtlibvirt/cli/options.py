@@ -1,6 +1,6 @@
 """What every command module shares: click settings, options, spec loading.
 
-Defined once here, so that cli.py (which imports the command modules to
+Defined once here, so that cli/__init__.py (which imports the command modules to
 register them) and those modules never import each other.
 """
 
