@@ -62,6 +62,31 @@ def assert_valid_domain(domain_schema: etree.RelaxNG) -> Callable[[str], etree._
     return check
 
 
+HOST_LOCK = Path("/run/lock/rtlibvirt-tests.lock")
+
+
+@pytest.fixture(scope="session")
+def live_host() -> Iterator[None]:
+    """Exclusive use of this machine's libvirtd, hook folder and kernel values.
+
+    Tests that start VMs, install the hook, restart libvirtd or write /proc and
+    /sys of the live host take this lock (it is held until the session ends),
+    so that test runs from several checkouts at once take turns instead of
+    undoing each other's changes.
+    """
+    import fcntl
+
+    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with HOST_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # scripts/libvirtd-up, run by a test, must not wait for the lock we hold
+        os.environ["RTLIBVIRT_HOST_LOCK_HELD"] = "1"
+        try:
+            yield
+        finally:
+            os.environ.pop("RTLIBVIRT_HOST_LOCK_HELD", None)
+
+
 def _system_daemon_available() -> bool:
     import libvirt
 
@@ -74,7 +99,7 @@ def _system_daemon_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def system_uri() -> str:
+def system_uri(live_host: None) -> str:
     """qemu:///system, when a libvirtd answers there.
 
     Skips when there is none, except under `make test` (RTLIBVIRT_REQUIRE_DAEMON=1),

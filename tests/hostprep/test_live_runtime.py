@@ -40,7 +40,7 @@ def read(path: str) -> str | None:
 
 
 @pytest.fixture
-def originals() -> Iterator[dict[str, str]]:
+def originals(live_host: None) -> Iterator[dict[str, str]]:
     if os.geteuid() != 0:
         pytest.skip("needs root to write /proc/sys")
     paths = [p for p in [*SYSCTL, HUGEPAGES] if read(p) is not None]
