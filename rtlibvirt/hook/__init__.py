@@ -46,6 +46,8 @@ ROOT_ENV = "RTLIBVIRT_HOST_ROOT"
 OPERATIONS = frozenset({"prepare", "started", "stopped", "release", "reconnect"})
 STOP_OPERATIONS = frozenset({"stopped", "release"})
 STATE_FILE = "run/rtlibvirt/state.json"  # = state.STATE_FILE, relative to the root
+JOURNAL_FILE = "run/rtlibvirt/journal"  # = state.JOURNAL_FILE, relative to the root
+MAX_STDIN = 4 * 1024 * 1024  # = domain.MAX_XML: a domain XML is kilobytes
 
 USAGE = (
     "usage: 50-rtlibvirt DOMAIN OPERATION SUB-OPERATION [EXTRA] < domain.xml\n"
@@ -61,7 +63,13 @@ def run() -> int:
 def main(args: list[str], stdin: TextIO, root: str = "/", fs: HostFS | None = None) -> int:
     """Handle one call; returns the exit status (non-zero only to refuse a ``prepare``)."""
     try:
-        xml = stdin.read()  # always read it all: libvirt writes it before it waits
+        # Read it all, since libvirt writes it before it waits, but keep at most
+        # MAX_STDIN characters: a longer XML is refused by hook.domain, and an
+        # endless one costs no memory.
+        xml = stdin.read(MAX_STDIN + 1)
+        if len(xml) > MAX_STDIN:
+            while stdin.read(1 << 20):
+                pass
     except (OSError, ValueError):
         xml = ""
     if len(args) < 3:
@@ -76,7 +84,10 @@ def main(args: list[str], stdin: TextIO, root: str = "/", fs: HostFS | None = No
         if op not in STOP_OPERATIONS:
             return 0
         state_root = str(fs.root) if fs is not None else root
-        if not os.path.exists(os.path.join(state_root, STATE_FILE)):
+        if not (
+            os.path.exists(os.path.join(state_root, STATE_FILE))
+            or os.path.exists(os.path.join(state_root, JOURNAL_FILE))
+        ):
             return 0
     from rtlibvirt.hook import ops as hookops
     from rtlibvirt.kernel.fs import HostFS
