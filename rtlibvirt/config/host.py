@@ -225,13 +225,9 @@ class Resolved:
 
 def load_host_spec(path: str | Path, facts: HostFacts) -> Resolved:
     """Read and validate host.yaml against the host; SpecError lists every problem."""
-    from rtlibvirt.config.loader import load  # ruamel.yaml: only when a file is read
+    from rtlibvirt.config.loader import load_with_bytes  # ruamel.yaml: only when read
 
-    doc = load(path)
-    try:
-        text = Path(path).read_bytes()
-    except OSError:  # pragma: no cover - load() just read it
-        text = b""
+    doc, text = load_with_bytes(path)  # read once: the bytes checked are the bytes installed
     return resolve(doc, facts, text)
 
 
