@@ -24,80 +24,17 @@ element are left as they are.
 
 from __future__ import annotations
 
-from typing import Any
-
 from lxml import etree
 
 from rtlibvirt import __version__
-from rtlibvirt.config import units
-from rtlibvirt.config.document import Document
-from rtlibvirt.config.tuning import Loaded
-from rtlibvirt.config.vm import VmSpec, validate_document
+from rtlibvirt.config.vm import VmSpec
 from rtlibvirt.domain import metadata
-from rtlibvirt.domain.facts import DomainFacts
+from rtlibvirt.domain.facts import facts
 from rtlibvirt.domain.render import LOCKED_OVERHEAD_KIB
-from rtlibvirt.errors import InputError, Problem, SpecError
+from rtlibvirt.errors import InputError
 from rtlibvirt.kernel.cpuset import format_cpulist
 
-ORIGIN = "tune"
-
-
-def _machine(root: etree._Element) -> str:
-    machine = root.find("os/type")
-    text = machine.get("machine", "") if machine is not None else ""
-    return "pc" if "i440fx" in text or text == "pc" else "q35"
-
-
-def _firmware(root: etree._Element) -> str:
-    os_el = root.find("os")
-    if os_el is None:
-        return "bios"
-    loader = os_el.find("loader")
-    efi = os_el.get("firmware") == "efi" or (loader is not None and loader.get("type") == "pflash")
-    return "efi" if efi else "bios"
-
-
-def spec_for(loaded: Loaded, domain_xml: str, dom: DomainFacts) -> tuple[VmSpec, list[Problem]]:
-    """The VmSpec of the tuned domain, validated with vm.yaml's rules.
-
-    Raises SpecError naming TUNING.yaml's keys; the domain supplies the name,
-    the vCPU count and the memory.
-    """
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    doc = loaded.doc
-    if dom.memory_kib % units.MIB:
-        raise InputError(
-            f"the domain's memory ({dom.memory_kib} KiB) is not a whole number of MiB",
-            "set it to whole MiB first (virsh setmaxmem / virt-manager)",
-        )
-    data: dict[str, Any] = {
-        "name": dom.name,
-        "memory": dom.memory_kib // units.MIB,
-        "vcpus": dom.vcpus,
-        **doc.data,
-        "machine": _machine(root),
-        "firmware": _firmware(root),
-        "devices": {
-            "hostdevs": [{"address": d.address, "managed": d.managed} for d in dom.hostdevs]
-        },
-    }
-    merged = Document(source=doc.source, data=data, lines=doc.lines)
-    try:
-        loaded_spec = validate_document(merged)
-    except SpecError as exc:
-        raise SpecError(exc.source, [_about_domain(p, dom) for p in exc.problems]) from None
-    return loaded_spec.spec, [_about_domain(p, dom) for p in loaded_spec.warnings]
-
-
-def _about_domain(problem: Problem, dom: DomainFacts) -> Problem:
-    """Say where values that TUNING.yaml does not hold come from."""
-    message = problem.message.replace(
-        f"but vcpus is {dom.vcpus}", f"but the domain has {dom.vcpus} vCPUs"
-    ).replace("below `vcpus`", "below the domain's vCPU count")
-    path = problem.path
-    if path in ("memory", "vcpus", "name"):
-        path = f"(the domain's <{'vcpu' if path == 'vcpus' else path}>)"
-    return Problem(path, message, problem.line, problem.hint)
+ORIGIN = metadata.TUNE_ORIGIN
 
 
 def _child(parent: etree._Element, tag: str, after: tuple[str, ...] = ()) -> etree._Element:
@@ -279,7 +216,7 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
         etree.Element("vcpupin", vcpu=str(v), cpuset=str(c)) for v, c in enumerate(pinning)
     ]
     new.append(etree.Element("emulatorpin", cpuset=emulator_set))
-    for iothread in _iothread_ids(root):
+    for iothread in facts(domain_xml).iothreads:
         new.append(etree.Element("iothreadpin", iothread=str(iothread), cpuset=emulator_set))
     rt = cpu_spec.realtime
     if rt is not None and spec.realtime_vcpus:
@@ -372,18 +309,6 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
     return etree.tostring(root, encoding="unicode") + "\n"
 
 
-def _iothread_ids(root: etree._Element) -> list[int]:
-    ids = [int(i.get("id", "0")) for i in root.findall("iothreadids/iothread")]
-    if ids:
-        return sorted(ids)
-    count = (root.findtext("iothreads") or "0").strip()
-    return list(range(1, int(count) + 1)) if count.isdigit() else []
-
-
 def is_tuned(domain_xml: str) -> bool:
     """True when the domain's rtlibvirt metadata was written by ``tune``."""
-    if not metadata.has_metadata(domain_xml):
-        return False
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    element = root.find(f"metadata/{metadata.TAG}")
-    return element is not None and element.get("origin") == ORIGIN
+    return facts(domain_xml).origin == ORIGIN
