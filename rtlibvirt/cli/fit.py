@@ -162,10 +162,10 @@ def tune(
       rtlibvirt tune win10 tuning.yaml --dry-run    # show the diff
       rtlibvirt tune win10 tuning.yaml
     """
-    from rtlibvirt.config.tuning import load_tuning
+    from rtlibvirt.config.tuning import load_tuning, spec_for
     from rtlibvirt.domain import diff as xmldiff
-    from rtlibvirt.domain.edit import spec_for, tune_xml
-    from rtlibvirt.domain.facts import facts
+    from rtlibvirt.domain.edit import tune_xml
+    from rtlibvirt.domain.facts import DomainXMLError, facts
     from rtlibvirt.fit.fitting import HostCheckError, place_spec
     from rtlibvirt.fit.host import gather
     from rtlibvirt.virt import connection as virt
@@ -181,10 +181,14 @@ def tune(
             )
         current = virt.inactive_xml(dom)
         host = gather(conn, uri)
-        own = host.domain(domain)
-        if own is None:
+        try:
             own = facts(current)
-        spec, warnings = spec_for(loaded, current, own)
+        except DomainXMLError as exc:
+            raise InputError(
+                f"the definition of {domain!r} on {uri} cannot be read: {exc}; nothing was changed",
+                "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
+            ) from None
+        spec, warnings = spec_for(loaded, own)
         for problem in warnings:
             click.echo(f"warning: {problem.render(loaded.doc.source)}", err=True)
         spec, placement = place_spec(host, spec)

@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lxml import etree
-
 from rtlibvirt.config.vm import VmSpec
 from rtlibvirt.domain import diff as xmldiff
-from rtlibvirt.domain import metadata
+from rtlibvirt.domain.facts import DomainXMLError, facts
+from rtlibvirt.domain.metadata import TUNE_ORIGIN
 from rtlibvirt.domain.render import Identity, render
 from rtlibvirt.errors import LibvirtError
-from rtlibvirt.kernel.cpuset import parse_cpulist
+from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.virt import connection as virt
 
 
@@ -50,24 +49,21 @@ class DefinePlan:
         )
 
 
-def identity_of(domain_xml: str) -> Identity:
-    """The UUID and NIC MAC addresses of an existing definition."""
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    uuid = root.findtext("uuid")
-    macs = tuple(
-        mac.get("address") if mac is not None else None
-        for mac in (nic.find("mac") for nic in root.findall("devices/interface"))
-    )
-    return Identity(uuid=uuid.strip() if uuid else None, macs=macs)
-
-
 def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
     uri = virt.uri_of(conn)
     domain = virt.lookup(conn, spec.name)
     if domain is None:
         return DefinePlan(spec.name, uri, render(spec), None, managed=False, running=False)
     current = virt.inactive_xml(domain)
-    managed = metadata.has_metadata(current) and _has_element(current)
+    try:
+        found = facts(current)
+    except DomainXMLError as exc:
+        raise LibvirtError(
+            f"the definition of {spec.name!r} on {uri} cannot be read: {exc}; nothing was changed",
+            "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
+        ) from None
+    # rtlibvirt's element is there, and was written by `define` (not by `tune`).
+    managed = found.managed and found.origin != TUNE_ORIGIN
     if not managed and not force:
         raise LibvirtError(
             f"a domain named {spec.name!r} already exists on {uri} and was not created by "
@@ -75,15 +71,8 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
             "choose another `name`, or pass --force to replace its definition "
             "(its UUID and MAC addresses are kept); --dry-run shows what would change",
         )
-    xml = render(spec, identity_of(current))
+    xml = render(spec, Identity(uuid=found.uuid, macs=found.macs))
     return DefinePlan(spec.name, uri, xml, current, managed, virt.is_active(domain))
-
-
-def _has_element(domain_xml: str) -> bool:
-    """rtlibvirt's element is there, and was written by `define` (not by `tune`)."""
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    element = root.find(f"metadata/{metadata.TAG}")
-    return element is not None and element.get("origin") != "tune"
 
 
 def apply(conn: Any, define_plan: DefinePlan) -> str:
@@ -99,64 +88,48 @@ def apply_xml(conn: Any, xml: str) -> str:
 
 def describe(domain_xml: str) -> list[str]:
     """A short, human summary of the real-time parts of any domain definition."""
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    lines: list[str] = []
-    vcpus = root.findtext("vcpu", "?").strip()
-    pins = {int(p.get("vcpu", "-1")): p.get("cpuset", "?") for p in root.findall("cputune/vcpupin")}
-    sched: dict[int, str] = {}
-    for s in root.findall("cputune/vcpusched"):
-        for vcpu in parse_cpulist(s.get("vcpus", "")):
-            sched[vcpu] = f"{s.get('scheduler')} {s.get('priority', '')}".strip()
+    dom = facts(domain_xml)
     placed = []
-    for vcpu in sorted(pins):
-        policy = f" {sched[vcpu]}" if vcpu in sched else ""
-        placed.append(f"{vcpu}->{pins[vcpu]}{policy}")
-    lines.append(f"vCPUs      {vcpus}" + (f": {', '.join(placed)}" if placed else ", not pinned"))
-    emulator = root.find("cputune/emulatorpin")
+    for vcpu, cpus in sorted(dom.vcpupins.items()):
+        policy, priority = dom.sched.get(vcpu, ("", None))
+        sched = f"{policy} {'' if priority is None else priority}".strip()
+        placed.append(f"{vcpu}->{format_cpulist(cpus)}{' ' + sched if sched else ''}")
+    lines = [f"vCPUs      {dom.vcpus}" + (f": {', '.join(placed)}" if placed else ", not pinned")]
+    emulator = dom.emulatorpin
     lines.append(
-        "emulator   " + (f"CPUs {emulator.get('cpuset')}" if emulator is not None else "not pinned")
+        "emulator   "
+        + (f"CPUs {format_cpulist(emulator)}" if emulator is not None else "not pinned")
     )
-    memory = root.find("memory")
-    if memory is not None:
-        kib = int(memory.text or 0) * {"KiB": 1, "MiB": 1024, "GiB": 1024**2}.get(
-            memory.get("unit", "KiB"), 1
-        )
+    if dom.memory_kib:
         backing = []
-        page = root.find("memoryBacking/hugepages/page")
-        if page is not None:
-            backing.append(f"{_page(page)} hugepages")
-        elif root.find("memoryBacking/hugepages") is not None:
+        if dom.hugepage_kib is not None:
+            backing.append(f"{_page(dom.hugepage_kib)} hugepages")
+        elif dom.hugepages:
             backing.append("default hugepages")
-        if root.find("memoryBacking/locked") is not None:
+        if dom.locked:
             backing.append("locked")
-        if root.find("memoryBacking/nosharepages") is not None:
+        if dom.nosharepages:
             backing.append("no page sharing")
-        balloon = root.find("devices/memballoon")
-        if balloon is not None and balloon.get("model") == "none":
+        if dom.memballoon == "none":
             backing.append("no balloon")
         lines.append(
-            f"memory     {kib // 1024} MiB" + (f", {', '.join(backing)}" if backing else "")
+            f"memory     {dom.memory_kib // 1024} MiB"
+            + (f", {', '.join(backing)}" if backing else "")
         )
-    devices = root.find("devices")
-    if devices is not None:
-        counts = [
-            _count(len(devices.findall("disk")), "disk"),
-            _count(len(devices.findall("interface")), "NIC"),
-            _count(len(devices.findall("hostdev")), "PCI passthrough device"),
-        ]
-        lines.append("devices    " + ", ".join(counts))
-    numa = root.find("numatune/memory")
-    if numa is not None:
-        lines.append(f"NUMA       memory {numa.get('mode')} on host node {numa.get('nodeset')}")
+    counts = [
+        _count(dom.disks, "disk"),
+        _count(len(dom.macs), "NIC"),
+        _count(len(dom.hostdevs), "PCI passthrough device"),
+    ]
+    lines.append("devices    " + ", ".join(counts))
+    if dom.memory_nodes is not None:
+        lines.append(
+            f"NUMA       memory {dom.memory_mode} on host node {format_cpulist(dom.memory_nodes)}"
+        )
     return lines
 
 
-def _page(page: Any) -> str:
-    size = int(page.get("size", "0"))
-    unit = page.get("unit", "KiB")
-    kib = size * {"KiB": 1, "K": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}.get(
-        unit, 1
-    )
+def _page(kib: int) -> str:
     return "1G" if kib == 1024**2 else "2M" if kib == 2048 else f"{kib}KiB"
 
 
