@@ -113,7 +113,7 @@ def host_lock() -> Iterator[None]:
 
 
 class HookFile:
-    """The installed hook as it was found, restored at the end."""
+    """The installed hook: put in place or removed per mode; restored as found at the end."""
 
     def __init__(self) -> None:
         self.found: tuple[bytes, int, int, int] | None = None
@@ -123,24 +123,28 @@ class HookFile:
         self.text = hookinstall.render()
 
     def install(self) -> None:
-        if not (HOOK.is_file() and HOOK.read_text(encoding="utf-8") == self.text):
-            hookinstall.install(HOOKS_DIR)
+        self.put(self.text.encode())
 
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            HOOK.unlink()
+    def put(self, data: bytes | None, mode: int = 0o755) -> None:
+        """The hook file holds ``data`` (None: no hook)."""
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                HOOK.unlink()
+            return
+        if HOOK.is_file() and HOOK.read_bytes() == data:
+            return
+        HOOK.parent.mkdir(parents=True, exist_ok=True)
+        tmp = HOOK.with_name(f".{HOOK.name}.rtl-speed")
+        tmp.write_bytes(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, HOOK)
 
     def restore(self) -> None:
         if self.found is None:
-            self.remove()
+            self.put(None)
             return
         data, mode, atime, mtime = self.found
-        if not HOOK.is_file() or HOOK.read_bytes() != data:
-            HOOK.parent.mkdir(parents=True, exist_ok=True)
-            tmp = HOOK.with_name(f".{HOOK.name}.rtl-speed")
-            tmp.write_bytes(data)
-            os.chmod(tmp, mode)
-            os.replace(tmp, HOOK)
+        self.put(data, mode)
         os.chmod(HOOK, mode)
         os.utime(HOOK, ns=(atime, mtime))  # scripts/libvirtd-up compares it with the daemon
 
@@ -240,53 +244,59 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def measure(hook: HookFile, rounds: int, pause: float) -> None:
-    times: dict[tuple[str, str, str], list[float]] = {}
-    for mode in ("with", "without"):
-        for name in (RT, PLAIN):
-            for op in ("start", "destroy"):
-                times[(name, op, mode)] = []
-    # warm up both paths (page cache, the hook's bytecode, QEMU's binary)
-    for mode in ("with", "without"):
-        hook.install() if mode == "with" else hook.remove()
+def measure(hook: HookFile, modes: dict[str, bytes | None], rounds: int, pause: float) -> dict:
+    """Time both domains under each mode (a hook text, or None for no hook), interleaved."""
+    names = list(modes)
+    times: dict[str, dict[str, dict[str, list[float]]]] = {
+        mode: {name: {"start": [], "destroy": []} for name in (RT, PLAIN)} for mode in names
+    }
+    # warm up every path (page cache, the hook's bytecode, QEMU's binary)
+    for mode in names:
+        hook.put(modes[mode])
         for name in (RT, PLAIN):
             cycle(name, pause)
     load_before = loadavg()
     began = time.monotonic()
     for r in range(rounds):
-        modes = ("with", "without") if r % 2 == 0 else ("without", "with")
-        names = (RT, PLAIN) if r % 4 < 2 else (PLAIN, RT)
-        for mode in modes:
-            hook.install() if mode == "with" else hook.remove()
-            for name in names:
+        # every mode comes first, last and in between equally often (rotated, then reversed)
+        order = names[r % len(names) :] + names[: r % len(names)]
+        if (r // len(names)) % 2:
+            order.reverse()
+        domains = (RT, PLAIN) if r % 2 == 0 else (PLAIN, RT)
+        for mode in order:
+            hook.put(modes[mode])
+            for name in domains:
                 started, stopped = cycle(name, pause)
-                times[(name, "start", mode)].append(started)
-                times[(name, "destroy", mode)].append(stopped)
+                times[mode][name]["start"].append(started)
+                times[mode][name]["destroy"].append(stopped)
         print(f"  round {r + 1}/{rounds} done (load {loadavg()})", flush=True)
     took = time.monotonic() - began
     print()
     print(
-        f"virsh start/destroy on {URI}, {rounds} rounds (ABBA), wall time of the virsh process; "
-        f"load average {load_before} before, {loadavg()} after; {took:.0f} s"
+        f"virsh start/destroy on {URI}, {rounds} rounds, modes interleaved; wall time of the "
+        f"virsh process; load average {load_before} before, {loadavg()} after; {took:.0f} s"
     )
-    print(
-        f"{'domain':<8}{'op':<9}{'without':>10}{'with':>10}{'added':>10}{'ratio':>8}"
-        f"{'(min without/with)':>22}"
-    )
+    base = times["without"]
+    print(f"{'domain':<7}{'op':<9}{'hook':<10}{'median':>9}{'min':>9}{'added':>10}{'ratio':>8}")
     for name, label in ((RT, "rt"), (PLAIN, "plain")):
         for op in ("start", "destroy"):
-            without = times[(name, op, "without")]
-            with_ = times[(name, op, "with")]
-            added = statistics.median(w - o for w, o in zip(with_, without, strict=True))
-            ratio = statistics.median(with_) / statistics.median(without)
-            print(
-                f"{label:<8}{op:<9}{statistics.median(without):>8.1f}ms"
-                f"{statistics.median(with_):>8.1f}ms{added:>+8.1f}ms{ratio:>8.3f}"
-                f"{min(without):>13.1f}/{min(with_):.1f}ms"
-            )
+            without = base[name][op]
+            for mode in names:
+                values = times[mode][name][op]
+                line = (
+                    f"{label:<7}{op:<9}{mode:<10}{statistics.median(values):>7.1f}ms"
+                    f"{min(values):>7.1f}ms"
+                )
+                if mode != "without":
+                    added = statistics.median(v - o for v, o in zip(values, without, strict=True))
+                    ratio = statistics.median(values) / statistics.median(without)
+                    line += f"{added:>+8.1f}ms{ratio:>8.3f}"
+                print(line)
     print(
-        "added = median over the rounds of (with - without); ratio = median(with) / median(without)"
+        "added = median over the rounds of (with the hook - without); "
+        "ratio = median / median without"
     )
+    return {"rounds": rounds, "load": [load_before, loadavg()], "seconds": took, "times": times}
 
 
 # ---- which calls libvirt makes -------------------------------------------------------------
@@ -309,7 +319,7 @@ def list_calls(hook: HookFile, pause: float) -> None:
             probe.write_text(PROBE.format(log=PROBE_LOG))
             probe.chmod(0o755)
         for mode in ("with", "without"):
-            hook.install() if mode == "with" else hook.remove()
+            hook.install() if mode == "with" else hook.put(None)
             cycle(RT, pause)  # warm
             cycle(PLAIN, pause)
             for name in (RT, PLAIN):
@@ -373,6 +383,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="ABBA rounds (default 12)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between calls")
     parser.add_argument("--calls", action="store_true", help="list libvirt's hook calls")
+    parser.add_argument(
+        "--compare-hook",
+        metavar="FILE",
+        type=Path,
+        help="also time this installed hook file (e.g. one installed by another version)",
+    )
+    parser.add_argument("--compare-label", default="other", help="its name in the table")
+    parser.add_argument("--raw", metavar="FILE", type=Path, help="write every time as JSON")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit(
@@ -395,7 +413,12 @@ def main() -> None:
             if options.calls:
                 list_calls(hook, options.pause)
             else:
-                measure(hook, options.rounds, options.pause)
+                modes: dict[str, bytes | None] = {"without": None, "with": hook.text.encode()}
+                if options.compare_hook:
+                    modes[options.compare_label] = options.compare_hook.read_bytes()
+                raw = measure(hook, modes, options.rounds, options.pause)
+                if options.raw:
+                    options.raw.write_text(json.dumps(raw, indent=1) + "\n")
         finally:
             try:
                 remove_domains()
