@@ -70,7 +70,7 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
     if domain is None:
         return DefinePlan(spec.name, uri, render(spec), None, managed=False, running=False)
     current = virt.inactive_xml(domain)
-    managed = metadata.has_metadata(current) and _has_element(current)
+    managed = created_by_rtlibvirt(current)
     if not managed and not force:
         raise LibvirtError(
             f"a domain named {spec.name!r} already exists on {uri} and was not created by "
@@ -80,6 +80,11 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
         )
     xml = render(spec, identity_of(current))
     return DefinePlan(spec.name, uri, xml, current, managed, virt.is_active(domain))
+
+
+def created_by_rtlibvirt(domain_xml: str) -> bool:
+    """Whether ``define`` made this domain (its metadata is there and not ``tune``'s)."""
+    return metadata.has_metadata(domain_xml) and _has_element(domain_xml)
 
 
 def _has_element(domain_xml: str) -> bool:
