@@ -245,7 +245,7 @@ class Host:
 
 def _link_name(fs: HostFS, host_path: str) -> str | None:
     try:
-        return os.path.basename(os.readlink(fs.path(host_path)))
+        return os.path.basename(os.readlink(fs.path(host_path, follow=False)))
     except OSError:
         return None
 
