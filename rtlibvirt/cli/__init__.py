@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 # The command groups register here, after `cli` exists; each module imports only
 # cli.options, never this package's top, so there is no import cycle.
 from rtlibvirt.cli import fit, hook, hostprep, vm  # noqa: E402
+from rtlibvirt.cli.probe import probe  # noqa: E402
 
 for _command in (
     vm.render,
@@ -92,6 +93,7 @@ for _command in (
     fit.check,
     fit.tune,
     fit.status,
+    probe,
 ):
     cli.add_command(_command)
 
