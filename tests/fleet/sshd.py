@@ -92,19 +92,21 @@ def unpack(cache: Path) -> Path:
     os.chmod(cache, 0o755)  # apt's _apt user writes the download here
     for package in PACKAGES:
         if not list(cache.glob(f"{package}_*.deb")):
-            subprocess.run(
-                ["apt-get", "download", "-q", package],
-                cwd=cache,
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
+            _download(package, cache)
     staging = cache / "root.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     for deb in sorted(cache.glob("*.deb")):
         subprocess.run(["dpkg", "-x", str(deb), str(staging)], check=True, timeout=120)
     staging.rename(root)
     return root
+
+
+def _download(package: str, cache: Path) -> None:
+    argv = ["apt-get", "download", "-q", package]
+    done = subprocess.run(argv, cwd=cache, capture_output=True, timeout=300)
+    if done.returncode != 0:  # no package lists yet (a fresh machine): read them once
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600)
+        subprocess.run(argv, cwd=cache, check=True, capture_output=True, timeout=300)
 
 
 def _free_port() -> int:
