@@ -21,6 +21,7 @@ NAMESPACE = "http://rtlibvirt.org/xmlns/vm/1"
 PREFIX = "rtlibvirt"
 TAG = f"{{{NAMESPACE}}}vm"
 SCHEMA_VERSION = "1"
+TUNE_ORIGIN = "tune"  # origin='tune': written by `rtlibvirt tune`, not by `define`
 
 
 class MetadataError(ValueError):
@@ -70,11 +71,11 @@ def read_element(root: ET.Element) -> dict[str, Any] | None:
     element = find(root)
     if element is None:
         return None
-    return parse_text(element.text or "")
+    return decode(element.text or "")
 
 
-def parse_text(text: str) -> dict[str, Any]:
-    """The spec of our element's text; MetadataError when it is not a JSON mapping.
+def decode(text: str) -> dict[str, Any]:
+    """The spec in our element's text; raises MetadataError unless it is a JSON mapping.
 
     Untrusted input (anyone who may edit a domain writes it): deep nesting and
     over-long integers end in MetadataError, not in RecursionError or a crash.

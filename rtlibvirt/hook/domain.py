@@ -3,8 +3,9 @@
 Everything here is untrusted input: libvirt hands the hook whatever XML the
 domain has, and anyone who may define or edit a domain writes its metadata.
 
-- The XML is bounded (:data:`MAX_XML`) and may not declare a DTD (libvirt
-  never writes one; expat also caps entity expansion).
+- The XML is read by ``domain.facts`` (the one reader of domain XML, bounded
+  to :data:`MAX_XML` characters) and may not declare a DTD (libvirt never
+  writes one; expat also caps entity expansion).
 - "The VM's CPUs" are the host CPUs its realtime vCPUs are pinned to. They come
   from the domain XML itself (``<cputune>``: ``<vcpupin>`` and
   ``<vcpusched>``), because that is what libvirt applies, even if someone
@@ -24,22 +25,17 @@ Standard library only (``config.vm`` and ``config.model`` are too).
 
 from __future__ import annotations
 
-import re
-import xml.etree.ElementTree as ET
 import zlib
 
-from rtlibvirt.domain import metadata
+from rtlibvirt.domain import facts, metadata
 from rtlibvirt.hook.state import Settings, valid_name
-from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
+from rtlibvirt.kernel.cpuset import format_cpulist
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for the hook)
 if TYPE_CHECKING:
     from typing import Any
 
-RT_SCHEDULERS = ("fifo", "rr")
-MAX_XML = 4 * 1024 * 1024  # bytes: a domain XML is kilobytes; libvirt's own limit is 10 MiB
-MAX_CPU = 8191  # the kernel's largest NR_CPUS (as config.model)
-_NUMBER = re.compile(r"\d+")
+MAX_XML = facts.MAX_XML_CHARS  # = hook.MAX_XML: a domain XML is a few KiB
 
 
 class DomainError(ValueError):
@@ -97,6 +93,12 @@ class DomainInfo:
         """The domain carries rtlibvirt metadata."""
         return self.meta_text is not None
 
+    @property
+    def cpus(self) -> frozenset[int]:
+        """The host CPUs of the realtime vCPUs that ``<cputune>`` pins (empty without it;
+        :func:`validate` then takes them from the metadata)."""
+        return cpus_of(self.realtime or [])
+
 
 class Validated:
     """What the validated metadata says: the settings and the realtime vCPUs."""
@@ -122,24 +124,18 @@ def cpus_of(realtime: list[Vcpu]) -> frozenset[int]:
 
 
 def parse(domain_xml: str) -> DomainInfo:
-    """Read a domain's XML; raises DomainError when it is unusable."""
-    if len(domain_xml) > MAX_XML:
-        raise DomainError(f"the domain XML on stdin is larger than {MAX_XML // 1048576} MiB")
+    """Read a domain's XML (with ``domain.facts``, the one reader); DomainError if unusable."""
     if "<!DOCTYPE" in domain_xml or "<!ENTITY" in domain_xml:
         raise DomainError("the domain XML declares a DTD or entities, which libvirt never writes")
     try:
-        root = ET.fromstring(domain_xml)
-    except ET.ParseError as exc:
-        raise DomainError(f"the domain XML on stdin is not well-formed: {exc}") from None
-    if root.tag != "domain":
-        raise DomainError(f"stdin holds <{_short(root.tag)}>, not a <domain>")
-    name = (root.findtext("name") or "").strip()
-    uuid = (root.findtext("uuid") or "").strip()[:64] or None
-    element = metadata.find(root)
-    meta_text = None if element is None else (element.text or "")
+        found = facts.facts(domain_xml)
+    except facts.DomainXMLError as exc:
+        raise DomainError(str(exc)) from None
     notes: list[str] = []
-    realtime = _realtime_vcpus(root, notes)
-    return DomainInfo(name, uuid, meta_text, realtime, notes)
+    realtime = _realtime_vcpus(found, notes) if found.cputune else None
+    return DomainInfo(
+        found.name, (found.uuid or "")[:64] or None, found.metadata_text, realtime, notes
+    )
 
 
 def validate(domain: DomainInfo, online: frozenset[int]) -> Validated:
@@ -153,7 +149,7 @@ def validate(domain: DomainInfo, online: frozenset[int]) -> Validated:
     if domain.meta_text is None:
         raise DomainError("the domain has no rtlibvirt metadata")
     try:
-        data = metadata.parse_text(domain.meta_text)
+        data = metadata.decode(domain.meta_text)
     except metadata.MetadataError as exc:
         raise DomainError(str(exc)) from None
     try:
@@ -186,50 +182,12 @@ def validate(domain: DomainInfo, online: frozenset[int]) -> Validated:
     return Validated(Settings.from_model(spec.isolation), realtime)
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= 64 else text[:61] + "..."
-
-
-def _cpus(text: str | None, what: str) -> frozenset[int]:
-    """A cpulist attribute, range-checked before it is expanded."""
-    text = text or ""
-    numbers = _NUMBER.findall(text)
-    if len(text) > 4096 or any(len(n) > 5 or int(n) > MAX_CPU for n in numbers):
-        raise DomainError(f"{what}: {_short(text)!r} names a CPU beyond {MAX_CPU}")
-    try:
-        return frozenset(parse_cpulist(text))
-    except CpuListError as exc:
-        raise DomainError(f"{what}: {exc}") from None
-
-
-def _int(text: str | None, what: str) -> int:
-    text = (text or "").strip()
-    if not (text.isdigit() and text.isascii() and len(text) <= 5):
-        raise DomainError(f"{what}: {_short(text)!r} is not a small non-negative integer")
-    return int(text)
-
-
-def _realtime_vcpus(root: ET.Element, notes: list[str]) -> list[Vcpu] | None:
-    cputune = root.find("cputune")
-    if cputune is None:
-        return None
-    pins: dict[int, frozenset[int]] = {}
-    for pin in cputune.findall("vcpupin"):
-        vcpu = _int(pin.get("vcpu"), "<vcpupin vcpu>")
-        pins[vcpu] = _cpus(pin.get("cpuset"), f"<vcpupin vcpu='{vcpu}' cpuset>")
-    sched: dict[int, tuple[str, int | None]] = {}
-    for element in cputune.findall("vcpusched"):
-        policy = (element.get("scheduler") or "").strip()
-        if policy not in RT_SCHEDULERS:
-            continue
-        priority = element.get("priority")
-        prio = _int(priority, "<vcpusched priority>") if priority is not None else None
-        for vcpu in _cpus(element.get("vcpus"), "<vcpusched vcpus>"):
-            sched[vcpu] = (policy, prio)
+def _realtime_vcpus(found: facts.DomainFacts, notes: list[str]) -> list[Vcpu]:
+    """The realtime vCPUs of ``<cputune>``: their CPUs, policy and priority."""
     realtime = []
-    for vcpu in sorted(sched):
-        policy, prio = sched[vcpu]
-        cpus = pins.get(vcpu)
+    for vcpu in found.realtime_vcpus:
+        policy, prio = found.sched[vcpu]
+        cpus = found.vcpu_cpus(vcpu)
         if cpus is None:
             notes.append(
                 f"realtime vCPU {vcpu} has no <vcpupin>: it may run on any CPU, "

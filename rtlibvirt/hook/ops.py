@@ -360,7 +360,15 @@ def _stop(fs: HostFS, log: HookLog, name: str, managed: bool) -> None:
 
 def _describe(claim: Claim) -> str:
     s = claim.settings
-    steps = [step.name for step in isolation.steps() if step.wants(s)]
+    steps = []
+    if s.irqs:
+        steps.append("IRQs")
+    if s.workqueues:
+        steps.append("workqueues")
+    if s.machine_check_off:
+        steps.append("machine-check polling off")
+    if s.cache_ways:
+        steps.append(f"{s.cache_ways} cache ways")
     if s.strict:
         steps.append("strict")
     return ", ".join(steps) or "no isolation steps"

@@ -120,7 +120,7 @@ def test_cpus_must_be_online() -> None:
 def test_not_a_domain() -> None:
     with pytest.raises(DomainError, match="not well-formed"):
         parse("<domain>")
-    with pytest.raises(DomainError, match="not a <domain>"):
+    with pytest.raises(DomainError, match="expected a <domain> element, got <network>"):
         parse("<network/>")
 
 

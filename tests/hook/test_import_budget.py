@@ -30,6 +30,7 @@ HEAVY_STDLIB = ("tempfile", "subprocess", "inspect", "asyncio", "email", "http",
 NO_METADATA = {"rtlibvirt", "rtlibvirt.hook"}
 ISOLATION = NO_METADATA | {
     "rtlibvirt.domain",
+    "rtlibvirt.domain.facts",
     "rtlibvirt.domain.metadata",
     "rtlibvirt.hook.domain",
     "rtlibvirt.hook.isolation",

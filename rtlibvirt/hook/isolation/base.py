@@ -165,11 +165,12 @@ def forget_refused(state: State, owns: Callable[[str], bool]) -> None:
         del state.refused[path]
 
 
-def converge(host: Host, plan: ValuePlan) -> None:
+def converge(host: Host, plan: ValuePlan) -> int:
     """Bring each file of ``plan`` to its wanted value; originals journaled first.
 
     Logs one line for the step (what changed, what was restored, what the
-    kernel refused); the value of each file is a debug line.
+    kernel refused); the value of each file is a debug line. Returns how many
+    files were written.
     """
     fs, state, log = host.fs, host.state, host.log
     for note in plan.notes:
@@ -239,6 +240,7 @@ def converge(host: Host, plan: ValuePlan) -> None:
         summary.append(f"{len(refused)} refused by the kernel and left alone ({_some(refused)})")
     if summary:
         log.info(f"{plan.step}: {len(plan.wanted)} values: {', '.join(summary)}")
+    return changed + restored
 
 
 def _some(items: list[str], most: int = 3) -> str:
