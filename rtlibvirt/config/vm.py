@@ -399,6 +399,12 @@ class Isolation(Model):
     cache_ways: int = setting(
         integer(0, 64), "exclusive L3 cache ways (resctrl); 0 = none", default=0
     )
+    tasks: bool = setting(
+        boolean(),
+        "move host processes and movable kernel threads off the VM's CPUs (cgroup cpusets "
+        "where the host has them, else each thread's affinity)",
+        default=True,
+    )
     strict: bool = setting(
         boolean(), "refuse to start when an isolation step cannot be applied", default=False
     )

@@ -33,6 +33,18 @@ def hook_isolation(fs: HostFS | None) -> dict[str, frozenset[int]] | None:
     return isolated_by_vm(fs)
 
 
+def hook_unmoved(fs: HostFS | None) -> dict[str, list[str]]:
+    """Domain name -> the host threads the hook could not move off its CPUs, and why.
+
+    Empty when there are none or the state cannot be read. Never raises.
+    """
+    if fs is None:
+        return {}
+    from rtlibvirt.hook.state import unmoved_by_vm
+
+    return unmoved_by_vm(fs)
+
+
 @dataclass(frozen=True)
 class Holder:
     domain: str
@@ -129,6 +141,8 @@ def text(host: HostModel, hook: dict[str, frozenset[int]] | None) -> str:
     else:
         parts = [f"{name}: {format_cpulist(cpus)}" for name, cpus in sorted(hook.items())]
         out.append("Hook isolation: " + ("; ".join(parts) or "nothing isolated now"))
+        for name, lines in sorted(hook_unmoved(host.fs).items()):
+            out.append(f"  could not move off {name}'s CPUs: " + "; ".join(lines))
     hooked: dict[int, list[str]] = {}
     for name, cpus in (hook or {}).items():
         for cpu in cpus:
@@ -219,4 +233,5 @@ def to_json(host: HostModel, hook: dict[str, frozenset[int]] | None) -> dict[str
         "cpus": cpu_list,
         "domains": domains,
         "hook": None if hook is None else {k: sorted(v) for k, v in sorted(hook.items())},
+        "hook_unmoved": hook_unmoved(host.fs) if hook is not None else None,
     }

@@ -344,7 +344,9 @@ def _stop(fs: HostFS, log: HookLog, name: str, managed: bool) -> None:
             return  # another domain (without metadata) stops: not ours
         if claim is not None:
             log.info(f"releasing CPUs {format_cpulist(claim.cpus)}")
-        prune(host)
+        pruned = prune(host)
+        if claim is None and host.state.claims and not (pruned or store.interrupted or store.notes):
+            return  # e.g. release end after stopped end, which did it all (others run on)
         isolation.reconcile(host)
         host.commit()
         if host.state.is_empty():
@@ -365,6 +367,8 @@ def _describe(claim: Claim) -> str:
         steps.append("IRQs")
     if s.workqueues:
         steps.append("workqueues")
+    if s.tasks:
+        steps.append("host tasks")
     if s.machine_check_off:
         steps.append("machine-check polling off")
     if s.cache_ways:

@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from rtlibvirt.kernel import cgroup, files, irq, machinecheck, resctrl, workqueue
-from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist, parse_mask
+from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
 from rtlibvirt.kernel.fs import HostFS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for the hook)
@@ -79,6 +79,7 @@ PHASE_RUNNING = "running"
 _SETTING_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _CACHE_ID = re.compile(r"[0-9]{1,5}")
 _HEX = re.compile(r"[0-9a-f]{1,64}")
+_MASK = re.compile(r"[0-9a-fA-F]{1,8}(?:,[0-9a-fA-F]{8}){0,255}")
 
 
 class StateError(Exception):
@@ -109,7 +110,9 @@ def valid_value(path: str, value: str) -> bool:
         return False
     try:
         if irq.owns(path) or workqueue.owns(path):
-            return bool(parse_mask(value))
+            # a kernel cpumask with a CPU in it; a regular expression, not parse_mask:
+            # a state holds thousands of them and each call validates them all
+            return _MASK.fullmatch(value.strip()) is not None and value.strip("0,\n") != ""
         if machinecheck.owns(path):
             return value.strip().isdigit() and value.strip().isascii()
         if path.endswith("/schemata"):
@@ -401,6 +404,10 @@ class State:
         self.resctrl_mounted = False
         self.recovered: list[str] = []  # what was recovered from the journal, and when
         self.seq = 0  # the last journal sequence number this state holds
+        self.journal_at = 0  # the journal's size (bytes) when this snapshot was written
+        # step -> the CPUs it was last converged to isolate: a hint that saves reading
+        # files that are about to change (not journaled: losing it costs only reads)
+        self.hints: dict[str, frozenset[int]] = {}
 
     def is_empty(self) -> bool:
         return not (
@@ -419,6 +426,8 @@ class State:
         return {
             "format": FORMAT,
             "seq": self.seq,
+            "journal_at": self.journal_at,
+            "hints": {k: format_cpulist(v) for k, v in sorted(self.hints.items())},
             "claims": {name: claim.to_json() for name, claim in sorted(self.claims.items())},
             "originals": dict(sorted(self.originals.items())),
             "tasks": {str(tid): t.to_json() for tid, t in sorted(self.tasks.items())},
@@ -436,6 +445,13 @@ class State:
         _need(data.get("format") == FORMAT, f"unknown state format (expected {FORMAT})")
         state = cls()
         state.seq = _int(data.get("seq", 0), "seq")
+        state.journal_at = _int(data.get("journal_at", 0), "journal_at")
+        hints = data.get("hints", {})
+        _need(isinstance(hints, dict) and len(hints) <= 16, "hints is not a mapping")
+        for step, text in hints.items():
+            cpus = _cpus(_str(text, "a hint")) if _SETTING_KEY.fullmatch(str(step)) else None
+            _need(cpus is not None, "hints must map step names to cpulists")
+            state.hints[str(step)] = cpus or frozenset()
         claims = data.get("claims", {})
         _need(isinstance(claims, dict), "claims is not a mapping")
         for name, claim in claims.items():
@@ -559,6 +575,7 @@ class Journal:
         self.seq = seq
         self.pending: list[str] = []
         self.lines = 0  # lines in the file (for compaction)
+        self.size = 0  # bytes in the file
 
     def add(self, record: dict[str, Any]) -> None:
         self.seq += 1
@@ -569,7 +586,12 @@ class Journal:
         if not self.pending:
             return
         data = "".join(self.pending).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except FileNotFoundError:  # the state folder is made by StateStore.locked()
+            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+            fd = os.open(self.path, flags, 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -578,6 +600,7 @@ class Journal:
         finally:
             os.close(fd)
         self.lines += len(self.pending)
+        self.size += len(data)
         self.pending = []
 
     def rewrite(self, state: State) -> None:
@@ -588,6 +611,7 @@ class Journal:
         data = "".join(self.pending).encode("utf-8")
         files.atomic_write(self.path, data, mode=0o600)
         self.lines = len(self.pending)
+        self.size = len(data)
         self.pending = []
 
 
@@ -624,6 +648,7 @@ class StateStore:
         self.journal = Journal(str(fs.path(JOURNAL_FILE)))
         self._rewrite = False  # the journal must be rewritten from the state at the next save
         self.notes: list[str] = []  # what the last load recovered (for the log)
+        self.interrupted = False  # the last load found the work of a call that died half-way
 
     def exists(self) -> bool:
         return self.path.exists() or os.path.exists(self.journal.path)
@@ -653,8 +678,8 @@ class StateStore:
         """
         data = _read(self.path)
         raw_journal = _read(self.journal.path) or b""
-        records, damaged, _torn = parse_journal(raw_journal)
         self.journal.lines = raw_journal.count(b"\n")
+        self.journal.size = len(raw_journal)
         notes: list[str] = []
         state: State | None = None
         if data is not None:
@@ -666,16 +691,27 @@ class StateStore:
                     f"the state file was damaged ({exc}); set aside as {aside} and "
                     f"rebuilt from the journal"
                 )
+        tail = None
+        if state is not None and 0 < state.journal_at <= len(raw_journal):
+            # the snapshot holds the journal up to journal_at: read only what follows
+            tail = parse_journal(raw_journal[state.journal_at :])
+            if tail[1] or (tail[0] and tail[0][0][0] != state.seq + 1):
+                tail = None  # not the journal the snapshot knew (compacted since?): all of it
+        records, damaged, _torn = tail if tail is not None else parse_journal(raw_journal)
         base = state.seq if state is not None else -1
         if state is None:
             state = State()
         bad = 0
+        replayed = 0
         for seq, record in records:
             if seq > base:
+                replayed += 1
                 try:
                     apply_record(state, record)
                 except Invalid:
                     bad += 1
+        # journal lines after the snapshot: the call that wrote them died before its end
+        self.interrupted = replayed > 0
         if damaged or bad:
             notes.append(f"{damaged + bad} journal lines were damaged and skipped")
         state.seq = max([state.seq, *(seq for seq, _ in records)])
@@ -686,7 +722,7 @@ class StateStore:
             state.recovered = [*state.recovered, *(f"{stamp} {n}" for n in notes)][-64:]
         # After a damage, or when the journal went missing beside a snapshot, the
         # journal is rewritten so that it holds the whole state again.
-        self._rewrite = bool(notes) or (not records and not state.is_empty())
+        self._rewrite = bool(notes) or (not raw_journal and not state.is_empty())
         return state
 
     def _set_aside(self) -> str:
@@ -730,6 +766,7 @@ class StateStore:
         else:
             self.journal.flush()
         state.seq = self.journal.seq
+        state.journal_at = self.journal.size
         files.atomic_write(self.path, encode(state), mode=0o600)
 
 
@@ -747,7 +784,7 @@ def _read(path: object) -> bytes | None:
 
 
 def encode(state: State) -> bytes:
-    body = json.dumps(state.to_json(), indent=1).encode("utf-8")
+    body = json.dumps(state.to_json(), separators=(",", ":")).encode("utf-8")
     return f"{HEADER} {FORMAT} {zlib.crc32(body):08x}\n".encode() + body + b"\n"
 
 
@@ -878,3 +915,15 @@ def isolated_by_vm(fs: HostFS | None = None) -> dict[str, frozenset[int]] | None
     except StateError:
         return None
     return {claim.name: claim.cpus for claim in state.running()}
+
+
+def unmoved_by_vm(fs: HostFS | None = None) -> dict[str, list[str]]:
+    """Domain name -> the host threads the hook could not move off its CPUs (running VMs).
+
+    Empty when there are none or the state cannot be read. Never raises.
+    """
+    try:
+        state = peek(fs or HostFS("/"))
+    except StateError:
+        return {}
+    return {claim.name: list(claim.unmoved) for claim in state.running() if claim.unmoved}

@@ -1,8 +1,9 @@
 """QEMU's vCPU threads, as /proc shows them, and a check of libvirt's work.
 
 libvirt writes the QEMU pid to ``/run/libvirt/qemu/NAME.pid``; QEMU names each
-vCPU thread ``CPU n/KVM`` (its ``comm``). A thread's allowed CPUs, policy and
-real-time priority come from ``kernel.procs``.
+vCPU thread ``CPU n/KVM`` (``CPU n/TCG`` without KVM) in its ``comm``. A
+thread's allowed CPUs, policy and real-time priority come from
+``kernel.procs``.
 
 Standard library only.
 """
@@ -17,7 +18,7 @@ from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.kernel.fs import HostFS
 
 PID_DIR = "/run/libvirt/qemu"
-_VCPU_COMM = re.compile(r"CPU (\d+)/KVM")
+_VCPU_COMM = re.compile(r"CPU (\d{1,5})/(?:KVM|TCG)")  # QEMU's names (TCG: without KVM)
 
 
 def pid_file(name: str) -> str:

@@ -4,8 +4,9 @@
 it sees the new hook), `rtlibvirt define` a VM whose single real-time vCPU is
 pinned to CPU 1 (emulator on CPU 0), `virsh start`; then: the vCPU thread runs
 on CPU 1 with SCHED_FIFO, no writable IRQ affinity holds CPU 1, the workqueue
-cpumasks hold CPU 0 only. After `virsh destroy` every one of those values is
-what it was before the start. The guest has no disk and boots nothing; its
+cpumasks hold CPU 0 only, a host process that was allowed on CPUs 0-1 runs on
+CPU 0 only while QEMU's own threads keep libvirt's pinning. After `virsh
+destroy` every one of those values is what it was before the start. The guest has no disk and boots nothing; its
 QEMU and vCPU thread run, which is all the hook needs.
 
 The domain, the hook and every host value are cleaned up even when the test
@@ -122,6 +123,9 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
     before = host_values()
     writable = writable_irqs(before)
     assert writable, "no IRQ of this host takes a new affinity: nothing to test"
+    # a host process allowed on CPUs 0-1, and one with threads
+    sleeper = subprocess.Popen(["sleep", "600"])
+    os.sched_setaffinity(sleeper.pid, {0, 1})
     try:
         run(rtlibvirt, "hook", "install")
         run(str(REPO / "scripts/libvirtd-up"))  # restarts libvirtd if it predates the hook
@@ -145,6 +149,15 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
         assert os.sched_getaffinity(tid) == {1}
         assert os.sched_getscheduler(tid) == os.SCHED_FIFO
         assert os.sched_getparam(tid).sched_priority == 1
+
+        # the tasks step: host processes off CPU 1, the VM's own threads as libvirt set them
+        assert os.sched_getaffinity(sleeper.pid) == {0}
+        qemu_threads = {
+            int(t): os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{pid}/task")
+        }
+        assert qemu_threads[tid] == {1}
+        assert qemu_threads[pid] == {0}  # QEMU's main thread: libvirt's <emulatorpin cpuset='0'>
+        assert "host tasks" in HOOK_LOG.read_text(errors="replace")
 
         during = host_values()
         for path in writable:
@@ -172,8 +185,11 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
 
         run(*virsh, "destroy", NAME)
         assert host_values() == before
+        assert os.sched_getaffinity(sleeper.pid) == {0, 1}  # back on CPUs 0-1
         assert NAME not in claims()
     finally:
+        sleeper.kill()
+        sleeper.wait()
         _cleanup(virsh, rtlibvirt, hook_was_installed)
 
 

@@ -442,8 +442,8 @@ def _flip_middle(data: bytes) -> bytes:
 
 EDITS: dict[str, Callable[[FakeKernel], None]] = {
     "an original changed": _text_edit('"f"', '"1"'),
-    "a claim's cpu -1": _text_edit('"cpus": "1"', '"cpus": "-1"'),
-    "a claim dropped": _text_edit('"claims": {', '"claims": {"zz": 1, '),
+    "a claim's cpu -1": _text_edit('"cpus":"1"', '"cpus":"-1"'),
+    "a claim dropped": _text_edit('"claims":{', '"claims":{"zz":1,'),
     "truncated": lambda fs: fs.path(hookstate.STATE_FILE).write_bytes(
         fs.path(hookstate.STATE_FILE).read_bytes()[:300]
     ),

@@ -38,6 +38,7 @@ ISOLATION = NO_METADATA | {
     "rtlibvirt.hook.isolation.irq",
     "rtlibvirt.hook.isolation.machinecheck",
     "rtlibvirt.hook.isolation.resctrl",
+    "rtlibvirt.hook.isolation.tasks",
     "rtlibvirt.hook.isolation.workqueue",
     "rtlibvirt.hook.log",
     "rtlibvirt.hook.ops",

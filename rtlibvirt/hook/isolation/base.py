@@ -34,13 +34,16 @@ class Host:
     The snapshot is written once, at the end of the hook call (:meth:`commit`).
     """
 
-    __slots__ = ("fs", "log", "state", "store")
+    __slots__ = ("converged", "fs", "log", "state", "store")
 
     def __init__(self, fs: HostFS, state: State, log: HookLog, store: StateStore) -> None:
         self.fs = fs
         self.state = state
         self.log = log
         self.store = store
+        # step name -> (the claims it converged for, its plan): verify() right after
+        # reconcile() in the same call needs no second reading of thousands of files
+        self.converged: dict[str, tuple[tuple[tuple[str, frozenset[int]], ...], ValuePlan]] = {}
 
     def save(self) -> None:
         """Make every recorded change durable (the journal, fsynced) before the next write."""
@@ -87,7 +90,20 @@ class Host:
 class ValuePlan:
     """Wanted values of plain kernel files: path -> value, or None = its original."""
 
-    __slots__ = ("describe", "explain", "notes", "read", "same", "show", "step", "wanted", "write")
+    __slots__ = (
+        "blind",
+        "describe",
+        "explain",
+        "known",
+        "notes",
+        "problems",
+        "read",
+        "same",
+        "show",
+        "step",
+        "wanted",
+        "write",
+    )
 
     def __init__(
         self,
@@ -106,6 +122,11 @@ class ValuePlan:
         self.read = read or _read
         self.write = write or _write
         self.explain = explain or _explain
+        self.known: dict[str, str | None] = {}  # values read while planning: not read again
+        # files whose wanted value differs from the one the last call left: they are
+        # written without being read first (a 2,000-IRQ host: 2,000 reads less)
+        self.blind: set[str] = set()
+        self.problems: list[str] | None = None  # what converge could not do (None: not run)
         self.wanted = wanted
         self.same = same
         self.describe = describe
@@ -177,8 +198,12 @@ def converge(host: Host, plan: ValuePlan) -> int:
         log.warning(note)
     # 1. Journal the original of every file about to change for the first time.
     live: dict[str, str | None] = {}
+    known, blind = plan.known, plan.blind
     for path, want in plan.wanted.items():
-        live[path] = current = plan.read(fs, path)
+        if path in blind and path in state.originals:
+            live[path] = _BLIND  # it will change: no need to read it first
+            continue
+        live[path] = current = known[path] if path in known else plan.read(fs, path)
         if want is None or current is None or path in state.originals or path in state.refused:
             continue
         if not plan.same(current, want):
@@ -200,12 +225,16 @@ def converge(host: Host, plan: ValuePlan) -> int:
                 gone += 1
                 log.debug(f"{what}: gone; nothing to restore")
             continue
-        if plan.same(current, target):
+        if current is not _BLIND and plan.same(current, target):
             if restoring:
                 host.drop_original(path)
             continue
         try:
             plan.write(fs, path, target)
+        except FileNotFoundError:
+            if restoring and host.drop_original(path):
+                gone += 1
+            continue
         except OSError as exc:
             reason = plan.explain(exc)
             if restoring:
@@ -221,7 +250,8 @@ def converge(host: Host, plan: ValuePlan) -> int:
             else:
                 failed.append(f"{what}: cannot write {plan.show(target)}: {reason}")
             continue
-        log.debug(f"{what}: {plan.show(current)} -> {plan.show(target)}")
+        shown = "(the hook's, not read)" if current is _BLIND else plan.show(current)
+        log.debug(f"{what}: {shown} -> {plan.show(target)}")
         if restoring:
             host.drop_original(path)
             restored += 1
@@ -229,6 +259,7 @@ def converge(host: Host, plan: ValuePlan) -> int:
             changed += 1
     for line in failed:
         log.error(line)
+    plan.problems = failed
     summary = []
     if changed:
         summary.append(f"{changed} changed")
@@ -241,6 +272,9 @@ def converge(host: Host, plan: ValuePlan) -> int:
     if summary:
         log.info(f"{plan.step}: {len(plan.wanted)} values: {', '.join(summary)}")
     return changed + restored
+
+
+_BLIND = "\0 not read"  # converge: a value not read because it is about to change
 
 
 def _some(items: list[str], most: int = 3) -> str:
@@ -302,28 +336,54 @@ def mask_plan(
     isolated = isolated_cpus(claims)
     wanted: dict[str, str | None] = {}
     notes: list[str] = []
+    known: dict[str, str | None] = {}
+    online = fs.cpus_online()
+    nbits = fs.nr_cpu_ids()
+    before = state.hints.get(step)  # what the last call isolated for this step, if known
+    blind: set[str] = set()
+    previous: dict[str, str | None] = {}  # original text -> what the last call left
     if isolated:
-        online = fs.cpus_online()
-        nbits = fs.nr_cpu_ids()
+        # thousands of IRQs share a handful of original masks: one answer per text
+        answers: dict[str, str | None] = {}
         for path in paths:
             if path in state.refused:
                 continue
-            base_text = state.originals.get(path) or fs.read_or(path, "")
-            try:
-                base = cached_mask(base_text)
-            except CpuListError:
-                notes.append(f"{describe(path)}: cannot parse {base_text!r}; left alone")
-                continue
-            want = shrink(base, isolated, online)
-            if not want:
+            base_text = state.originals.get(path)
+            if base_text is None:
+                base_text = known[path] = _read(fs, path)
+                if base_text is None:
+                    continue  # gone meanwhile
+            if base_text not in answers:
+                try:
+                    want = shrink(cached_mask(base_text), isolated, online)
+                except CpuListError:
+                    notes.append(f"{describe(path)}: cannot parse {base_text!r}; left alone")
+                    continue
+                answers[base_text] = format_mask(want, nbits) if want else None
+            answer = answers[base_text]
+            if answer is None:
                 notes.append(f"{describe(path)}: no housekeeping CPU is online; left alone")
                 continue
-            wanted[path] = format_mask(want, nbits)
+            wanted[path] = answer
     else:
         forget_refused(state, owns)
     for path in owned(state, owns):
         wanted.setdefault(path, None)  # no longer wanted (or the file is gone): restore
-    return ValuePlan(
+    if before is not None and before != isolated:
+        for path, target in wanted.items():
+            original = state.originals.get(path)
+            if original is None:
+                continue
+            if original not in previous:
+                try:
+                    left = shrink(cached_mask(original), before, online) if before else None
+                except CpuListError:
+                    continue
+                previous[original] = format_mask(left, nbits) if left else original
+            last = previous[original]
+            if last is not None and not same_mask(last, target if target is not None else original):
+                blind.add(path)
+    plan = ValuePlan(
         step,
         wanted,
         same=same_mask,
@@ -332,6 +392,10 @@ def mask_plan(
         notes=notes,
         explain=explain,
     )
+    plan.known = known
+    plan.blind = blind
+    state.hints[step] = isolated  # what this call leaves (saved with the snapshot)
+    return plan
 
 
 class Step:
@@ -367,10 +431,26 @@ class Step:
         if self._reconcile is not None:
             self._reconcile(host, claims)
         elif self.plan is not None:
-            converge(host, self.plan(host, claims))
+            plan = self.plan(host, claims)
+            converge(host, plan)
+            host.converged[self.name] = (_key(claims), plan)
 
     def verify(self, host: Host, claims: list[Claim]) -> list[str]:
-        """What on the live host differs from this step's plan."""
+        """What on the live host differs from this step's plan.
+
+        Right after :meth:`reconcile` in the same hook call, for the same claims:
+        what that could not write (every other file was just read or written,
+        and the kernel took the write); else every file is read again.
+        """
         if self._verify is not None:
             return self._verify(host, claims)
-        return verify_values(host, self.plan(host, claims)) if self.plan is not None else []
+        if self.plan is None:
+            return []
+        done = host.converged.get(self.name)
+        if done is not None and done[0] == _key(claims) and done[1].problems is not None:
+            return list(done[1].problems)
+        return verify_values(host, self.plan(host, claims))
+
+
+def _key(claims: list[Claim]) -> tuple[tuple[str, frozenset[int]], ...]:
+    return tuple(sorted((c.name, c.cpus) for c in claims))
