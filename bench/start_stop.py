@@ -179,12 +179,15 @@ def _remove_domains(conn: Any) -> None:
 
 
 def claims() -> dict[str, Any]:
+    """The hook's claims (its state is a checksummed snapshot plus a journal: read it so)."""
+    from rtlibvirt.hook.state import StateError, peek
+    from rtlibvirt.kernel.fs import HostFS
+
     try:
-        data = json.loads(Path(STATE_FILE).read_text())
-    except (FileNotFoundError, ValueError):
+        return dict(peek(HostFS("/")).claims)
+    except StateError as exc:
+        print(f"cannot read the hook's state: {exc}", file=sys.stderr)
         return {}
-    found: dict[str, Any] = data.get("claims", {})
-    return found
 
 
 def release_leftover() -> None:

@@ -14,9 +14,11 @@ domain has, and anyone who may define or edit a domain writes its metadata.
 - The metadata (rtlibvirt's spec, as JSON) is validated by :func:`validate`
   with the very model and rules of ``vm.yaml`` (``config.vm``): the isolation
   settings are ``config.vm.Isolation``, defined once. Importing that model
-  costs ~15 ms, so :func:`parse` only reads the XML; the hook validates at
-  ``prepare`` and reuses the validated settings of the claim later, as long as
-  the metadata text has the same checksum (:attr:`DomainInfo.meta`).
+  costs ~15 ms, so :func:`parse` only reads the XML, and :func:`validated`
+  remembers what it validated by the SHA-256 of the metadata text
+  (:attr:`DomainInfo.meta`) in ``/run/rtlibvirt/validated``: a VM that starts
+  again with the same metadata costs no model import; ``started`` reuses the
+  claim ``prepare`` made.
 - A domain name becomes part of file paths (libvirt's pid file, a resctrl
   group) only after :func:`name_problem` found nothing wrong with it.
 
@@ -25,17 +27,26 @@ Standard library only (``config.vm`` and ``config.model`` are too).
 
 from __future__ import annotations
 
-import zlib
+import json
+import os
 
 from rtlibvirt.domain import facts, metadata
-from rtlibvirt.hook.state import Settings, valid_name
-from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.hook.state import STATE_DIR, Invalid, Settings, valid_name
+from rtlibvirt.kernel import files
+from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
+
+try:  # the C module itself: hashlib's import costs ~2 ms, this ~0.5 ms
+    from _sha256 import sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - a Python without it
+    from hashlib import sha256
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for the hook)
 if TYPE_CHECKING:
     from typing import Any
 
 MAX_XML = facts.MAX_XML_CHARS  # = hook.MAX_XML: a domain XML is a few KiB
+VALIDATED_FILE = f"{STATE_DIR}/validated"
+MAX_VALIDATED = 64  # metadata texts remembered
 
 
 class DomainError(ValueError):
@@ -83,8 +94,8 @@ class DomainInfo:
         self.name = name
         self.uuid = uuid
         self.meta_text = meta_text  # rtlibvirt's metadata, None when the domain has none
-        # a checksum of the metadata text: the claim remembers which text it validated
-        self.meta = None if meta_text is None else zlib.crc32(meta_text.encode("utf-8"))
+        # the SHA-256 of the metadata text: which text a claim (or the cache) validated
+        self.meta = None if meta_text is None else sha256(meta_text.encode("utf-8")).hexdigest()
         self.realtime = realtime  # the realtime vCPUs of <cputune>; None without <cputune>
         self.notes = notes  # things worth a warning in the log
 
@@ -103,11 +114,14 @@ class DomainInfo:
 class Validated:
     """What the validated metadata says: the settings and the realtime vCPUs."""
 
-    __slots__ = ("realtime", "settings")
+    __slots__ = ("named", "realtime", "settings")
 
-    def __init__(self, settings: Settings, realtime: list[Vcpu]) -> None:
+    def __init__(
+        self, settings: Settings, realtime: list[Vcpu], named: frozenset[int] = frozenset()
+    ) -> None:
         self.settings = settings
         self.realtime = realtime
+        self.named = named  # every host CPU the metadata names (pinning and emulator)
 
     @property
     def cpus(self) -> frozenset[int]:
@@ -166,20 +180,84 @@ def validate(domain: DomainInfo, online: frozenset[int]) -> Validated:
             "the domain XML has no <cputune>; the VM's CPUs are taken from rtlibvirt metadata"
         )
         realtime = _from_spec(spec)
-    cpus = cpus_of(realtime)
-    if online and not cpus <= online:
+    named: set[int] = set()
+    for key in ("pinning", "emulator"):
+        cpus_named = getattr(spec.cpu, key)
+        if isinstance(cpus_named, tuple):
+            named |= set(cpus_named)
+    checked = Validated(Settings.from_model(spec.isolation), realtime, frozenset(named))
+    _check_online(checked, online)
+    return checked
+
+
+def _check_online(checked: Validated, online: frozenset[int]) -> None:
+    if not online:
+        return
+    cpus = checked.cpus
+    if not cpus <= online:
         raise DomainError(
             f"the real-time vCPUs are pinned to CPU {format_cpulist(cpus - online)}, which is "
             f"not online on this host (online: {format_cpulist(online)})"
         )
-    for key in ("pinning", "emulator"):
-        named = getattr(spec.cpu, key)
-        if online and isinstance(named, tuple) and not set(named) <= online:
-            raise DomainError(
-                f"rtlibvirt metadata: cpu.{key} names CPU {format_cpulist(set(named) - online)}, "
-                f"which is not online on this host (online: {format_cpulist(online)})"
-            )
-    return Validated(Settings.from_model(spec.isolation), realtime)
+    if not checked.named <= online:
+        raise DomainError(
+            f"rtlibvirt metadata names CPU {format_cpulist(checked.named - online)}, which is "
+            f"not online on this host (online: {format_cpulist(online)})"
+        )
+
+
+def validated(fs: Any, domain: DomainInfo, online: frozenset[int]) -> Validated:
+    """:func:`validate`, remembered by the SHA-256 of the metadata text.
+
+    A domain with ``<cputune>`` whose metadata text was validated before (by
+    any hook call since boot) takes the remembered settings: only its CPUs are
+    checked against the host again. Raises DomainError like :func:`validate`.
+    """
+    path = fs.path(VALIDATED_FILE)
+    known = _read_validated(path)
+    entry = known.get(domain.meta or "")
+    if entry is not None and domain.realtime is not None:
+        checked = Validated(entry[0], domain.realtime, entry[1])
+        _check_online(checked, online)
+        return checked
+    checked = validate(domain, online)
+    if domain.meta is not None and domain.realtime is not None:
+        known[domain.meta] = (checked.settings, checked.named)
+        _write_validated(path, known)
+    return checked
+
+
+def _read_validated(path: Any) -> dict[str, tuple[Settings, frozenset[int]]]:
+    """The remembered validations; any damage in the file only costs a validation."""
+    try:
+        with open(path, "rb") as handle:
+            raw = json.loads(handle.read(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    found: dict[str, tuple[Settings, frozenset[int]]] = {}
+    if not isinstance(raw, dict):
+        return found
+    for digest, entry in list(raw.items())[-MAX_VALIDATED:]:
+        try:
+            if not (isinstance(digest, str) and len(digest) == 64 and isinstance(entry, dict)):
+                continue
+            named = frozenset(parse_cpulist(str(entry.get("cpus", ""))))
+            found[digest] = (Settings.from_json(entry.get("settings")), named)
+        except (Invalid, CpuListError):
+            continue
+    return found
+
+
+def _write_validated(path: Any, known: dict[str, tuple[Settings, frozenset[int]]]) -> None:
+    data = {
+        digest: {"settings": settings.to_json(), "cpus": format_cpulist(named)}
+        for digest, (settings, named) in list(known.items())[-MAX_VALIDATED:]
+    }
+    try:
+        os.makedirs(os.path.dirname(str(path)), mode=0o755, exist_ok=True)
+        files.atomic_write(path, json.dumps(data).encode("utf-8"), mode=0o600)
+    except OSError:
+        pass  # only a cache: the next call validates again
 
 
 def _realtime_vcpus(found: facts.DomainFacts, notes: list[str]) -> list[Vcpu]:

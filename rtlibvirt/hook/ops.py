@@ -30,7 +30,7 @@ from rtlibvirt.hook.domain import (
     cpus_of,
     name_problem,
     parse,
-    validate,
+    validated,
 )
 from rtlibvirt.hook.isolation import Host
 from rtlibvirt.hook.log import HookLog, clip, escape
@@ -81,11 +81,11 @@ def handle(fs: HostFS, name: str, op: str, subop: str, xml: str) -> int:
             if domain is None:
                 return 0
             try:
-                validated = validate(domain, fs.cpus_online())
+                checked = validated(fs, domain, fs.cpus_online())
             except DomainError as exc:
                 raise Refused(str(exc)) from None
-            strict = validated.settings.strict
-            return _prepare(fs, log, name, domain, validated)
+            strict = checked.settings.strict
+            return _prepare(fs, log, name, domain, checked)
         if op in ("started", "reconnect"):
             if domain is not None:
                 _started(fs, log, name, domain, reconnect=op == "reconnect")
@@ -215,15 +215,15 @@ def _housekeeping(fs: HostFS, state: State, name: str, cpus: frozenset[int]) -> 
 # ---- the operations ------------------------------------------------------------------
 
 
-def _prepare(fs: HostFS, log: HookLog, name: str, domain: DomainInfo, validated: Validated) -> int:
-    cpus = validated.cpus
+def _prepare(fs: HostFS, log: HookLog, name: str, domain: DomainInfo, checked: Validated) -> int:
+    cpus = checked.cpus
     if not cpus:
         log.info("no pinned real-time vCPUs: nothing to isolate")
         return 0
     problem = rtgroup.diagnose(fs)
     if problem:
         raise Refused(f"{problem}; fix: {rtgroup.HINT}")
-    settings = validated.settings
+    settings = checked.settings
     store = StateStore(fs)
     with store.locked():
         host = _open(fs, log, store)
@@ -282,10 +282,10 @@ def _started(
                 raise Unusable(f"CPU {format_cpulist(cpus_of(realtime) - online)} is not online")
         else:
             try:
-                validated = validate(domain, fs.cpus_online())
+                checked = validated(fs, domain, fs.cpus_online())
             except DomainError as exc:
                 raise Unusable(str(exc)) from None
-            realtime, settings = validated.realtime, validated.settings
+            realtime, settings = checked.realtime, checked.settings
         cpus = cpus_of(realtime)
         if not cpus:
             log.info("no pinned real-time vCPUs: nothing to isolate")

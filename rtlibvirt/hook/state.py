@@ -79,6 +79,7 @@ PHASE_RUNNING = "running"
 _SETTING_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _CACHE_ID = re.compile(r"[0-9]{1,5}")
 _HEX = re.compile(r"[0-9a-f]{1,64}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _MASK = re.compile(r"[0-9a-fA-F]{1,8}(?:,[0-9a-fA-F]{8}){0,255}")
 
 
@@ -257,7 +258,7 @@ class Claim:
         tids: list[int] | None = None,
         cache: dict[str, int] | None = None,
         cache_error: str | None = None,
-        meta: int | None = None,
+        meta: str | None = None,
         unmoved: list[str] | None = None,
     ) -> None:
         self.name = name
@@ -271,7 +272,7 @@ class Claim:
         # resctrl: cache id -> capacity bit mask of this VM's exclusive ways
         self.cache = dict(cache or {})
         self.cache_error = cache_error
-        # checksum of the metadata text validated for this claim (see hook.domain)
+        # SHA-256 of the metadata text validated for this claim (see hook.domain)
         self.meta = meta
         # host threads that stayed on this VM's CPUs after started, and why
         self.unmoved = list(unmoved or [])
@@ -331,7 +332,8 @@ class Claim:
             uuid = _str(uuid, f"{what}: uuid", 64)
         meta = data.get("meta")
         if meta is not None:
-            meta = _int(meta, f"{what}: meta", 0, 2**32)
+            meta = _str(meta, f"{what}: meta", 64)
+            _need(_DIGEST.fullmatch(meta) is not None, f"{what}: meta is not a digest")
         unmoved = data.get("unmoved") or []
         _need(
             isinstance(unmoved, list)

@@ -360,6 +360,31 @@ def test_megabytes_of_xml_end_cleanly(tmp_path: Path, size: int) -> None:
     assert snapshot(fs) == before
 
 
+def test_remembered_validations_are_checked_and_a_damaged_memory_costs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rtlibvirt.hook.domain import VALIDATED_FILE
+
+    fs = make_host(tmp_path)
+    call = Hook(fs)
+    assert call("b", "prepare", "begin", B_XML) == 0
+    assert call.stop("b", B_XML) == (0, 0)
+    memory = fs.path(VALIDATED_FILE)
+    assert memory.exists()
+    # the remembered settings, but the CPUs are checked on every call
+    fs.write("/sys/devices/system/cpu/online", "0-1")
+    assert call("b", "prepare", "begin", B_XML) == 1
+    assert "CPU 2, which is not online" in capsys.readouterr().err
+    fs.write("/sys/devices/system/cpu/online", "0-3")
+    for damage in (b"{", b"[]", b'{"' + b"0" * 64 + b'": {"settings": {"irqs": "yes"}}}'):
+        memory.write_bytes(damage)
+        assert call("b", "prepare", "begin", B_XML) == 0  # validated again
+        assert call.stop("b", B_XML) == (0, 0)
+    hostile = edit_spec(B_XML, HOSTILE["cpu -1"])
+    assert call("b", "prepare", "begin", hostile) == 1  # never remembered
+    assert call("b", "prepare", "begin", hostile) == 1
+
+
 def test_a_log_line_cannot_be_forged_by_a_domain_name(tmp_path: Path) -> None:
     fs = make_host(tmp_path)
     call = Hook(fs)

@@ -217,3 +217,44 @@ def test_isolated_by_vm_for_other_commands(tmp_path: Path) -> None:
     assert isolated_by_vm(fs) == {"a": frozenset({1})}
     fs.path("/run/rtlibvirt/journal").unlink()
     assert isolated_by_vm(fs) is None
+
+
+# ---- one definition of the isolation settings --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{}, {"irqs": False, "cache_ways": 4}, {"machine_check_polling": False, "strict": True}],
+)
+def test_the_hooks_settings_are_config_vms_isolation(given: dict[str, object]) -> None:
+    """The hook defines no isolation key, type or default of its own: what it keeps
+    between calls is the Isolation model's dump, and it reads back into the model."""
+    from rtlibvirt.config.model import Errors
+    from rtlibvirt.config.vm import Isolation
+    from rtlibvirt.hook import isolation
+
+    errors = Errors()
+    model = Isolation.parse(given, (), errors)
+    assert not errors.found
+    carried = Settings.from_json(Settings.from_model(model).to_json())  # through a state
+    assert carried.to_json() == model.dump()
+    again = Isolation.parse(carried.to_json(), (), errors)
+    assert again == model and not errors.found
+    for field in Isolation.settings():
+        assert getattr(carried, field.name) == getattr(model, field.name)
+    # nothing in the hook's class names a setting: no table to keep in step
+    names = {f.name for f in Isolation.settings()}
+    assert not names & set(vars(Settings)), names & set(vars(Settings))
+    assert Settings.__slots__ == ("_values",)
+    # every step asks for a setting the model has
+    for step in isolation.steps():
+        step.wants(carried)
+    with pytest.raises(AttributeError):
+        _ = carried.no_such_setting
+
+
+def test_a_setting_newer_than_a_saved_claim_takes_the_models_default() -> None:
+    from rtlibvirt.config.vm import Isolation
+
+    old = Settings.from_json({"irqs": True, "workqueues": True})  # saved before `tasks`
+    assert old.tasks is Isolation().tasks is True

@@ -154,6 +154,17 @@ def test_a_start_without_a_claim_validates(host: Path) -> None:
     assert "rtlibvirt.config.vm" in again  # other metadata than the claim's: validated again
 
 
+def test_a_vm_that_starts_again_with_the_same_metadata_pays_for_no_model(host: Path) -> None:
+    xml = domain_xml("budget", [0, 1], [1])
+    first = loaded_by(host, ["budget", "prepare", "begin", "-"], xml)
+    assert "rtlibvirt.config.vm" in first
+    loaded_by(host, ["budget", "release", "end", "-"], xml)  # the start failed: no claim
+    again = loaded_by(host, ["budget", "prepare", "begin", "-"], xml)
+    assert not again & CONFIG and "dataclasses" not in again  # remembered by its SHA-256
+    other = loaded_by(host, ["other", "prepare", "begin", "-"], domain_xml("other", [0, 2], [1]))
+    assert "rtlibvirt.config.vm" in other  # another text: validated
+
+
 def test_over_budget_names_what_is_too_much() -> None:
     modules = {"rtlibvirt", "rtlibvirt.hook", "rtlibvirt.cli", "click", "lxml.etree", "os"}
     assert over_budget(modules, NO_METADATA) == ["rtlibvirt.cli", "click", "lxml.etree"]

@@ -38,6 +38,7 @@ skipped. After ``started`` the step lists what it could not move, and why
 from __future__ import annotations
 
 import errno
+import os
 
 from rtlibvirt.hook import threads as vcputhreads
 from rtlibvirt.hook.isolation.base import (
@@ -64,9 +65,13 @@ MAX_DEPTH = 16  # how far up the parents of a thread born during the run are fol
 
 
 def excluded_pids(host: Host) -> set[int]:
-    """Processes never touched: every QEMU of libvirt, and every claim's QEMU."""
+    """Processes never touched: every QEMU of libvirt, every claim's QEMU, and the hook
+    itself (it exits in a moment; confined to the housekeeping CPUs it would finish
+    its work beside the VM's emulator thread there, which a start waits for)."""
     found = vcputhreads.qemu_pids(host.fs)
     found |= {c.pid for c in host.state.claims.values() if c.pid is not None}
+    if host.fs.is_live:
+        found.add(os.getpid())
     return found
 
 
