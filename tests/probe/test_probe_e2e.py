@@ -182,7 +182,7 @@ def test_an_interrupted_probe_leaves_no_domain_and_the_host_as_it_was(
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, f"{domain} did not start"
             time.sleep(0.2)
-        time.sleep(2)  # well inside the measurement
+        time.sleep(2)  # the guest boots (or the host measures): a probe in full swing
         process.send_signal(signal_number)
         out, err = process.communicate(timeout=60)
     finally:
