@@ -2,7 +2,8 @@
 
 The hook is installed (and libvirtd restarted to see it, by scripts/libvirtd-up),
 then `rtlibvirt probe` measures examples/small.yaml (renamed rtl-probe-e2e) with
-``--virt-type qemu --duration 5s --baseline --compare untuned --load --json``:
+``--virt-type qemu --duration 5s --baseline --compare untuned --load --json
+--max-latency 1`` (a gate that fails: exit 3):
 the probe image is built if it is not in the cache (a clean machine downloads
 its Debian packages here), the paused baseline domain and the tuned guest get
 the hook's isolation, the untuned guest does not. Checked: results for each
@@ -83,7 +84,7 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         plot = tmp_path / "probe.svg"
         argv = [rtlibvirt, "probe", str(spec), "-c", system_uri, "--virt-type", "qemu"]
         argv += ["--duration", "5s", "--baseline", "--compare", "untuned", "--load"]
-        argv += ["--json", "--plot", str(plot)]
+        argv += ["--json", "--plot", str(plot), "--max-latency", "1"]  # a gate no VM passes
         done = subprocess.run(
             argv,
             capture_output=True,
@@ -92,9 +93,12 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         )
         sampler.stop.set()
         sampler.join()
-        assert done.returncode == 0, done.stderr + tail(log_start)
+        assert done.returncode == 3, done.stderr + tail(log_start)  # over --max-latency
         report = json.loads(done.stdout)  # stdout is the JSON alone
         assert "not real-time figures" in done.stderr  # said plainly for TCG
+        worst = report["configurations"][1]["summary"]["max_us"]
+        assert f"probe: worst case {worst} µs exceeds --max-latency 1 µs" in done.stderr
+        assert report["gate"] == "fail" and report["max_latency_us"] == 1
 
         # results for each configuration
         assert report["real_time_figures"] is False
