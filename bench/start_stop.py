@@ -244,43 +244,59 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def measure(hook: HookFile, modes: dict[str, bytes | None], rounds: int, pause: float) -> dict:
+def measure(
+    hook: HookFile, modes: dict[str, bytes | None], rounds: int, pause: float, probes: bool
+) -> dict[str, Any]:
     """Time both domains under each mode (a hook text, or None for no hook), interleaved."""
     names = list(modes)
     times: dict[str, dict[str, dict[str, list[float]]]] = {
         mode: {name: {"start": [], "destroy": []} for name in (RT, PLAIN)} for mode in names
     }
-    # warm up every path (page cache, the hook's bytecode, QEMU's binary)
-    for mode in names:
-        hook.put(modes[mode])
-        for name in (RT, PLAIN):
-            cycle(name, pause)
-    load_before = loadavg()
-    began = time.monotonic()
-    for r in range(rounds):
-        # every mode comes first, last and in between equally often (rotated, then reversed)
-        order = names[r % len(names) :] + names[: r % len(names)]
-        if (r // len(names)) % 2:
-            order.reverse()
-        domains = (RT, PLAIN) if r % 2 == 0 else (PLAIN, RT)
-        for mode in order:
+    # per mode, domain and op: one {call: ms between the probes} per round
+    gaps: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {
+        mode: {name: {"start": [], "destroy": []} for name in (RT, PLAIN)} for mode in names
+    }
+    if probes:
+        install_probes()
+    try:
+        # warm up every path (page cache, the hook's bytecode, QEMU's binary)
+        for mode in names:
             hook.put(modes[mode])
-            for name in domains:
-                started, stopped = cycle(name, pause)
-                times[mode][name]["start"].append(started)
-                times[mode][name]["destroy"].append(stopped)
-        print(f"  round {r + 1}/{rounds} done (load {loadavg()})", flush=True)
-    took = time.monotonic() - began
+            for name in (RT, PLAIN):
+                cycle(name, pause)
+        load_before = loadavg()
+        began = time.monotonic()
+        for r in range(rounds):
+            # every mode comes first, last and in between equally often
+            order = names[r % len(names) :] + names[: r % len(names)]
+            if (r // len(names)) % 2:
+                order.reverse()
+            domains = (RT, PLAIN) if r % 2 == 0 else (PLAIN, RT)
+            for mode in order:
+                hook.put(modes[mode])
+                for name in domains:
+                    for op in ("start", "destroy"):
+                        mark = time.time()
+                        times[mode][name][op].append(virsh(op, name))
+                        time.sleep(pause)
+                        if probes:
+                            calls = _read_probe_log(mark)
+                            gaps[mode][name][op].append({c: gap for _, c, _, gap in calls})
+            print(f"  round {r + 1}/{rounds} done (load {loadavg()})", flush=True)
+        took = time.monotonic() - began
+    finally:
+        if probes:
+            remove_probes()
     print()
     print(
-        f"virsh start/destroy on {URI}, {rounds} rounds, modes interleaved; wall time of the "
-        f"virsh process; load average {load_before} before, {loadavg()} after; {took:.0f} s"
+        f"virsh start/destroy on {URI}, {rounds} rounds, modes interleaved; load average "
+        f"{load_before} before, {loadavg()} after; {took:.0f} s"
     )
-    base = times["without"]
+    print("1. wall time of the virsh process")
     print(f"{'domain':<7}{'op':<9}{'hook':<10}{'median':>9}{'min':>9}{'added':>10}{'ratio':>8}")
     for name, label in ((RT, "rt"), (PLAIN, "plain")):
         for op in ("start", "destroy"):
-            without = base[name][op]
+            without = times["without"][name][op]
             for mode in names:
                 values = times[mode][name][op]
                 line = (
@@ -293,10 +309,70 @@ def measure(hook: HookFile, modes: dict[str, bytes | None], rounds: int, pause: 
                     line += f"{added:>+8.1f}ms{ratio:>8.3f}"
                 print(line)
     print(
-        "added = median over the rounds of (with the hook - without); "
+        "   added = median over the rounds of (with the hook - without); "
         "ratio = median / median without"
     )
-    return {"rounds": rounds, "load": [load_before, loadavg()], "seconds": took, "times": times}
+    if probes:
+        print_hook_time(names, times, gaps)
+    return {
+        "rounds": rounds,
+        "load": [load_before, loadavg()],
+        "seconds": took,
+        "times": times,
+        "gaps": gaps,
+    }
+
+
+def print_hook_time(
+    names: list[str],
+    times: dict[str, dict[str, dict[str, list[float]]]],
+    gaps: dict[str, dict[str, dict[str, list[dict[str, float]]]]],
+) -> None:
+    """The hook's own time in each start and stop, from the probes around it."""
+    print(
+        "2. the hook's own time, measured where libvirt waits for it: per call, the time "
+        "between the 00- and 99- probes minus its median without the hook (fork and exec "
+        "included), summed over the calls of the start or stop; ratio = 1 + that sum / the "
+        "median wall time without the hook"
+    )
+    print(f"{'domain':<7}{'op':<9}{'hook':<10}{'hook time':>10}{'ratio':>8}   per call (median)")
+    for name, label in ((RT, "rt"), (PLAIN, "plain")):
+        for op in ("start", "destroy"):
+            bare = gaps["without"][name][op]
+            calls = sorted({c for g in bare for c in g}, key=_call_order)
+            base = {c: statistics.median(g[c] for g in bare if c in g) for c in calls}
+            wall = statistics.median(times["without"][name][op])
+            for mode in names[1:]:
+                rounds = gaps[mode][name][op]
+                totals = [sum(g.get(c, base[c]) - base[c] for c in calls) for g in rounds]
+                each = {
+                    c: statistics.median(g.get(c, base[c]) - base[c] for g in rounds) for c in calls
+                }
+                per_call = ", ".join(f"{c.split()[0]} {ms:.1f}" for c, ms in each.items())
+                total = statistics.median(totals)
+                print(
+                    f"{label:<7}{op:<9}{mode:<10}{total:>8.1f}ms{1 + total / wall:>8.3f}"
+                    f"   {per_call}"
+                )
+
+
+def _call_order(call: str) -> int:
+    order = ["prepare", "start", "started", "stopped", "release"]
+    op = call.split()[0]
+    return order.index(op) if op in order else len(order)
+
+
+def install_probes() -> None:
+    PROBE_LOG.unlink(missing_ok=True)
+    for probe in PROBES:
+        probe.write_text(PROBE.format(log=PROBE_LOG))
+        probe.chmod(0o755)
+
+
+def remove_probes() -> None:
+    for probe in PROBES:
+        probe.unlink(missing_ok=True)
+    PROBE_LOG.unlink(missing_ok=True)
 
 
 # ---- which calls libvirt makes -------------------------------------------------------------
@@ -312,12 +388,9 @@ exit 0
 
 
 def list_calls(hook: HookFile, pause: float) -> None:
-    PROBE_LOG.unlink(missing_ok=True)
     seen: dict[str, dict[tuple[str, str], Any]] = {}
+    install_probes()
     try:
-        for probe in PROBES:
-            probe.write_text(PROBE.format(log=PROBE_LOG))
-            probe.chmod(0o755)
         for mode in ("with", "without"):
             hook.install() if mode == "with" else hook.put(None)
             cycle(RT, pause)  # warm
@@ -330,9 +403,7 @@ def list_calls(hook: HookFile, pause: float) -> None:
                     time.sleep(pause)
                     seen.setdefault(mode, {})[(name, op)] = (mark, wall, _read_probe_log(mark))
     finally:
-        for probe in PROBES:
-            probe.unlink(missing_ok=True)
-        PROBE_LOG.unlink(missing_ok=True)
+        remove_probes()
     for name in (RT, PLAIN):
         for op in ("start", "destroy"):
             mark, wall, calls = seen["with"][(name, op)]
@@ -390,6 +461,9 @@ def main() -> None:
         help="also time this installed hook file (e.g. one installed by another version)",
     )
     parser.add_argument("--compare-label", default="other", help="its name in the table")
+    parser.add_argument(
+        "--no-probes", action="store_true", help="time the virsh processes only (no probes)"
+    )
     parser.add_argument("--raw", metavar="FILE", type=Path, help="write every time as JSON")
     options = parser.parse_args()
     if os.geteuid() != 0:
@@ -416,7 +490,7 @@ def main() -> None:
                 modes: dict[str, bytes | None] = {"without": None, "with": hook.text.encode()}
                 if options.compare_hook:
                     modes[options.compare_label] = options.compare_hook.read_bytes()
-                raw = measure(hook, modes, options.rounds, options.pause)
+                raw = measure(hook, modes, options.rounds, options.pause, not options.no_probes)
                 if options.raw:
                     options.raw.write_text(json.dumps(raw, indent=1) + "\n")
         finally:

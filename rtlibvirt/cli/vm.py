@@ -30,6 +30,10 @@ from rtlibvirt.cli.options import (
 def render(spec_file: Path, output: Path | None) -> None:
     """Print the libvirt domain XML of VM.yaml. Needs no libvirt daemon.
 
+    On standard error it recommends the guest kernel's isolation of the
+    realtime vCPUs (isolcpus, nohz_full, rcu_nocbs), as `rtlibvirt probe`
+    measures it.
+
     \b
     Examples:
       rtlibvirt render examples/plc.yaml
@@ -38,12 +42,25 @@ def render(spec_file: Path, output: Path | None) -> None:
     from rtlibvirt.domain.render import render as render_xml
     from rtlibvirt.kernel.files import atomic_write
 
-    xml = render_xml(load_vm(spec_file))
+    spec = load_vm(spec_file)
+    xml = render_xml(spec)
     if output is None:
         click.echo(xml, nl=False)
     else:
         atomic_write(output, xml.encode("utf-8"), mode=0o644)
         click.echo(f"wrote {output}", err=True)
+    _recommend_guest_cmdline(spec)
+
+
+def _recommend_guest_cmdline(spec: Any) -> None:
+    """On stderr, so that stdout stays the XML: what the guest's own kernel should isolate."""
+    from rtlibvirt.probe.guest import isolation_args
+
+    args = isolation_args(spec.vcpus, spec.realtime_vcpus)
+    if args:
+        click.echo(
+            f"recommended guest kernel command line (docs/probe.md): {' '.join(args)}", err=True
+        )
 
 
 @click.command(context_settings=CONTEXT)

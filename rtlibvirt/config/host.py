@@ -275,7 +275,7 @@ def _missing_hint(path: KeyPath) -> str | None:
     return None
 
 
-def _cpus(cpus: frozenset[int]) -> str:
+def _cpulist_or_none(cpus: frozenset[int]) -> str:
     return cpuset.format_cpulist(cpus) or "none"
 
 
@@ -303,16 +303,16 @@ def _check_cpus(spec: HostSpec, facts: HostFacts, check: Checker) -> frozenset[i
             if missing:
                 check.error(
                     (key,),
-                    f"CPU{'s' if len(missing) > 1 else ''} {_cpus(missing)} "
+                    f"CPU{'s' if len(missing) > 1 else ''} {_cpulist_or_none(missing)} "
                     f"{'do' if len(missing) > 1 else 'does'} not exist: "
-                    f"the host has CPUs {_cpus(present)}",
+                    f"the host has CPUs {_cpulist_or_none(present)}",
                     "use CPUs listed in /sys/devices/system/cpu/present",
                 )
         if isolated and present <= isolated:
             check.error(
                 ("isolated_cpus",),
-                f"isolates every CPU of the host ({_cpus(present)}): nothing is left for "
-                "the host itself",
+                f"isolates every CPU of the host ({_cpulist_or_none(present)}): nothing is "
+                "left for the host itself",
                 "keep at least CPU 0 as a housekeeping CPU",
             )
     if spec.housekeeping_cpus is not None:
@@ -332,7 +332,7 @@ def _check_cpus(spec: HostSpec, facts: HostFacts, check: Checker) -> frozenset[i
     if both:
         check.error(
             ("housekeeping_cpus",),
-            f"CPU{'s' if len(both) > 1 else ''} {_cpus(both)} "
+            f"CPU{'s' if len(both) > 1 else ''} {_cpulist_or_none(both)} "
             f"{'are' if len(both) > 1 else 'is'} both isolated and housekeeping",
             "a CPU is either reserved for real-time vCPUs or does the host's work, not both",
         )

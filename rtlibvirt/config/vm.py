@@ -3,8 +3,8 @@
 Loading happens in three steps, each reporting *every* problem it finds with
 its key path and YAML line, and nothing later runs if one fails:
 
-1. YAML syntax (``yamlfile``);
-2. shape: keys, types, ranges, formats (the models below, see ``validation``);
+1. YAML syntax (``config.loader``);
+2. shape: keys, types, ranges, formats (the models below, see ``config.model``);
 3. meaning: the rules that tie keys together (``_check_semantics``).
 
 The normalized spec (every default filled in) dumps to JSON that is itself a

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep.effects import FileState
-from rtlibvirt.kernel import cpuset
+from rtlibvirt.kernel import cpuset, mounts
 from rtlibvirt.kernel import files as fsutil
 from rtlibvirt.kernel.fs import CPU_DIR, HostFS
 
@@ -170,8 +170,7 @@ def gather(fs: HostFS) -> HostFacts:
     pid1 = read_text(fs, "/proc/1/comm")
     kvm_dir = fs.path("/sys/module/kvm/parameters")
     kvm_params = frozenset(os.listdir(kvm_dir)) if kvm_dir.is_dir() else None
-    filesystems_text = read_text(fs, "/proc/filesystems") or ""
-    filesystems = frozenset(line.split()[-1] for line in filesystems_text.splitlines() if line)
+    filesystems = mounts.parse_filesystems(read_text(fs, mounts.FILESYSTEMS) or "")
     cmdline = read_text(fs, "/proc/cmdline")
     unit_originals = _unit_originals(fs)
     return HostFacts(

@@ -11,7 +11,6 @@ host as it was before the first apply.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.kernel.files import LockBusy, lock
 
 JOURNAL_DIR = "/var/lib/rtlibvirt/host-prep"
 OWN_DIRS = ("/var/lib/rtlibvirt/host-prep", "/var/lib/rtlibvirt")  # removed when empty
@@ -150,11 +150,9 @@ class Journal:
         """Hold the journal's lock (released by the kernel if we die)."""
         if self._lock_fd is not None or not self.fs.path(self.dir).is_dir():
             return
-        fd = os.open(self.fs.path(self.dir), os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            fd = lock(self.fs.path(self.dir), timeout=0, directory=True)
+        except LockBusy:
             raise HostError(
                 "another `rtlibvirt host-prep` is changing this host right now",
                 "wait for it to finish, then run the command again",

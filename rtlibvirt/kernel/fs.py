@@ -242,6 +242,7 @@ class HostFS:
         return max(possible, default=0) + 1
 
     # ---- directories and mounts (resctrl groups, for the hook) ---------------
+    # (what is mounted: kernel.mounts)
     # Kernel filesystems give mkdir, rmdir and mount their own meaning (a
     # resctrl group is made by mkdir); a fake tree of a test overrides these.
 
@@ -250,25 +251,6 @@ class HostFS:
 
     def rmdir(self, host_path: str) -> None:
         os.rmdir(self.path(host_path, follow=False))
-
-    def mounts(self) -> list[tuple[str, str, str]]:
-        """``(source, mount point, fstype)`` of each line of ``/proc/mounts``."""
-        found = []
-        for line in self.read_or("/proc/mounts", "").splitlines():
-            fields = line.split()
-            if len(fields) >= 3:
-                point = fields[1].replace("\\040", " ").replace("\\011", "\t")
-                found.append((fields[0], point, fields[2]))
-        return found
-
-    def is_mounted(self, target: str, fstype: str) -> bool:
-        return any(point == target and kind == fstype for _, point, kind in self.mounts())
-
-    def filesystems(self) -> frozenset[str]:
-        """Filesystem types the running kernel supports (``/proc/filesystems``)."""
-        return frozenset(
-            line.split()[-1] for line in self.read_or("/proc/filesystems", "").splitlines() if line
-        )
 
     def mount(self, fstype: str, target: str) -> None:
         """``mount -t FSTYPE FSTYPE TARGET``; raises OSError on failure."""

@@ -131,6 +131,18 @@ def hook_would_change(hookinstall, hooks_dir):
     return True
 
 
+def systemd_restarts(module):
+    """Whether restart_daemon() would restart the daemon through systemd (as it decides)."""
+    systemctl = module.get_bin_path("systemctl")
+    if not systemctl or not os.path.isdir("/run/systemd/system"):
+        return False
+    for unit in ("virtqemud", "libvirtd"):
+        rc, _out, _err = module.run_command([systemctl, "is-active", "--quiet", unit])
+        if rc == 0:
+            return True
+    return False
+
+
 def install(module, result):
     from rtlibvirt import __version__
     from rtlibvirt.hook import install as hookinstall
@@ -159,7 +171,11 @@ def install(module, result):
         module.warn("%s started before the hook was installed: restart it to use the hook" % daemon)
         return
     if module.check_mode:
-        result.update(changed=True, restarted=True, needs_restart=False, daemon="%s would be restarted" % daemon)
+        if systemd_restarts(module):
+            result.update(changed=True, restarted=True, needs_restart=False, daemon="%s would be restarted" % daemon)
+        else:
+            result.update(needs_restart=True, daemon="%s is not run by systemd here: restart it yourself" % daemon)
+            module.warn(result["daemon"])
         return
     said = hookinstall.restart_daemon()
     after = hookinstall.status(hooks_dir)
