@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from rtlibvirt.domain.facts import DomainFacts
 
 
+# vm.yaml keys of these sections that TUNING.yaml refuses, and why.
+NOT_IN_TUNING = {
+    "cpu.iothreads": (
+        "tune keeps the domain's own I/O threads",
+        "remove `cpu.iothreads`; they are pinned to the emulator's CPUs",
+    ),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Tuning(Model):
     """The contents of TUNING.yaml: the real-time sections of a vm.yaml."""
@@ -56,18 +65,13 @@ def load_tuning(path: str | Path) -> Loaded:
     """Read TUNING.yaml and check its shape (every problem at once)."""
     doc = load(path)
     tuning = validate_model(doc, Tuning, _missing_hint)
-    if "iothreads" in tuning.cpu.fields_set:
-        raise SpecError(
-            doc.source,
-            [
-                Problem(
-                    "cpu.iothreads",
-                    "tune keeps the domain's own I/O threads",
-                    doc.line_of(("cpu", "iothreads")),
-                    "remove `cpu.iothreads`; they are pinned to the emulator's CPUs",
-                )
-            ],
-        )
+    refused = []
+    for key, (why, fix) in NOT_IN_TUNING.items():
+        section, name = key.split(".")
+        if name in getattr(tuning, section).fields_set:
+            refused.append(Problem(key, why, doc.line_of((section, name)), fix))
+    if refused:
+        raise SpecError(doc.source, refused)
     return Loaded(doc, tuning)
 
 
