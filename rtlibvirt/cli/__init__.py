@@ -6,8 +6,8 @@ message and an exit status (see ``errors``). ``--debug`` shows tracebacks.
 
 from __future__ import annotations
 
+import importlib
 import os
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,13 +19,30 @@ from rtlibvirt.errors import EXIT_FAILURE, RtlibvirtError
 
 
 class _Group(click.Group):
-    """A click group that turns expected failures into a message and an exit code."""
+    """The top group: commands imported when used; errors become a message and an exit code.
+
+    Each command's module is imported only when that command runs (or ``--help``
+    lists them all), so that ``rtlibvirt render`` does not pay for host-prep's.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in COMMANDS:
+            module, attr = COMMANDS[name].split(":")
+            command = getattr(importlib.import_module(f"rtlibvirt.cli.{module}"), attr)
+            self.add_command(command, name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RtlibvirtError as exc:
             if _debug(ctx):
+                import traceback  # only with --debug: it costs every command ~2 ms
+
                 traceback.print_exc()
             click.echo(exc.render(), err=True)
             ctx.exit(exc.exit_code)
@@ -79,21 +96,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="rtlibvirt")
 
 
-# The command groups register here, after `cli` exists; each module imports only
-# cli.options, never this package's top, so there is no import cycle.
-from rtlibvirt.cli import fit, hook, hostprep, vm  # noqa: E402
-
-for _command in (
-    vm.render,
-    vm.define,
-    vm.schema,
-    hook.hook,
-    hostprep.host_prep,
-    fit.check,
-    fit.tune,
-    fit.status,
-):
-    cli.add_command(_command)
+# The commands: name -> "module:attribute" in rtlibvirt.cli, imported on first use.
+COMMANDS = {
+    "render": "vm:render",
+    "define": "vm:define",
+    "schema": "vm:schema",
+    "hook": "hook:hook",
+    "host-prep": "hostprep:host_prep",
+    "check": "fit:check",
+    "tune": "fit:tune",
+    "status": "fit:status",
+    "probe": "probe:probe",
+}
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,14 +1,13 @@
 """The commands that fit VMs to their host: ``check``, ``tune``, ``status``.
 
-Registered on the ``cli`` group by ``cli/__init__.py``; also the host step of
-``define`` (placement for ``auto``, host checks).
+Registered on the ``cli`` group by ``cli/__init__.py``. ``define``'s host step
+(placement for ``auto``, host checks) is ``virt.define.prepare``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -22,29 +21,6 @@ from rtlibvirt.cli.options import (
 )
 from rtlibvirt.errors import EXIT_DIFFERS, InputError
 from rtlibvirt.fit.findings import summary
-
-# ---- define's host step ---------------------------------------------------------
-
-
-def fit_for_define(conn: Any, uri: str, spec: Any, *, host_check: bool, allow_shared: bool) -> Any:
-    """Place ``auto`` CPUs and run the host checks; returns the placed spec.
-
-    Prints the placement and the warnings; raises HostCheckError on errors.
-    """
-    from rtlibvirt.fit.fitting import HostCheckError, fit_spec
-
-    if not host_check and not spec.needs_placement:
-        return spec
-    fitted = fit_spec(conn, uri, spec, host_check=host_check, allow_shared=allow_shared)
-    if fitted.placement is not None:
-        click.echo(f"auto placement: {fitted.placement.describe(fitted.host.topology)}", err=True)
-    for finding in fitted.findings:
-        if finding.severity != "error":
-            click.echo(finding.render(), err=True)
-    if fitted.errors:
-        raise HostCheckError(spec.name, fitted.errors)
-    return fitted.spec
-
 
 # ---- check ------------------------------------------------------------------------
 

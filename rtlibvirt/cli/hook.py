@@ -67,7 +67,12 @@ def install(hooks_dir: Path, restart: bool) -> None:
     from rtlibvirt.hook import install as hookinstall
 
     result = hookinstall.install(hooks_dir)
-    if result.changed:
+    if result.upgraded:
+        click.echo(
+            f"upgraded the rtlibvirt hook to {__version__} as {result.path} "
+            f"(it was {result.upgraded})"
+        )
+    elif result.changed:
         click.echo(f"installed the rtlibvirt hook {__version__} as {result.path}")
     else:
         click.echo(f"the rtlibvirt hook {__version__} is already installed as {result.path}")
@@ -132,7 +137,11 @@ def status(hooks_dir: Path) -> None:
         echo(f"hook       not installed ({st.path} is missing); run `rtlibvirt hook install`")
     else:
         version = st.installed_version or "unknown version"
-        state = "current" if st.current else f"differs from rtlibvirt {__version__}: reinstall"
+        state = (
+            "current"
+            if st.current
+            else f"out of date: {st.stale}; run `rtlibvirt hook install` to upgrade"
+        )
         echo(f"hook       installed: {st.path} (rtlibvirt {version}, {state})")
         python = st.python or "?"
         echo(f"python     {python}" + ("" if st.python_ok else " (missing: reinstall)"))

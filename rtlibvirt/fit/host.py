@@ -243,7 +243,7 @@ class HostModel:
 
 def _link_name(fs: HostFS, host_path: str) -> str | None:
     try:
-        return os.path.basename(os.readlink(fs.path(host_path)))
+        return os.path.basename(os.readlink(fs.path(host_path, follow=False)))
     except OSError:
         return None
 

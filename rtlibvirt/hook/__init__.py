@@ -17,10 +17,15 @@ anything else         nothing, exit 0, print nothing on stdout (libvirt would
                       take it for a replacement XML)
 ====================  =====================================================
 
-A domain without rtlibvirt metadata costs one substring search: this module
-imports only ``os`` and ``sys`` until it knows the domain is ours. It never
-calls back into libvirt (that deadlocks the daemon) and never imports
-libvirt, click, jinja2, pydantic, lxml or ruamel.
+The installed hook is a shell script (``hooks/qemu``) that starts Python only
+for the calls above of a domain with rtlibvirt metadata (and for stops while
+the state file exists): the other calls, and every call of other domains, cost
+no Python at all. This module makes the same decision again (it is also what
+hooks installed by older versions call for every call): a domain without
+rtlibvirt metadata costs one substring search, and this module imports only
+``os`` and ``sys`` until it knows the domain is ours. It never calls back into
+libvirt (that deadlocks the daemon) and never imports libvirt, click, jinja2,
+pydantic, lxml or ruamel.
 
 The environment variable ``RTLIBVIRT_HOST_ROOT`` roots every /proc, /sys, /run
 (and /var/log) path at another directory: tests and benchmarks run the hook
@@ -53,23 +58,45 @@ USAGE = (
 )
 
 
+# More than any domain XML libvirt writes (a few KiB); a longer stdin is read to
+# its end and dropped (= the shell entry's MAX_XML).
+MAX_XML = 16 << 20
+
+
 def run() -> int:
-    """Entry point of ``hooks/qemu``."""
-    return main(sys.argv[1:], sys.stdin, os.environ.get(ROOT_ENV) or "/")
+    """Entry point of the installed hook (``hooks/qemu``, and older ones): never raises."""
+    try:
+        return main(sys.argv[1:], sys.stdin, os.environ.get(ROOT_ENV) or "/")
+    except Exception as exc:  # a broken installation must not stop the VM
+        sys.stderr.write(f"rtlibvirt hook: internal error: {type(exc).__name__}: {exc}\n")
+        return 0
+
+
+def read_all(stdin: TextIO) -> str | None:
+    """All of stdin (libvirt writes it before it waits); None when longer than MAX_XML."""
+    try:
+        xml = stdin.read(MAX_XML + 1)
+        if len(xml) <= MAX_XML:
+            return xml
+        while stdin.read(1 << 20):
+            pass
+    except (OSError, ValueError):  # unreadable, or not text: like no XML at all
+        return ""
+    return None
 
 
 def main(args: list[str], stdin: TextIO, root: str = "/", fs: HostFS | None = None) -> int:
     """Handle one call; returns the exit status (non-zero only to refuse a ``prepare``)."""
-    try:
-        xml = stdin.read()  # always read it all: libvirt writes it before it waits
-    except (OSError, ValueError):
-        xml = ""
+    xml = read_all(stdin)
     if len(args) < 3:
         sys.stderr.write(USAGE)
         return 2
     name, op, subop = args[0], args[1], args[2]
     if op not in OPERATIONS:
         return 0
+    if xml is None:
+        _too_long(fs, root, name, op, subop)
+        xml = ""  # no isolation from it; a stop still undoes by name below
     if NAMESPACE not in xml:
         # Not ours: nothing to do, unless a VM that lost its metadata while it ran
         # (virsh edit) stops with a claim in the state: undo by name.
@@ -82,3 +109,12 @@ def main(args: list[str], stdin: TextIO, root: str = "/", fs: HostFS | None = No
     from rtlibvirt.kernel.fs import HostFS
 
     return hookops.handle(fs or HostFS(root), name, op, subop, xml)
+
+
+def _too_long(fs: HostFS | None, root: str, name: str, op: str, subop: str) -> None:
+    from rtlibvirt.hook.log import HookLog
+    from rtlibvirt.kernel.fs import HostFS
+
+    log = HookLog(fs or HostFS(root), f"{name} {op} {subop}")
+    log.error(f"the domain XML on stdin is longer than {MAX_XML} characters: no isolation from it")
+    log.close()

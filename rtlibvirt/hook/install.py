@@ -9,13 +9,13 @@ installed must be restarted to see it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from rtlibvirt import __version__, resources
 from rtlibvirt.errors import HostError, InputError
 from rtlibvirt.hook.log import LOG_FILE
 from rtlibvirt.hook.state import STATE_FILE, State, StateError, StateStore, peek
-from rtlibvirt.kernel import rtgroup
+from rtlibvirt.kernel import procs, rtgroup
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.kernel.files import atomic_write
 from rtlibvirt.kernel.fs import HostFS
@@ -31,9 +31,14 @@ from rtlibvirt.kernel.fs import HostFS
 DEFAULT_HOOKS_DIR = Path("/etc/libvirt/hooks")
 HOOK_NAME = "qemu.d/50-rtlibvirt"
 DAEMONS = ("libvirtd", "virtqemud")
-_VERSION_LINE = re.compile(r'^RTLIBVIRT_VERSION = "([^"]*)"', re.MULTILINE)
-_PATH_LINE = re.compile(r"^RTLIBVIRT_PATH = (\".*\")$", re.MULTILINE)
 _MARKER = "rtlibvirt's libvirt qemu hook"
+_SHELL = "#!/bin/sh"
+# The three lines that `render` fills in: NAME='value' (sh quoting: ' is '\'').
+_SETTING = re.compile(r"^RTLIBVIRT_(VERSION|PYTHON|PATH)='((?:[^']|'\\'')*)'$", re.MULTILINE)
+# Hooks installed before the shell entry were Python scripts: #!PYTHON -IS, then
+# NAME = "json".
+_OLD_VERSION_LINE = re.compile(r'^RTLIBVIRT_VERSION = "([^"]*)"', re.MULTILINE)
+_OLD_PATH_LINE = re.compile(r"^RTLIBVIRT_PATH = (\".*\")$", re.MULTILINE)
 
 
 def package_dir() -> Path:
@@ -41,29 +46,69 @@ def package_dir() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def _sh_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
 def render(python: str | None = None, path: Path | None = None) -> str:
-    """The hook file as installed: hooks/qemu with its interpreter and paths filled in."""
+    """The hook file as installed: hooks/qemu with the version, Python and path filled in."""
     python = python or sys.executable
-    if not python or any(c.isspace() for c in python):
+    if not python or not os.path.isabs(python) or any(c in python for c in "\n\r\0"):
         raise HostError(
-            f"cannot use {python!r} in the hook's #! line (it is empty or holds a space)",
-            "install rtlibvirt into a Python whose path has no spaces",
+            f"cannot run the hook with the Python {python!r}: not an absolute path of one line",
+            "install rtlibvirt into a Python with a plain absolute path",
         )
-    shebang = f"#!{python} -IS"
-    if len(shebang) >= 256:
-        raise HostError(f"the hook's #! line would be longer than the kernel's 255 bytes: {python}")
     source = resources.hook_script().read_text(encoding="utf-8")
-    lines = source.splitlines(keepends=True)
-    if not lines or not lines[0].startswith("#!"):
-        raise HostError("the packaged hooks/qemu has no #! line: the installation is broken")
-    body = "".join(lines[1:])
-    body = body.replace(
-        'RTLIBVIRT_VERSION = ""', f"RTLIBVIRT_VERSION = {json.dumps(__version__)}", 1
-    )
-    body = body.replace(
-        'RTLIBVIRT_PATH = ""', f"RTLIBVIRT_PATH = {json.dumps(str(path or package_dir()))}", 1
-    )
-    return shebang + "\n" + body
+    if not source.startswith(_SHELL + "\n"):
+        raise HostError("the packaged hooks/qemu is not a shell script: the installation is broken")
+    values = {"VERSION": __version__, "PYTHON": python, "PATH": str(path or package_dir())}
+    for name, value in values.items():
+        empty = f"RTLIBVIRT_{name}=''"
+        if source.count(empty) != 1:
+            raise HostError(f"the packaged hooks/qemu lacks {empty}: the installation is broken")
+        source = source.replace(empty, f"RTLIBVIRT_{name}={_sh_quote(value)}", 1)
+    return source
+
+
+def installed_settings(text: str) -> dict[str, str]:
+    """VERSION, PYTHON and PATH of an installed hook (of this version or an older one)."""
+    found = {m.group(1): m.group(2).replace("'\\''", "'") for m in _SETTING.finditer(text)}
+    if found or text.startswith(_SHELL):
+        return found
+    # before the shell entry: a Python script run by the Python of its #! line
+    first = text.splitlines()[0] if text else ""
+    words = first[2:].split() if first.startswith("#!") else []
+    if words:
+        found["PYTHON"] = words[0]
+    version = _OLD_VERSION_LINE.search(text)
+    if version:
+        found["VERSION"] = version.group(1)
+    path = _OLD_PATH_LINE.search(text)
+    if path:
+        with contextlib.suppress(ValueError):
+            found["PATH"] = str(json.loads(path.group(1)))
+    return found
+
+
+def stale_reason(text: str) -> str | None:
+    """Why an installed hook is not what this rtlibvirt would install; None if it is."""
+    settings = installed_settings(text)
+    python, path = settings.get("PYTHON"), settings.get("PATH")
+    try:
+        wanted = render(python, Path(path) if path else None) if python else None
+    except HostError:
+        wanted = None
+    if text == wanted:
+        return None
+    if not text.startswith(_SHELL):
+        return (
+            "an older hook that starts Python for every call of every domain "
+            "(about 10 ms each, five calls per start and stop)"
+        )
+    version = settings.get("VERSION")
+    if version and version != __version__:
+        return f"installed by rtlibvirt {version}; this is rtlibvirt {__version__}"
+    return f"it differs from what rtlibvirt {__version__} installs (edited, or another build)"
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,7 @@ class InstallResult:
     path: Path
     changed: bool  # False: the same hook was already there
     user_hook: Path | None  # the user's own DIR/qemu, left alone
+    upgraded: str | None = None  # the hook replaced was out of date: why
 
 
 def install(hooks_dir: Path = DEFAULT_HOOKS_DIR) -> InstallResult:
@@ -90,11 +136,15 @@ def install(hooks_dir: Path = DEFAULT_HOOKS_DIR) -> InstallResult:
         )
     user = hooks_dir / "qemu"
     user_hook = user if user.exists() else None
+    upgraded = None
     try:
-        if target.is_file() and target.read_text(encoding="utf-8") == content:
-            if os.stat(target).st_mode & 0o777 != 0o755:
-                os.chmod(target, 0o755)
-            return InstallResult(target, False, user_hook)
+        if target.is_file():
+            old = target.read_text(encoding="utf-8", errors="replace")
+            if old == content:
+                if os.stat(target).st_mode & 0o777 != 0o755:
+                    os.chmod(target, 0o755)
+                return InstallResult(target, False, user_hook)
+            upgraded = stale_reason(old) or "it was installed from another Python or folder"
         target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         atomic_write(target, content.encode("utf-8"), mode=0o755)
     except OSError as exc:
@@ -102,7 +152,7 @@ def install(hooks_dir: Path = DEFAULT_HOOKS_DIR) -> InstallResult:
             f"cannot install the hook as {target}: {exc.strerror or exc}",
             "run as root" if isinstance(exc, PermissionError) else None,
         ) from None
-    return InstallResult(target, True, user_hook)
+    return InstallResult(target, True, user_hook, upgraded)
 
 
 def _ours(path: Path) -> bool:
@@ -159,6 +209,7 @@ class Status:
     path: Path
     installed: bool
     current: bool = False
+    stale: str | None = None  # installed, but not what this rtlibvirt installs: why
     installed_version: str | None = None
     python: str | None = None
     python_ok: bool = False
@@ -201,19 +252,12 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Sta
     result.user_hook = user if user.exists() else None
     if result.installed:
         text = target.read_text(encoding="utf-8", errors="replace")
-        m = _VERSION_LINE.search(text)
-        result.installed_version = m.group(1) if m else None
-        first = text.splitlines()[0] if text else ""
-        result.python = (
-            first[2:].split()[0] if first.startswith("#!") and first[2:].split() else None
-        )
+        settings = installed_settings(text)
+        result.installed_version = settings.get("VERSION")
+        result.python = settings.get("PYTHON")
         result.python_ok = bool(result.python) and os.access(str(result.python), os.X_OK)
-        path = _PATH_LINE.search(text)
-        try:
-            installed_path = Path(json.loads(path.group(1))) if path else None
-            result.current = bool(result.python) and text == render(result.python, installed_path)
-        except (HostError, ValueError):
-            result.current = False
+        result.stale = stale_reason(text)
+        result.current = result.stale is None
         result.installed_at = target.stat().st_mtime
     result.daemon = find_daemon(fs)
     try:
@@ -255,41 +299,14 @@ def find_daemon(fs: HostFS) -> Daemon | None:
 
 
 def _daemon(fs: HostFS, pid: int) -> Daemon | None:
-    comm = fs.read_or(f"/proc/{pid}/comm", "").strip()
+    comm = procs.comm(fs, pid).strip()
     if comm not in DAEMONS:
         return None
-    if fs.read_or(f"/proc/{pid}/stat", "").rpartition(")")[2].split()[:1] == ["Z"]:
-        return None  # a zombie of an earlier daemon
-    started = process_start_time(fs, pid)
+    info = procs.stat(fs, pid)
+    if info is None or info.state == "Z":
+        return None  # gone, or a zombie of an earlier daemon
+    started = procs.start_time(fs, pid)
     return None if started is None else Daemon(comm, pid, started)
-
-
-def process_start_time(fs: HostFS, pid: int) -> float | None:
-    """Start time of a process in epoch seconds (/proc/PID/stat field 22).
-
-    The boot time comes from /proc/uptime (10 ms steps) where it can, since
-    /proc/stat's btime is rounded to the second.
-    """
-    stat = fs.read_or(f"/proc/{pid}/stat", "")
-    fields = stat.rpartition(")")[2].split()
-    try:
-        ticks = int(fields[19])
-    except (IndexError, ValueError):
-        return None
-    boot: float | None = None
-    uptime = fs.read_or("/proc/uptime", "").split()
-    if uptime:
-        try:
-            boot = time.time() - float(uptime[0])
-        except ValueError:
-            boot = None
-    if boot is None:
-        for line in fs.read_or("/proc/stat", "").splitlines():
-            if line.startswith("btime "):
-                boot = float(line.split()[1])
-    if boot is None:
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 # ---- restart -------------------------------------------------------------------------

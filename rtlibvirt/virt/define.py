@@ -9,7 +9,8 @@ of the same name that rtlibvirt did not create is never replaced without
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rtlibvirt.config.units import hugepage_name
@@ -19,6 +20,8 @@ from rtlibvirt.domain.facts import DomainFacts, DomainXMLError, facts
 from rtlibvirt.domain.metadata import TUNE_ORIGIN
 from rtlibvirt.domain.render import Identity, render
 from rtlibvirt.errors import LibvirtError
+from rtlibvirt.fit.findings import Finding
+from rtlibvirt.fit.placement import Placement
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.virt import connection as virt
 
@@ -68,8 +71,7 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
         return DefinePlan(spec.name, uri, render(spec), None, managed=False, running=False)
     current = virt.inactive_xml(domain)
     found = stored_facts(current, spec.name, uri)
-    # rtlibvirt's element is there, and was written by `define` (not by `tune`).
-    managed = found.managed and found.origin != TUNE_ORIGIN
+    managed = _created_by_rtlibvirt(found)
     if not managed and not force:
         raise LibvirtError(
             f"a domain named {spec.name!r} already exists on {uri} and was not created by "
@@ -79,6 +81,18 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
         )
     xml = render(spec, Identity(uuid=found.uuid, macs=found.macs))
     return DefinePlan(spec.name, uri, xml, current, managed, virt.is_active(domain))
+
+
+def created_by_rtlibvirt(domain_xml: str) -> bool:
+    """Whether ``define`` made this domain: rtlibvirt's element is there, not ``tune``'s.
+
+    DomainXMLError when the XML cannot be read.
+    """
+    return _created_by_rtlibvirt(facts(domain_xml))
+
+
+def _created_by_rtlibvirt(found: DomainFacts) -> bool:
+    return found.managed and found.origin != TUNE_ORIGIN
 
 
 def apply(conn: Any, define_plan: DefinePlan) -> str:
@@ -137,3 +151,140 @@ def describe(domain_xml: str) -> list[str]:
 
 def _count(n: int, what: str) -> str:
     return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+# ---- define in one call: the public API under `define --json` and the Ansible module ----
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``define`` did, or would do: the plan, the host step and the result.
+
+    ``result`` is ``defined`` (a new domain), ``updated``, ``replaced`` (a domain
+    rtlibvirt did not create, with ``force``) or ``unchanged``: the definition is
+    the same once what libvirt fills in is left out (:func:`rtlibvirt.domain.diff.canonical`,
+    as ``--dry-run`` shows it). ``stored`` is the definition as libvirt keeps it
+    after :func:`commit` (None before, and for a new domain on a dry run).
+    """
+
+    plan: DefinePlan
+    spec: VmSpec  # with `auto` resolved
+    diff: str  # unified diff of the canonical forms; '' when unchanged
+    placement: Placement | None = None
+    placement_text: str = ""  # how the placement reads, e.g. "vCPUs 0->2, 1->3 on NUMA node 0"
+    findings: tuple[Finding, ...] = ()
+    not_checked: tuple[str, ...] = ()
+    host_checked: bool = True
+    stored: str | None = None
+    committed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return not self.plan.exists or bool(self.diff)
+
+    @property
+    def result(self) -> str:
+        if not self.changed:
+            return "unchanged"
+        if not self.plan.exists:
+            return "defined"
+        return "updated" if self.plan.managed else "replaced"
+
+    @property
+    def uuid(self) -> str | None:
+        xml = self.stored or self.plan.current_xml
+        return facts(xml).uuid if xml else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``rtlibvirt define --json``); every key always present."""
+        return {
+            "name": self.plan.name,
+            "uri": self.plan.uri,
+            "result": self.result,
+            "changed": self.changed,
+            "dry_run": not self.committed,
+            "existed": self.plan.exists,
+            "managed": self.plan.managed if self.plan.exists else None,
+            "running": self.plan.running,
+            "uuid": self.uuid,
+            "placement": placement_json(self.placement, self.placement_text),
+            "host_checked": self.host_checked,
+            "findings": [f.to_json() for f in self.findings],
+            "not_checked": list(self.not_checked),
+            "diff": self.diff,
+            "xml": self.stored if self.stored is not None else self.plan.xml,
+        }
+
+
+def placement_json(placement: Placement | None, text: str = "") -> dict[str, Any] | None:
+    if placement is None:
+        return None
+    return {
+        "text": text,
+        "pinning": list(placement.pinning),
+        "emulator": list(placement.emulator),
+        "nodes": sorted(placement.nodes),
+        "isolated": placement.isolated,
+        "whole_cores": placement.whole_cores,
+        "kept": placement.kept,
+    }
+
+
+def prepare(
+    conn: Any,
+    uri: str,
+    spec: VmSpec,
+    *,
+    force: bool = False,
+    host_check: bool = True,
+    allow_shared: bool = False,
+) -> Outcome:
+    """Place ``auto`` CPUs, check the host and plan the definition. Changes nothing.
+
+    Raises HostCheckError when the host checks find errors, LibvirtError when a
+    same-named domain rtlibvirt did not create is in the way (without ``force``).
+    """
+    from rtlibvirt.fit.fitting import HostCheckError, fit_spec
+
+    placement: Placement | None = None
+    placement_text = ""
+    findings: tuple[Finding, ...] = ()
+    not_checked: tuple[str, ...] = ()
+    if host_check or spec.needs_placement:
+        fitted = fit_spec(conn, uri, spec, host_check=host_check, allow_shared=allow_shared)
+        if fitted.errors:
+            raise HostCheckError(spec.name, fitted.errors)
+        assert fitted.spec is not None
+        spec, placement = fitted.spec, fitted.placement
+        if placement is not None:
+            placement_text = placement.describe(fitted.host.topology)
+        findings, not_checked = tuple(fitted.findings), tuple(fitted.skipped)
+    planned = plan(conn, spec, force=force)
+    if planned.current_xml is None:
+        diff = "".join(
+            difflib.unified_diff(
+                [],
+                xmldiff.canonical(planned.xml).splitlines(keepends=True),
+                "/dev/null",
+                f"{planned.name} (new definition)",
+            )
+        )
+    else:
+        diff = planned.diff()
+    return Outcome(
+        plan=planned,
+        spec=spec,
+        diff=diff,
+        placement=placement,
+        placement_text=placement_text,
+        findings=findings,
+        not_checked=not_checked,
+        host_checked=host_check,
+    )
+
+
+def commit(conn: Any, outcome: Outcome) -> Outcome:
+    """Define the planned domain, unless it is unchanged (then libvirt is not asked)."""
+    if not outcome.changed:
+        return replace(outcome, stored=outcome.plan.current_xml, committed=True)
+    return replace(outcome, stored=apply(conn, outcome.plan), committed=True)

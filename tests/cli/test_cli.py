@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from pytest_mock import MockerFixture
@@ -22,9 +23,12 @@ def _commands() -> list[list[str]]:
     found: list[list[str]] = []
 
     def walk(group: object, prefix: list[str]) -> None:
-        for name, command in getattr(group, "commands", {}).items():
+        if not isinstance(group, click.Group):
+            return
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):  # commands are imported lazily
             found.append([*prefix, name])
-            walk(command, [*prefix, name])
+            walk(group.get_command(ctx, name), [*prefix, name])
 
     walk(cli, [])
     return found

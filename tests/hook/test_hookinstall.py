@@ -54,14 +54,16 @@ def fake_daemon(root: Path, started: float, pid: int = 4242) -> None:
 def test_the_installed_hook_runs_this_python_in_isolated_mode(installed: Path) -> None:
     text = installed.read_text()
     lines = text.splitlines()
-    assert lines[0] == f"#!{sys.executable} -IS"
-    assert f'RTLIBVIRT_VERSION = "{__version__}"' in lines
-    assert f'RTLIBVIRT_PATH = "{REPO}"' in lines
+    assert lines[0] == "#!/bin/sh"
+    assert f"RTLIBVIRT_VERSION='{__version__}'" in lines
+    assert f"RTLIBVIRT_PYTHON='{sys.executable}'" in lines
+    assert f"RTLIBVIRT_PATH='{REPO}'" in lines
+    assert '"${RTLIBVIRT_PYTHON:-python3}" -I -S -c \'' in text
     assert installed.stat().st_mode & 0o777 == 0o755
     # everything else is hooks/qemu as shipped
     source = (REPO / "hooks/qemu").read_text().splitlines()
-    assert [ln for ln in lines[1:] if not ln.startswith("RTLIBVIRT_")] == [
-        ln for ln in source[1:] if not ln.startswith("RTLIBVIRT_")
+    assert [ln for ln in lines if not ln.startswith("RTLIBVIRT_")] == [
+        ln for ln in source if not ln.startswith("RTLIBVIRT_")
     ]
 
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""`rtlibvirt render`, `check` and `define --dry-run` against the import floor of their libraries.
+
+    .venv/bin/python bench/import_floor.py [--runs N]
+
+The floor is what no rtlibvirt command that reads a vm.yaml can go below: the
+same Python starting and importing the libraries it is built on,
+
+- ``python -c "import click, jinja2, ruamel.yaml, lxml.etree"`` for ``render``;
+- the same plus ``import libvirt`` and opening ``test:///default`` for ``check``
+  and ``define --dry-run``, which read the host through libvirt (on the test
+  driver, which runs in the process: nothing waits for a daemon).
+
+Every command runs as a whole process (the ``rtlibvirt`` console script of this
+venv, the same interpreter as the floor), each example in examples/ once per
+round, all commands of a round in rotated order so that the drift of a shared
+machine falls on every command alike. Prints the medians, rtlibvirt's own part
+(median minus floor) and the ratio to the floor; the target (issue 12) is
+``render`` within 1.2x. Bytecode is cached as after an install (a warm-up run
+writes it; PYTHONDONTWRITEBYTECODE is dropped). Not a test: nothing asserts on
+these times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+RTLIBVIRT = str(Path(PYTHON).with_name("rtlibvirt"))
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+FLOOR = "import click, jinja2, ruamel.yaml, lxml.etree"
+FLOOR_LIBVIRT = FLOOR + "; import libvirt; libvirt.open('test:///default').close()"
+
+
+def commands() -> dict[str, tuple[list[str], str]]:
+    """label -> (argv, the floor it is compared with)."""
+    found: dict[str, tuple[list[str], str]] = {
+        "floor": ([PYTHON, "-c", FLOOR], ""),
+        "floor + libvirt": ([PYTHON, "-c", FLOOR_LIBVIRT], ""),
+    }
+    for spec in EXAMPLES:
+        found[f"render {spec.name}"] = ([RTLIBVIRT, "render", str(spec)], "floor")
+    plc = str(REPO / "examples/plc.yaml")
+    found["check plc.yaml"] = (
+        [RTLIBVIRT, "check", plc, "-c", "test:///default"],
+        "floor + libvirt",
+    )
+    found["define --dry-run plc.yaml"] = (
+        [RTLIBVIRT, "define", plc, "-c", "test:///default", "--dry-run"],
+        "floor + libvirt",
+    )
+    return found
+
+
+def run(argv: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True)
+    elapsed = (time.perf_counter() - start) * 1000
+    if done.returncode not in (0, 3):  # check exits 3 when it has findings
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    options = parser.parse_args()
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    table = commands()
+    labels = list(table)
+    for label in labels:  # warm up: page cache, bytecode, the jinja2 template cache
+        run(table[label][0])
+        run(table[label][0])
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    for r in range(options.runs):
+        shift = r % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            times[label].append(run(table[label][0]))
+    after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(
+        f"{options.runs} runs each, whole processes, interleaved; Python {sys.version.split()[0]}; "
+        f"load average {load} before, {after} after"
+    )
+    print(f"{'command':<30}{'median':>9}{'min':>9}{'own part':>10}{'ratio':>8}")
+    for label in labels:
+        median = statistics.median(times[label])
+        line = f"{label:<30}{median:>7.1f}ms{min(times[label]):>7.1f}ms"
+        floor = table[label][1]
+        if floor:
+            base = statistics.median(times[floor])
+            line += f"{median - base:>+8.1f}ms{median / base:>8.2f}"
+        print(line)
+    print("own part = median - median of its floor; ratio = median / median of its floor")
+
+
+if __name__ == "__main__":
+    main()
