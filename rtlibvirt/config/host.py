@@ -28,6 +28,7 @@ from rtlibvirt.config.model import (
     cpus,
     integer,
     list_of,
+    model,
     nested,
     optional,
     setting,
@@ -68,7 +69,7 @@ def _kernel_arg(value: Any) -> str:
 KERNEL_ARG = Scalar(_kernel_arg, {"type": "string", "pattern": _KERNEL_ARG.pattern})
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Hugepages(Model):
     """Hugepages reserved for VMs: 1G pages at boot (kernel arguments), 2M pages at runtime."""
 
@@ -85,7 +86,7 @@ class _HugepagesList(ListOf[Hugepages]):
         return super().parse(value, path, errors)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class HostSpec(Model):
     """A real-time KVM host: the contents of ``host.yaml``."""
 

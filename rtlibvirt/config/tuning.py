@@ -12,12 +12,12 @@ from pathlib import Path
 
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.loader import load
-from rtlibvirt.config.model import Model, nested, setting, validate_model
+from rtlibvirt.config.model import Model, model, nested, setting, validate_model
 from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa
 from rtlibvirt.errors import Problem, SpecError
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Tuning(Model):
     """The contents of TUNING.yaml: the real-time sections of a vm.yaml."""
 

@@ -39,6 +39,7 @@ from rtlibvirt.config.model import (
     integer,
     list_of,
     matching,
+    model,
     nested,
     optional,
     setting,
@@ -204,7 +205,7 @@ CPUS_OR_AUTO = Scalar(
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Realtime(Model):
     """Real-time scheduling of vCPU threads (libvirt ``<vcpusched>``)."""
 
@@ -234,7 +235,7 @@ class _RealtimeOrOff(Parser["Realtime | None"]):
         return False if value is None else value.dump()
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Topology(Model):
     """Guest CPU topology; sockets * cores * threads must equal ``vcpus``."""
 
@@ -243,7 +244,7 @@ class Topology(Model):
     threads: int = setting(integer(1), default=1)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Cpu(Model):
     """vCPU placement, scheduling and model."""
 
@@ -276,14 +277,14 @@ class Cpu(Model):
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Numa(Model):
     """Host NUMA placement of the guest's memory."""
 
     node: int | None = setting(optional(integer(0)), "host NUMA node id", default=None)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class MemoryBacking(Model):
     """How guest RAM is backed on the host."""
 
@@ -292,7 +293,7 @@ class MemoryBacking(Model):
     nosharepages: bool = setting(boolean(), "no KSM page sharing", default=True)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Disk(Model):
     """A disk image file or block device."""
 
@@ -306,7 +307,7 @@ class Disk(Model):
     readonly: bool = setting(boolean(), default=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Network(Model):
     """A NIC on a host bridge or a libvirt network (exactly one of the two)."""
 
@@ -316,7 +317,7 @@ class Network(Model):
     mac: str | None = setting(optional(MAC_ADDRESS), default=None)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Hostdev(Model):
     """A PCI device passed through with VFIO."""
 
@@ -341,7 +342,7 @@ class _HostdevItem(Parser[Hostdev]):
         return value.dump()
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Devices(Model):
     """Disks, NICs and PCI passthrough devices."""
 
@@ -352,7 +353,7 @@ class Devices(Model):
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Isolation(Model):
     """Host isolation that the rtlibvirt hook applies while the VM runs."""
 
@@ -375,7 +376,7 @@ class Isolation(Model):
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class VmSpec(Model):
     """A real-time VM: the contents of ``vm.yaml``."""
 

@@ -348,11 +348,12 @@ def test_an_old_installed_hook_still_works(tmp_path: Path) -> None:
 
 
 def test_status_says_an_old_hook_is_out_of_date_and_install_upgrades_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hooks_dir = tmp_path / "hooks"
     root = tmp_path / "root"
     build_host(root)
+    monkeypatch.setenv("RTLIBVIRT_HOST_ROOT", str(root))  # not the live host's state
     target = old_hook(hooks_dir)
     st = hookinstall.status(hooks_dir, HostFS(root))
     assert st.installed and not st.current and not st.ok
