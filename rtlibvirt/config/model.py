@@ -17,7 +17,6 @@ reads a file pays for this module, and it used to be pydantic's ~100 ms.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -525,6 +524,8 @@ def _required(spec: dataclasses.Field[Any]) -> bool:
 
 
 def did_you_mean(key: str, known: Iterable[str]) -> str:
+    import difflib  # only for an unknown key: ~1 ms that valid files do not pay
+
     names = sorted(known)
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
     if close:
