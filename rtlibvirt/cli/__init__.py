@@ -111,6 +111,7 @@ COMMANDS = {
     "check": "fit:check",
     "tune": "fit:tune",
     "status": "fit:status",
+    "probe": "probe:probe",
 }
 
 if __name__ == "__main__":  # pragma: no cover

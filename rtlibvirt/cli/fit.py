@@ -1,14 +1,13 @@
 """The commands that fit VMs to their host: ``check``, ``tune``, ``status``.
 
-Registered on the ``cli`` group by ``cli/__init__.py``; also the host step of
-``define`` (placement for ``auto``, host checks).
+Registered on the ``cli`` group by ``cli/__init__.py``. ``define``'s host step
+(placement for ``auto``, host checks) is ``virt.define.prepare``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -22,29 +21,6 @@ from rtlibvirt.cli.options import (
 )
 from rtlibvirt.errors import EXIT_DIFFERS, InputError
 from rtlibvirt.fit.findings import summary
-
-# ---- define's host step ---------------------------------------------------------
-
-
-def fit_for_define(conn: Any, uri: str, spec: Any, *, host_check: bool, allow_shared: bool) -> Any:
-    """Place ``auto`` CPUs and run the host checks; returns the placed spec.
-
-    Prints the placement and the warnings; raises HostCheckError on errors.
-    """
-    from rtlibvirt.fit.fitting import HostCheckError, fit_spec
-
-    if not host_check and not spec.needs_placement:
-        return spec
-    fitted = fit_spec(conn, uri, spec, host_check=host_check, allow_shared=allow_shared)
-    if fitted.placement is not None:
-        click.echo(f"auto placement: {fitted.placement.describe(fitted.host.topology)}", err=True)
-    for finding in fitted.findings:
-        if finding.severity != "error":
-            click.echo(finding.render(), err=True)
-    if fitted.errors:
-        raise HostCheckError(spec.name, fitted.errors)
-    return fitted.spec
-
 
 # ---- check ------------------------------------------------------------------------
 
@@ -162,10 +138,10 @@ def tune(
       rtlibvirt tune win10 tuning.yaml --dry-run    # show the diff
       rtlibvirt tune win10 tuning.yaml
     """
-    from rtlibvirt.config.tuning import load_tuning
+    from rtlibvirt.config.tuning import load_tuning, spec_for
     from rtlibvirt.domain import diff as xmldiff
-    from rtlibvirt.domain.edit import spec_for, tune_xml
-    from rtlibvirt.domain.facts import facts
+    from rtlibvirt.domain.edit import tune_xml
+    from rtlibvirt.domain.facts import DomainXMLError, facts
     from rtlibvirt.fit.fitting import HostCheckError, place_spec
     from rtlibvirt.fit.host import gather
     from rtlibvirt.virt import connection as virt
@@ -181,10 +157,14 @@ def tune(
             )
         current = virt.inactive_xml(dom)
         host = gather(conn, uri)
-        own = host.domain(domain)
-        if own is None:
+        try:
             own = facts(current)
-        spec, warnings = spec_for(loaded, current, own)
+        except DomainXMLError as exc:
+            raise InputError(
+                f"the definition of {domain!r} on {uri} cannot be read: {exc}; nothing was changed",
+                "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
+            ) from None
+        spec, warnings = spec_for(loaded, own)
         for problem in warnings:
             click.echo(f"warning: {problem.render(loaded.doc.source)}", err=True)
         spec, placement = place_spec(host, spec)

@@ -8,8 +8,7 @@ them into a message and an exit status.
 
 from __future__ import annotations
 
-import os
-import shutil
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from rtlibvirt.cli.options import CONTEXT
-from rtlibvirt.errors import EXIT_DIFFERS, HostError, InputError, RtlibvirtError
-from rtlibvirt.kernel.fs import HostFS
+from rtlibvirt.cli.options import CONTEXT, json_option
+from rtlibvirt.errors import EXIT_DIFFERS, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,52 +39,20 @@ host_argument = click.argument(
 )
 
 
-def _live(root: Path) -> bool:
-    return root.resolve() == Path("/")
-
-
-def _program(live: bool) -> str:
-    """The rtlibvirt that rtlibvirt-host.service runs at boot."""
-    from rtlibvirt.hostprep.plan import DEFAULT_PROGRAM
-
-    if not live:
-        return DEFAULT_PROGRAM
-    argv0 = sys.argv[0] if sys.argv else ""
-    if os.path.basename(argv0) == "rtlibvirt" and os.path.exists(argv0):
-        return os.path.abspath(argv0)
-    return shutil.which("rtlibvirt") or DEFAULT_PROGRAM
-
-
-def _prepare(
-    host_file: Path, root: Path, runtime_only: bool, need_bootloader: bool = True
-) -> tuple[Any, Any, Any]:
+def _prepare(host_file: Path, root: Path, runtime_only: bool, need_bootloader: bool = True) -> Any:
     """Facts, validated spec, plan, effects and journal: nothing changed yet."""
-    from rtlibvirt.config.host import load_host_spec
-    from rtlibvirt.hostprep.effects import Effects
-    from rtlibvirt.hostprep.facts import gather
-    from rtlibvirt.hostprep.journal import Journal
-    from rtlibvirt.hostprep.plan import build_plan
+    from rtlibvirt.hostprep import api
 
-    fs = HostFS(root)
-    live = _live(root)
-    facts = gather(fs)
-    host = load_host_spec(host_file, facts)
-    for problem in host.warnings:
-        click.echo(f"warning: {problem.render(host.source)}", err=True)
-    plan = build_plan(
-        host,
-        facts,
-        runtime_only=runtime_only,
-        program=_program(live),
-        need_bootloader=need_bootloader,
+    prepared = api.prepare(
+        root, host_file, runtime_only=runtime_only, need_bootloader=need_bootloader
     )
-    effects = Effects(fs, runtime=live, commands=live)
-    return plan, effects, Journal(effects)
+    for problem in prepared.warnings:
+        click.echo(f"warning: {problem.render(prepared.source)}", err=True)
+    return prepared
 
 
-def _need_root(root: Path) -> None:
-    if _live(root) and os.geteuid() != 0:
-        raise HostError("changing the host needs root", "run it with sudo")
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
 
 
 @click.group("host-prep", context_settings=CONTEXT)
@@ -111,22 +77,32 @@ def host_prep() -> None:
 @host_argument
 @root_option
 @click.option("--runtime-only", is_flag=True, help="Only the runtime values (see apply).")
-def plan(host_file: Path, root: Path, runtime_only: bool) -> None:
+@json_option
+def plan(host_file: Path, root: Path, runtime_only: bool, as_json: bool) -> None:
     """Show every change apply would make: file diffs, commands, runtime values.
 
-    Changes nothing.
+    Changes nothing. --json prints one object: "changed" (would apply change
+    anything), "reboot_required", and "changes" (each file, command, service,
+    mount and runtime value apply would change).
 
     \b
     Examples:
       rtlibvirt host-prep plan host.yaml
+      rtlibvirt host-prep plan host.yaml --json | jq -e .changed >/dev/null && echo "to do"
       rtlibvirt host-prep plan host.yaml --runtime-only
       rtlibvirt host-prep plan host.yaml --root /srv/image   # a tree; cpu_vendor if no /proc
     """
-    from rtlibvirt.hostprep.plan import preview
+    from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_plan
 
-    plan_, effects, journal = _prepare(host_file, root, runtime_only)
-    click.echo(render_plan(plan_, preview(plan_, effects, journal), effects, journal), nl=False)
+    prepared = _prepare(host_file, root, runtime_only)
+    result = api.run_plan(prepared)
+    if as_json:
+        _echo_json(result.to_json())
+        return
+    click.echo(
+        render_plan(prepared.plan, result.preview, prepared.effects, prepared.journal), nl=False
+    )
 
 
 @host_prep.command(context_settings=CONTEXT)
@@ -139,29 +115,39 @@ def plan(host_file: Path, root: Path, runtime_only: bool) -> None:
     help="Only the runtime values (sysctl, 2M hugepages, resctrl mount, machine-check "
     "polling, lapic_timer_advance_ns): no files. What rtlibvirt-host.service runs at boot.",
 )
-def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool) -> None:
+@json_option
+def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool, as_json: bool) -> None:
     """Make the host match HOST.yaml (after showing the plan and asking).
 
     Every change is journaled before it is made; applying the same file again
     changes nothing; `rtlibvirt host-prep revert` undoes it all.
 
+    --json (with --yes) prints one object instead: "result" applied or
+    unchanged, "changed", "reboot_required", "changes" and what was "done".
+
     \b
     Examples:
       rtlibvirt host-prep apply host.yaml                  # shows the plan, asks
       rtlibvirt host-prep apply host.yaml --yes
+      rtlibvirt host-prep apply host.yaml --yes --json | jq .reboot_required
       rtlibvirt host-prep apply host.yaml --runtime-only --yes
     """
-    from rtlibvirt.hostprep.apply import apply as do_apply
-    from rtlibvirt.hostprep.plan import preview
+    from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_plan
 
-    _need_root(root)
-    plan_, effects, journal = _prepare(host_file, root, runtime_only)
-    pv = preview(plan_, effects, journal)
+    if as_json and not yes:
+        raise InputError("--json needs --yes: there is no question to answer in JSON")
+    api.need_root(root)
+    prepared = _prepare(host_file, root, runtime_only)
+    if as_json:
+        _echo_json(api.run_apply(prepared).to_json())
+        return
+    planned = api.run_plan(prepared)
+    pv = planned.preview
     quiet = yes and runtime_only  # rtlibvirt-host.service at boot: only what it did
     if not quiet:
-        click.echo(render_plan(plan_, pv, effects, journal), nl=False)
-    if pv.empty:
+        click.echo(render_plan(prepared.plan, pv, prepared.effects, prepared.journal), nl=False)
+    if not planned.changed:
         if quiet:
             click.echo("The host already matches; nothing changed.")
         return
@@ -173,20 +159,12 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool) -> None:
         if not click.confirm("\nApply these changes?", default=False):
             click.echo("Nothing was changed.")
             return
-    try:
-        report = do_apply(plan_, effects, journal)
-    except RtlibvirtError as exc:
-        if effects.changes:
-            exc.hint = (exc.hint + "\n  " if exc.hint else "") + (
-                "some changes were made (and journaled): fix the cause and apply again, "
-                "or undo them with `rtlibvirt host-prep revert`"
-            )
-        raise
+    report = api.run_apply(prepared).applied
     if not quiet:
         click.echo()
-    for line in report.lines:
+    for line in report.lines if report else []:
         click.echo(f"  {line}")
-    for warning in report.warnings:
+    for warning in report.warnings if report else []:
         click.echo(f"warning: {warning}", err=True)
     click.echo(
         "Applied. `rtlibvirt host-prep verify` checks it; `rtlibvirt host-prep revert` undoes it."
@@ -196,28 +174,36 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool) -> None:
 @host_prep.command(context_settings=CONTEXT)
 @host_argument
 @root_option
+@json_option
 @click.pass_context
-def verify(ctx: click.Context, host_file: Path, root: Path) -> None:
+def verify(ctx: click.Context, host_file: Path, root: Path, as_json: bool) -> None:
     """Compare the host with HOST.yaml: a table; exit 0 when all matches, 3 on drift.
 
     "reboot pending": the boot entry has the argument but the running kernel
-    (/proc/cmdline) does not yet.
+    (/proc/cmdline) does not yet. --json prints the rows as one object
+    ("matches", "reboot_required", "rows"); the exit status is the same.
 
     \b
     Examples:
       rtlibvirt host-prep verify host.yaml && echo "host ready"
+      rtlibvirt host-prep verify host.yaml --json | jq '.rows[] | select(.status != "ok")'
       rtlibvirt host-prep verify host.yaml --root /srv/image
     """
+    from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_rows
-    from rtlibvirt.hostprep.verify import verify as do_verify
 
-    plan_, effects, _journal = _prepare(host_file, root, False, need_bootloader=False)
-    for topic, text in plan_.notes:
+    prepared = _prepare(host_file, root, False, need_bootloader=False)
+    for topic, text in prepared.plan.notes:
         if topic == "boot loader":
             click.echo(f"note: {text}", err=True)
-    rows = do_verify(plan_, effects)
+    result = api.run_verify(prepared)
+    rows, drift = result.rows, result.drift
+    if as_json:
+        _echo_json(result.to_json())
+        if drift:
+            ctx.exit(EXIT_DIFFERS)
+        return
     click.echo(render_rows(rows), nl=False)
-    drift = [r for r in rows if r.drift]
     pending = [r for r in drift if r.status == "reboot pending"]
     if drift:
         extra = f" ({len(pending)} waiting for a reboot)" if pending else ""
@@ -228,7 +214,8 @@ def verify(ctx: click.Context, host_file: Path, root: Path) -> None:
 
 @host_prep.command(context_settings=CONTEXT)
 @root_option
-def revert(root: Path) -> None:
+@json_option
+def revert(root: Path, as_json: bool) -> None:
     """Undo every host-prep change, from the journal: files byte for byte, services, values.
 
     Files host-prep created are removed, the boot loader is updated again,
@@ -240,14 +227,13 @@ def revert(root: Path) -> None:
       rtlibvirt host-prep revert
       rtlibvirt host-prep revert --root /srv/image
     """
-    from rtlibvirt.hostprep.effects import Effects
-    from rtlibvirt.hostprep.journal import Journal
-    from rtlibvirt.hostprep.revert import revert as do_revert
+    from rtlibvirt.hostprep import api
 
-    _need_root(root)
-    live = _live(root)
-    effects = Effects(HostFS(root), runtime=live, commands=live)
-    report = do_revert(effects, Journal(effects))
+    result = api.run_revert(root)
+    if as_json:
+        _echo_json(result.to_json())
+        return
+    report = result.report
     for line in report.lines:
         click.echo(f"  {line}")
     for warning in report.warnings:

@@ -27,46 +27,106 @@ from rtlibvirt.config.model import (
     choice,
     cpus,
     integer,
+    json_pattern,
     list_of,
     model,
     nested,
     optional,
     setting,
+    short,
     validate_model,
 )
 from rtlibvirt.errors import Problem
 from rtlibvirt.hostprep.facts import HostFacts
 from rtlibvirt.kernel import cpuset
 
-_SERVICE = re.compile(r"^[A-Za-z0-9:_.\\@-]+$")
-_UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
-# One kernel argument: no blanks, no quotes or shell metacharacters (it is
-# written inside a double-quoted shell string for GRUB), and not "--", which
-# ends the kernel's arguments and starts init's.
-_KERNEL_ARG = re.compile(r"^[^\s\"'`$\\;&|<>(){}]+$")
+# A unit name as systemd checks it (unit_name_is_valid): a prefix, an optional
+# @instance (empty for a template), a known type; at most 255 characters.
+_UNIT_TYPES = ("service", "socket", "timer", "path", "target")
+_UNIT_CHARS = r"[A-Za-z0-9:_.\\-]"
+_SERVICE = re.compile(
+    rf"(?P<prefix>{_UNIT_CHARS}+)(?:@(?P<instance>{_UNIT_CHARS}*))?"
+    rf"(?:\.(?P<type>{'|'.join(_UNIT_TYPES)}))?"
+)
+UNIT_NAME_MAX = 255
+
+# One kernel argument: a parameter name (letters, digits, _ . -; a module's
+# parameters are module.name), then optionally = and a value of the characters
+# arguments are made of. No blank, quote, newline or shell or GRUB-script
+# character: the argument is written into a shell string for GRUB, and into
+# grub.cfg's `linux` line, where `#` starts a comment, `$` a variable and `;`
+# a new command; and not "--", which ends the kernel's arguments.
+_KERNEL_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_KERNEL_VALUE = re.compile(r"[A-Za-z0-9_.,:/=+@%~!^-]*")
+KERNEL_ARG_MAX = 1024
+# The kernel keeps the first COMMAND_LINE_SIZE - 1 bytes (2048 on x86) and drops
+# the rest without a word: the extra arguments leave room for the planned ones.
+EXTRA_ARGS_MAX = 1024
+
+# Arguments host-prep derives from isolated_cpus and housekeeping_cpus: given
+# again in extra_kernel_args they would bypass the rules that keep CPU 0 and
+# the housekeeping CPUs for the host (nohz=off turns nohz_full off).
+DERIVED_ARGS: dict[str, str] = {
+    "isolcpus": "isolated_cpus",
+    "nohz_full": "isolated_cpus",
+    "rcu_nocbs": "isolated_cpus",
+    "rcu_nocb_poll": "isolated_cpus",
+    "nohz": "isolated_cpus",
+    "irqaffinity": "housekeeping_cpus",
+}
 
 
 def _service(value: Any) -> str:
     text = check_text(value)
-    if not _SERVICE.match(text) or text.startswith("-"):
-        raise Invalid(f"{text!r} is not a systemd unit name (e.g. irqbalance)")
-    return text if text.endswith(_UNIT_SUFFIXES) else f"{text}.service"
+    m = _SERVICE.fullmatch(text)
+    if m is None or text.startswith("-") or len(text) > UNIT_NAME_MAX:
+        raise Invalid(
+            f"{short(text)} is not a systemd unit name: letters, digits and : _ . \\ -, "
+            f"an optional @instance, at most {UNIT_NAME_MAX} characters (e.g. irqbalance, "
+            "getty@tty2, cups.socket)"
+        )
+    if m.group("type") is None:
+        text += ".service"
+        if len(text) > UNIT_NAME_MAX:
+            raise Invalid(f"{short(text)} is longer than {UNIT_NAME_MAX} characters")
+    return text
 
 
-SERVICE_NAME = Scalar(_service, {"type": "string", "pattern": _SERVICE.pattern})
+SERVICE_NAME = Scalar(_service, {"type": "string", "pattern": json_pattern(_SERVICE)})
 
 
 def _kernel_arg(value: Any) -> str:
-    text = check_text(value)
-    if text == "--" or not _KERNEL_ARG.match(text):
+    text = check_text(value, KERNEL_ARG_MAX)
+    key, _, arg_value = text.partition("=")
+    if not _KERNEL_KEY.fullmatch(key) or not _KERNEL_VALUE.fullmatch(arg_value):
+        first = next(
+            (c for c in text if not (c.isascii() and (c.isalnum() or c in "_.,:/=+@%~!^-"))),
+            None,
+        )
+        why = (
+            f"{first!r} is not allowed"
+            if first is not None
+            else "a name starts with a letter, digit or _"
+            if not key or not _KERNEL_KEY.fullmatch(key)
+            else "the name is too long"
+        )
         raise Invalid(
-            f"{text!r} is not one kernel argument: no blanks, quotes or shell characters, "
-            "and not '--' (write e.g. 'console=ttyS0,115200')"
+            f"{short(text)} is not one kernel argument: {why}",
+            "one argument per list item, as name or name=value, of letters, digits and "
+            "_ . , : / = + @ % ~ ! ^ -; no blanks, quotes, #, $ or ; "
+            "(e.g. 'console=ttyS0,115200')",
         )
     return text
 
 
-KERNEL_ARG = Scalar(_kernel_arg, {"type": "string", "pattern": _KERNEL_ARG.pattern})
+KERNEL_ARG = Scalar(
+    _kernel_arg,
+    {
+        "type": "string",
+        "maxLength": KERNEL_ARG_MAX,
+        "pattern": f"^{_KERNEL_KEY.pattern}(={_KERNEL_VALUE.pattern})?$",
+    },
+)
 
 
 @model
@@ -166,13 +226,9 @@ class Resolved:
 
 def load_host_spec(path: str | Path, facts: HostFacts) -> Resolved:
     """Read and validate host.yaml against the host; SpecError lists every problem."""
-    from rtlibvirt.config.loader import load  # ruamel.yaml: only when a file is read
+    from rtlibvirt.config.loader import load_with_bytes  # ruamel.yaml: only when read
 
-    doc = load(path)
-    try:
-        text = Path(path).read_bytes()
-    except OSError:  # pragma: no cover - load() just read it
-        text = b""
+    doc, text = load_with_bytes(path)  # read once: the bytes checked are the bytes installed
     return resolve(doc, facts, text)
 
 
@@ -209,7 +265,7 @@ def _missing_hint(path: KeyPath) -> str | None:
     return None
 
 
-def _cpus(cpus: frozenset[int]) -> str:
+def _cpulist_or_none(cpus: frozenset[int]) -> str:
     return cpuset.format_cpulist(cpus) or "none"
 
 
@@ -237,16 +293,16 @@ def _check_cpus(spec: HostSpec, facts: HostFacts, check: Checker) -> frozenset[i
             if missing:
                 check.error(
                     (key,),
-                    f"CPU{'s' if len(missing) > 1 else ''} {_cpus(missing)} "
+                    f"CPU{'s' if len(missing) > 1 else ''} {_cpulist_or_none(missing)} "
                     f"{'do' if len(missing) > 1 else 'does'} not exist: "
-                    f"the host has CPUs {_cpus(present)}",
+                    f"the host has CPUs {_cpulist_or_none(present)}",
                     "use CPUs listed in /sys/devices/system/cpu/present",
                 )
         if isolated and present <= isolated:
             check.error(
                 ("isolated_cpus",),
-                f"isolates every CPU of the host ({_cpus(present)}): nothing is left for "
-                "the host itself",
+                f"isolates every CPU of the host ({_cpulist_or_none(present)}): nothing is "
+                "left for the host itself",
                 "keep at least CPU 0 as a housekeeping CPU",
             )
     if spec.housekeeping_cpus is not None:
@@ -266,7 +322,7 @@ def _check_cpus(spec: HostSpec, facts: HostFacts, check: Checker) -> frozenset[i
     if both:
         check.error(
             ("housekeeping_cpus",),
-            f"CPU{'s' if len(both) > 1 else ''} {_cpus(both)} "
+            f"CPU{'s' if len(both) > 1 else ''} {_cpulist_or_none(both)} "
             f"{'are' if len(both) > 1 else 'is'} both isolated and housekeeping",
             "a CPU is either reserved for real-time vCPUs or does the host's work, not both",
         )
@@ -350,6 +406,14 @@ def _check_rest(spec: HostSpec, check: Checker) -> None:
     for index, arg in enumerate(spec.extra_kernel_args):
         path = check.item(("extra_kernel_args",), index)
         key = arg_key(arg)
+        if key in DERIVED_ARGS:
+            check.error(
+                path,
+                f"{short(arg)}: host-prep derives {key} from {DERIVED_ARGS[key]}; "
+                "given here it would bypass the rules that keep CPUs for the host",
+                f"set `{DERIVED_ARGS[key]}` instead, and remove this argument",
+            )
+            continue
         if key in NONEXISTENT:
             check.warn(path, f"{arg}: left out: {NONEXISTENT[key]}")
         if key in keys and key not in _REPEATABLE:
@@ -359,6 +423,15 @@ def _check_rest(spec: HostSpec, check: Checker) -> None:
                 "give each kernel argument once",
             )
         keys.setdefault(key, index)
+    total = len(" ".join(spec.extra_kernel_args))
+    if total > EXTRA_ARGS_MAX:
+        check.error(
+            ("extra_kernel_args",),
+            f"the extra arguments take {total} bytes: at most {EXTRA_ARGS_MAX}, so that with "
+            "the planned ones and the distribution's own the command line stays within the "
+            "kernel's 2048 bytes (it drops the rest without a word)",
+            "give fewer or shorter arguments",
+        )
 
 
 _REPEATABLE = frozenset({"console", "hugepagesz", "hugepages", "modprobe.blacklist"})

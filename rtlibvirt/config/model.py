@@ -29,8 +29,20 @@ from rtlibvirt.kernel import cpuset
 T = TypeVar("T")
 M = TypeVar("M", bound="Model")
 
-MAX_CPU = 8191  # the kernel's largest NR_CPUS
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_CPU = cpuset.MAX_CPUS - 1  # the kernel's largest NR_CPUS, less one
+MAX_TEXT = 255  # characters in a name-like string (a libvirt network, ...)
+PATH_MAX = 4096  # bytes in a path, with its terminating NUL (linux/limits.h)
+NAME_MAX = 255  # bytes in one path component
+
+# What no string may carry into XML, a file or a log line: C0 and C1 control
+# characters (newline, tab and carriage return included), line and paragraph
+# separators (a line break to many readers), the bidirectional embeddings,
+# overrides and isolates (they make a log line read other than it is), lone
+# surrogates (not encodable) and the byte-order mark.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufeff]"
+)
+_NAMED = {"\n": "a newline", "\t": "a tab", "\r": "a carriage return", "\x00": "a NUL"}
 
 MissingHint = Callable[[KeyPath], "str | None"]
 
@@ -174,33 +186,83 @@ def choice(*values: str) -> Parser[str]:
     return Scalar(check, {"enum": list(values)})
 
 
-def check_text(value: Any) -> str:
-    """A non-empty string without control characters (which XML cannot carry)."""
+def control_character(value: str) -> str | None:
+    """How the first control character of ``value`` reads in a message, or None if none."""
+    m = _CONTROL.search(value)
+    if m is None:
+        return None
+    char = m.group()
+    name = _NAMED.get(char, "a control character")
+    return f"{name} (U+{ord(char):04X}) at character {m.start() + 1}"
+
+
+def short(value: str, width: int = 60) -> str:
+    """``value`` quoted for a message, cut to ``width`` characters."""
+    return repr(value) if len(value) <= width else repr(value[:width]) + f"... ({len(value)} chars)"
+
+
+def check_text(value: Any, max_length: int = MAX_TEXT) -> str:
+    """A non-empty string of at most ``max_length`` characters, without control characters."""
     if not isinstance(value, str):
         raise Invalid(f"expected a string, got {describe(value)}")
     if not value:
         raise Invalid("must not be empty")
-    if _CONTROL.search(value):
-        raise Invalid("must not contain control characters")
+    if len(value) > max_length:
+        raise Invalid(f"{short(value)} is too long: at most {max_length} characters")
+    found = control_character(value)
+    if found is not None:
+        raise Invalid(
+            f"{short(value)} contains {found}: control characters and line breaks are not allowed"
+        )
     return value
 
 
-def text() -> Parser[str]:
-    return Scalar(check_text, {"type": "string", "minLength": 1})
+def text(max_length: int = MAX_TEXT) -> Parser[str]:
+    return Scalar(
+        lambda value: check_text(value, max_length),
+        {"type": "string", "minLength": 1, "maxLength": max_length},
+    )
 
 
-def matching(
-    regex: re.Pattern[str], what: str, example: str, json_pattern: str | None = None
-) -> Parser[str]:
-    """A string that matches ``regex``; the message names ``what`` with an ``example``."""
+def json_pattern(regex: re.Pattern[str]) -> str:
+    """The JSON Schema form of a pattern we full-match (JSON Schema's are not anchored)."""
+    return f"^(?:{regex.pattern})$"
+
+
+def matching(regex: re.Pattern[str], what: str, example: str) -> Parser[str]:
+    """A string that matches all of ``regex``; the message names ``what`` with an ``example``."""
 
     def check(value: Any) -> str:
         string = check_text(value)
-        if not regex.match(string):
-            raise Invalid(f"{string!r} is not a valid {what} (e.g. {example})")
+        if not regex.fullmatch(string):
+            raise Invalid(f"{short(string)} is not a valid {what} (e.g. {example})")
         return string
 
-    return Scalar(check, {"type": "string", "pattern": json_pattern or regex.pattern})
+    return Scalar(check, {"type": "string", "pattern": json_pattern(regex)})
+
+
+def check_path(value: Any) -> str:
+    """An absolute path that Linux can open: at most PATH_MAX - 1 bytes, components NAME_MAX."""
+    string = check_text(value, PATH_MAX)
+    if not string.startswith("/"):
+        raise Invalid(
+            f"{short(string)} is not an absolute path",
+            "libvirt needs absolute paths, e.g. /var/lib/libvirt/images/plc.qcow2",
+        )
+    size = len(string.encode("utf-8"))
+    if size >= PATH_MAX:
+        raise Invalid(f"{short(string)} is {size} bytes long: a path has at most {PATH_MAX - 1}")
+    for component in string.split("/"):
+        if len(component.encode("utf-8")) > NAME_MAX:
+            raise Invalid(
+                f"{short(string)}: the component {short(component, 30)} is longer than "
+                f"{NAME_MAX} bytes, which no Linux file system allows"
+            )
+    return string
+
+
+def host_path() -> Parser[str]:
+    return Scalar(check_path, {"type": "string", "pattern": "^/", "maxLength": PATH_MAX - 1})
 
 
 def cpu_list(value: Any) -> tuple[int, ...]:
@@ -209,12 +271,15 @@ def cpu_list(value: Any) -> tuple[int, ...]:
         value = [value]  # a single CPU
     if isinstance(value, str):
         try:
-            cpus = cpuset.parse_cpulist(value)
+            cpus = cpuset.parse_cpulist(check_text(value, 4096), MAX_CPU + 1)
         except cpuset.CpuListError as exc:
             raise Invalid(str(exc)) from None
     elif isinstance(value, list | tuple):
+        if len(value) > MAX_CPU + 1:
+            raise Invalid(f"lists {len(value)} CPUs: there are at most {MAX_CPU + 1}")
         cpus = []
         for item in value:
+            # bool is a subclass of int: true would be CPU 1
             if isinstance(item, bool) or not isinstance(item, int):
                 raise Invalid(
                     f"CPU lists hold integers; {describe(item)} is not one "
@@ -232,13 +297,14 @@ def cpu_list(value: Any) -> tuple[int, ...]:
     return tuple(cpus)
 
 
+_RANGE = r"[0-9]+(-[0-9]+(:[0-9]+/[0-9]+)?)?"
 CPU_LIST_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_CPU}},
         {"type": "integer", "minimum": 0, "maximum": MAX_CPU},
         {
             "type": "string",
-            "pattern": r"^\s*\d+(-\d+(:\d+/\d+)?)?(\s*,\s*\d+(-\d+(:\d+/\d+)?)?)*\s*$",
+            "pattern": rf"^\s*{_RANGE}(\s*,\s*{_RANGE})*\s*$",
             "description": "a Linux cpulist such as '2-5,8'",
         },
     ]

@@ -1,20 +1,26 @@
 """The ``TUNING.yaml`` model of ``rtlibvirt tune``: the real-time sections of a vm.yaml.
 
 ``cpu``, ``memory_backing``, ``numa`` and ``isolation``, validated with the
-same rules and messages as in a vm.yaml (``domain.edit.spec_for`` then checks
-them against the domain's own vCPU count and memory).
+same rules and messages as in a vm.yaml; :func:`spec_for` then completes them
+with what the domain itself says (its name, vCPU count, memory, machine,
+firmware and PCI devices) and checks the whole as a vm.yaml.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from rtlibvirt.config import units
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.loader import load
 from rtlibvirt.config.model import Model, model, nested, setting, validate_model
-from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa
-from rtlibvirt.errors import Problem, SpecError
+from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
+from rtlibvirt.errors import InputError, Problem, SpecError
+
+if TYPE_CHECKING:
+    from rtlibvirt.domain.facts import DomainFacts
 
 
 @model
@@ -63,3 +69,53 @@ def load_tuning(path: str | Path) -> Loaded:
             ],
         )
     return Loaded(doc, tuning)
+
+
+def machine_of(dom: DomainFacts) -> str:
+    """vm.yaml's ``machine`` for the domain's machine type: ``pc`` (i440fx) or ``q35``."""
+    machine = dom.machine
+    return (
+        "pc" if machine == "pc" or (machine.startswith("pc-") and "q35" not in machine) else "q35"
+    )
+
+
+def spec_for(loaded: Loaded, dom: DomainFacts) -> tuple[VmSpec, list[Problem]]:
+    """The VmSpec of the tuned domain, validated with vm.yaml's rules.
+
+    Raises SpecError naming TUNING.yaml's keys; the domain supplies the name,
+    the vCPU count, the memory, the machine, the firmware and the PCI devices.
+    """
+    doc = loaded.doc
+    if dom.memory_kib % units.MIB:
+        raise InputError(
+            f"the domain's memory ({dom.memory_kib} KiB) is not a whole number of MiB",
+            "set it to whole MiB first (virsh setmaxmem / virt-manager)",
+        )
+    data: dict[str, Any] = {
+        "name": dom.name,
+        "memory": dom.memory_kib // units.MIB,
+        "vcpus": dom.vcpus,
+        **doc.data,
+        "machine": machine_of(dom),
+        "firmware": dom.firmware,
+        "devices": {
+            "hostdevs": [{"address": d.address, "managed": d.managed} for d in dom.hostdevs]
+        },
+    }
+    merged = Document(source=doc.source, data=data, lines=doc.lines)
+    try:
+        loaded_spec = validate_document(merged)
+    except SpecError as exc:
+        raise SpecError(exc.source, [_about_domain(p, dom) for p in exc.problems]) from None
+    return loaded_spec.spec, [_about_domain(p, dom) for p in loaded_spec.warnings]
+
+
+def _about_domain(problem: Problem, dom: DomainFacts) -> Problem:
+    """Say where values that TUNING.yaml does not hold come from."""
+    message = problem.message.replace(
+        f"but vcpus is {dom.vcpus}", f"but the domain has {dom.vcpus} vCPUs"
+    ).replace("below `vcpus`", "below the domain's vCPU count")
+    path = problem.path
+    if path in ("memory", "vcpus", "name"):
+        path = f"(the domain's <{'vcpu' if path == 'vcpus' else path}>)"
+    return Problem(path, message, problem.line, problem.hint)

@@ -32,7 +32,9 @@ _BYTES_PER_UNIT: dict[str, int] = {
     "TB": 1000**4,
 }
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+# Full match; at most 30 digits and 8 letters, so that Decimal() never reads
+# a 5,000-digit number. Only ASCII digits (\d would take other scripts' too).
+_SIZE = re.compile(r"[ ]*([0-9]{1,30}(?:\.[0-9]{1,30})?)[ ]*([A-Za-z]{0,8})[ ]*")
 
 
 class SizeError(ValueError):
@@ -41,10 +43,11 @@ class SizeError(ValueError):
 
 def parse_size_kib(value: str, default_unit: str = "MiB") -> int:
     """Parse ``"2GiB"`` into KiB (2097152). The result is a whole number of KiB."""
-    m = _SIZE.match(value)
+    m = _SIZE.fullmatch(value)
     if not m:
+        shown = value if len(value) <= 40 else value[:40] + "..."
         raise SizeError(
-            f"{value!r} is not a size: write a number and a unit, e.g. 512MiB, 2GiB or 1G"
+            f"{shown!r} is not a size: write a number and a unit, e.g. 512MiB, 2GiB or 1G"
         )
     number, unit = m.group(1), m.group(2) or default_unit
     factor = _BYTES_PER_UNIT.get(unit.upper())

@@ -3,8 +3,8 @@
 Loading happens in three steps, each reporting *every* problem it finds with
 its key path and YAML line, and nothing later runs if one fails:
 
-1. YAML syntax (``yamlfile``);
-2. shape: keys, types, ranges, formats (the models below, see ``validation``);
+1. YAML syntax (``config.loader``);
+2. shape: keys, types, ranges, formats (the models below, see ``config.model``);
 3. meaning: the rules that tie keys together (``_check_semantics``).
 
 The normalized spec (every default filled in) dumps to JSON that is itself a
@@ -36,13 +36,16 @@ from rtlibvirt.config.model import (
     cpu_list,
     cpus,
     describe,
+    host_path,
     integer,
+    json_pattern,
     list_of,
     matching,
     model,
     nested,
     optional,
     setting,
+    short,
     text,
     validate_model,
 )
@@ -53,16 +56,23 @@ from rtlibvirt.kernel.cpuset import format_cpulist
 # Value types: parse what users write, keep one normalized form.
 # --------------------------------------------------------------------------
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# Every pattern is matched with fullmatch(): "$" would also match before a
+# final newline ("plc\n"). json_pattern() anchors them for the JSON Schema.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _PCI = re.compile(
-    r"^(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
-    r"(?P<slot>[0-9a-fA-F]{1,2})\.(?P<function>[0-7])$"
+    r"(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
+    r"(?P<slot>[0-9a-fA-F]{1,2})\.(?P<function>[0-7])"
 )
-_PCI_JSON_PATTERN = r"^([0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\.[0-7]$"
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_.:-]{0,14}$")
-_CPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+_IFNAME = re.compile(r"[A-Za-z0-9_.-][A-Za-z0-9_.:-]{0,14}")
+_CPU_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_CPU_FEATURE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_SIZE_TEXT = r"[ ]*[0-9]{1,30}(\.[0-9]{1,30})?[ ]*[A-Za-z]{0,8}[ ]*"
+
+# The most memory libvirt takes: LLONG_MAX bytes (virMemoryMaxValue), in KiB;
+# `virsh define` refuses one KiB more with "numerical overflow".
+LIBVIRT_MAX_MEMORY_KIB = (2**63 - 1) // 1024
+MAX_MEMORY_KIB = LIBVIRT_MAX_MEMORY_KIB // units.MIB * units.MIB  # whole MiB
 
 
 def _memory(value: Any) -> int:
@@ -71,6 +81,8 @@ def _memory(value: Any) -> int:
     if isinstance(value, int):
         if value <= 0:
             raise Invalid(f"memory must be positive, got {value}")
+        if value * units.MIB > MAX_MEMORY_KIB:
+            raise Invalid(f"{value} MiB is more than libvirt takes: {_max_memory()}")
         return value * units.MIB
     if isinstance(value, str):
         try:
@@ -79,22 +91,33 @@ def _memory(value: Any) -> int:
             raise Invalid(str(exc)) from None
         if kib <= 0:
             raise Invalid(f"memory must be positive, got {value!r}")
+        if kib > MAX_MEMORY_KIB:
+            raise Invalid(f"{short(value)} is more than libvirt takes: {_max_memory()}")
         if kib % units.MIB:
             mib = kib / units.MIB
             hint = ""
-            if re.search(r"[KMGT]B\s*$", value, re.IGNORECASE):
+            if re.search(r"[KMGT]B\s*\Z", value, re.IGNORECASE):
                 hint = " (KB, MB, GB and TB are powers of 1000; did you mean KiB, MiB, GiB, TiB?)"
             raise Invalid(f"{value!r} is {mib:.2f} MiB: memory must be a whole number of MiB{hint}")
         return kib
     raise Invalid(f"expected a size such as 2GiB, got {describe(value)}")
 
 
+def _max_memory() -> str:
+    return f"at most {MAX_MEMORY_KIB // units.MIB} MiB (about 8 EiB)"
+
+
 MEMORY = Scalar(
     _memory,
     {
         "oneOf": [
-            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"},
-            {"type": "integer", "minimum": 1, "description": "MiB"},
+            {"type": "string", "pattern": f"^{_SIZE_TEXT}$"},
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_MEMORY_KIB // units.MIB,
+                "description": "MiB",
+            },
         ],
     },
     dump=units.format_size_kib,
@@ -103,23 +126,23 @@ MEMORY = Scalar(
 
 def _name(value: Any) -> str:
     string = check_text(value)
-    if not NAME_RE.match(string):
+    if not NAME_RE.fullmatch(string):
         raise Invalid(
-            f"{string!r} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ . + -, "
+            f"{short(string)} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ . + -, "
             "starting with a letter or digit"
         )
     return string
 
 
-NAME = Scalar(_name, {"type": "string", "pattern": NAME_RE.pattern})
+NAME = Scalar(_name, {"type": "string", "pattern": json_pattern(NAME_RE)})
 
 
 def normalize_pci_address(value: str) -> str:
     """``03:00.0`` -> ``0000:03:00.0``; raises ValueError when malformed."""
-    m = _PCI.match(value.strip())
+    m = _PCI.fullmatch(value.strip(" "))
     if not m:
         raise ValueError(
-            f"{value!r} is not a PCI address: expected DDDD:BB:SS.F or BB:SS.F, "
+            f"{short(value)} is not a PCI address: expected DDDD:BB:SS.F or BB:SS.F, "
             "e.g. 0000:03:00.0 (see `lspci -D`)"
         )
     slot = int(m.group("slot"), 16)
@@ -139,11 +162,11 @@ def _pci(value: Any) -> str:
         raise Invalid(str(exc)) from None
 
 
-PCI_ADDRESS = Scalar(_pci, {"type": "string", "pattern": _PCI_JSON_PATTERN})
+PCI_ADDRESS = Scalar(_pci, {"type": "string", "pattern": json_pattern(_PCI)})
 
 
 def _mac(value: Any) -> str:
-    if not isinstance(value, str) or not _MAC.match(value):
+    if not isinstance(value, str) or not _MAC.fullmatch(value):
         raise Invalid(f"expected a MAC address such as 52:54:00:12:34:56, got {describe(value)}")
     if int(value[:2], 16) & 1:
         raise Invalid(
@@ -153,30 +176,32 @@ def _mac(value: Any) -> str:
     return value.lower()
 
 
-MAC_ADDRESS = Scalar(_mac, {"type": "string", "pattern": _MAC.pattern})
+MAC_ADDRESS = Scalar(_mac, {"type": "string", "pattern": json_pattern(_MAC)})
 
 
 def _ifname(value: Any) -> str:
     string = check_text(value)
-    if not _IFNAME.match(string):
+    if not _IFNAME.fullmatch(string):
         raise Invalid(
-            f"{string!r} is not a Linux interface name (1-15 characters, no spaces or '/')"
+            f"{short(string)} is not a Linux interface name (1-15 characters, no spaces or '/')"
         )
     return string
 
 
-BRIDGE_NAME = Scalar(_ifname, {"type": "string", "pattern": _IFNAME.pattern})
+BRIDGE_NAME = Scalar(_ifname, {"type": "string", "pattern": json_pattern(_IFNAME)})
 CPU_MODEL = matching(_CPU_MODEL, "CPU model name", "host-passthrough, Skylake-Server")
 
 
 def _feature_name(value: Any) -> str:
     string = check_text(value)
-    if not _CPU_FEATURE.match(string):
-        raise Invalid(f"{string!r} is not a valid CPU feature name (e.g. arch-capabilities)")
+    if not _CPU_FEATURE.fullmatch(string):
+        raise Invalid(f"{short(string)} is not a valid CPU feature name (e.g. arch-capabilities)")
     return string
 
 
 AUTO = "auto"
+MAX_VCPUS = 4096  # QEMU's largest maxcpus (q35 with x2APIC)
+MAX_NUMA_NODE = 1023  # the kernel's MAX_NUMNODES is 1 << NODES_SHIFT, at most 1024
 
 
 def _cpus_or_auto(value: Any) -> tuple[int, ...] | str:
@@ -239,9 +264,9 @@ class _RealtimeOrOff(Parser["Realtime | None"]):
 class Topology(Model):
     """Guest CPU topology; sockets * cores * threads must equal ``vcpus``."""
 
-    sockets: int = setting(integer(1), default=1)
-    cores: int = setting(integer(1), default=1)
-    threads: int = setting(integer(1), default=1)
+    sockets: int = setting(integer(1, MAX_VCPUS), default=1)
+    cores: int = setting(integer(1, MAX_VCPUS), default=1)
+    threads: int = setting(integer(1, MAX_VCPUS), default=1)
 
 
 @model
@@ -271,7 +296,9 @@ class Cpu(Model):
         optional(nested(Topology)), "default: 1 socket, one core per vCPU, 1 thread", default=None
     )
     features: dict[str, str] = setting(
-        MappingOf(_feature_name, choice("require", "disable"), {"pattern": _CPU_FEATURE.pattern}),
+        MappingOf(
+            _feature_name, choice("require", "disable"), {"pattern": json_pattern(_CPU_FEATURE)}
+        ),
         "CPU feature name -> require or disable",
         default_factory=dict,
     )
@@ -281,7 +308,9 @@ class Cpu(Model):
 class Numa(Model):
     """Host NUMA placement of the guest's memory."""
 
-    node: int | None = setting(optional(integer(0)), "host NUMA node id", default=None)
+    node: int | None = setting(
+        optional(integer(0, MAX_NUMA_NODE)), "host NUMA node id", default=None
+    )
 
 
 @model
@@ -297,7 +326,7 @@ class MemoryBacking(Model):
 class Disk(Model):
     """A disk image file or block device."""
 
-    source: str = setting(text(), "absolute path of an image file or a block device")
+    source: str = setting(host_path(), "absolute path of an image file or a block device")
     bus: str = setting(choice("virtio", "sata", "scsi", "ide"), default="virtio")
     format: str | None = setting(
         optional(choice("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed")),
@@ -382,7 +411,7 @@ class VmSpec(Model):
 
     name: str = setting(NAME, "domain name")
     memory: int = setting(MEMORY, "guest RAM: a size with a unit (512MiB, 2GiB, 1G) or MiB")
-    vcpus: int = setting(integer(1, 4096), "number of vCPUs")
+    vcpus: int = setting(integer(1, MAX_VCPUS), "number of vCPUs")
     cpu: Cpu = setting(nested(Cpu), "vCPU placement, scheduling and model")
     numa: Numa = setting(nested(Numa), "host NUMA placement", default_factory=Numa)
     memory_backing: MemoryBacking = setting(
@@ -609,12 +638,6 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
     # devices.
     for index, disk in enumerate(spec.devices.disks):
         path = ("devices", "disks", index)
-        if not disk.source.startswith("/"):
-            error(
-                (*path, "source"),
-                f"{disk.source!r} is not an absolute path",
-                "libvirt needs absolute paths, e.g. /var/lib/libvirt/images/plc.qcow2",
-            )
         if disk.readonly and disk.bus in ("sata", "ide"):
             error(
                 (*path, "readonly"),

@@ -6,7 +6,8 @@ rules (and messages) as a ``vm.yaml``, against the domain's own vCPU count and
 memory. The domain's XML is then changed in place (lxml), touching only:
 
 - ``<vcpu>`` (static placement), ``<cputune>`` pins and ``<vcpusched>``
-  (other cputune settings stay), ``<iothreadpin>`` for its I/O threads;
+  (other cputune settings stay: shares, period and quota, ``<emulatorsched>``,
+  ``<iothreadsched>``, cache tuning), ``<iothreadpin>`` for its I/O threads;
 - ``<memoryBacking>`` hugepages / nosharepages / locked / allocation (a
   memfd source or shared access, e.g. for virtiofs, stays), ``<memtune>``
   hard_limit when memory is locked, ``<numatune>`` when ``numa.node`` is set;
@@ -20,101 +21,115 @@ memory. The domain's XML is then changed in place (lxml), touching only:
 
 Disks, NICs, graphics, video, sound, channels, the UUID and every other
 element are left as they are.
+
+Every element tune adds goes where libvirt itself writes it (:data:`ORDER`),
+and an element it replaces stays where it was, so that a tuned definition
+reads back from libvirt unchanged and tuning it again changes nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from lxml import etree
 
 from rtlibvirt import __version__
-from rtlibvirt.config import units
-from rtlibvirt.config.document import Document
-from rtlibvirt.config.tuning import Loaded
-from rtlibvirt.config.vm import VmSpec, validate_document
+from rtlibvirt.config.vm import VmSpec
 from rtlibvirt.domain import metadata
-from rtlibvirt.domain.facts import DomainFacts
+from rtlibvirt.domain.facts import facts
 from rtlibvirt.domain.render import LOCKED_OVERHEAD_KIB
-from rtlibvirt.errors import InputError, Problem, SpecError
+from rtlibvirt.errors import InputError
 from rtlibvirt.kernel.cpuset import format_cpulist
 
-ORIGIN = "tune"
+ORIGIN = metadata.TUNE_ORIGIN
 
 
-def _machine(root: etree._Element) -> str:
-    machine = root.find("os/type")
-    text = machine.get("machine", "") if machine is not None else ""
-    return "pc" if "i440fx" in text or text == "pc" else "q35"
+# The order in which libvirt writes the children of each element tune adds to: the
+# order of its formatter (virDomainDefFormat and the functions it calls). libvirt's
+# schema does not give it (domain.rng lists most of them in an <interleave>, and in
+# another order), so this is the one table of it; tests/domain/test_order.py checks it
+# against the installed libvirt, tests/daemon/test_fit_daemon.py against libvirtd.
+# Keys are paths below <domain> ("" is <domain> itself).
+ORDER: dict[str, tuple[str, ...]] = {
+    "": (
+        "name", "uuid", "genid", "title", "description", "metadata", "maxMemory", "memory",
+        "currentMemory", "blkiotune", "memtune", "memoryBacking", "vcpu", "vcpus",
+        "iothreads", "iothreadids", "defaultiothread", "cputune", "numatune", "resource",
+        "sysinfo", "bootloader", "bootloader_args", "os", "idmap", "features", "cpu", "clock",
+        "on_poweroff", "on_reboot", "on_crash", "on_lockfailure", "pm", "perf", "devices",
+        "seclabel", "keywrap", "launchSecurity",
+    ),
+    "memtune": ("hard_limit", "soft_limit", "min_guarantee", "swap_hard_limit"),
+    "memoryBacking": (
+        "hugepages", "nosharepages", "locked", "source", "access", "allocation", "discard",
+    ),
+    "cputune": (
+        "shares", "period", "quota", "global_period", "global_quota", "emulator_period",
+        "emulator_quota", "iothread_period", "iothread_quota", "vcpupin", "emulatorpin",
+        "iothreadpin", "emulatorsched", "vcpusched", "iothreadsched", "cachetune",
+        "memorytune",
+    ),
+    "numatune": ("memory", "memnode"),
+    "features": (
+        "acpi", "apic", "pae", "hap", "viridian", "privnet", "hyperv", "kvm", "pvspinlock",
+        "capabilities", "pmu", "vmport", "gic", "smm", "ioapic", "hpt", "vmcoreinfo", "htm",
+        "nested-hv", "msrs", "ccf-assist", "xen", "cfpc", "sbbc", "ibs", "tcg",
+        "async-teardown",
+    ),
+    "features/kvm": ("hidden", "hint-dedicated", "poll-control", "pv-ipi", "dirty-ring"),
+    "cpu": ("model", "vendor", "topology", "cache", "maxphysaddr", "feature", "numa"),
+    "devices": (
+        "emulator", "disk", "controller", "lease", "filesystem", "interface", "smartcard",
+        "serial", "parallel", "console", "channel", "input", "tpm", "graphics", "sound",
+        "audio", "video", "hostdev", "redirdev", "redirfilter", "hub", "watchdog",
+        "memballoon", "rng", "panic", "shmem", "memory", "iommu", "vsock", "crypto",
+    ),
+}  # fmt: skip
 
 
-def _firmware(root: etree._Element) -> str:
-    os_el = root.find("os")
-    if os_el is None:
-        return "bios"
-    loader = os_el.find("loader")
-    efi = os_el.get("firmware") == "efi" or (loader is not None and loader.get("type") == "pflash")
-    return "efi" if efi else "bios"
+def _place(parent: etree._Element, path: str, element: etree._Element) -> etree._Element:
+    """Insert ``element`` among ``parent``'s children where libvirt writes it.
 
-
-def spec_for(loaded: Loaded, domain_xml: str, dom: DomainFacts) -> tuple[VmSpec, list[Problem]]:
-    """The VmSpec of the tuned domain, validated with vm.yaml's rules.
-
-    Raises SpecError naming TUNING.yaml's keys; the domain supplies the name,
-    the vCPU count and the memory.
+    After the last child that libvirt writes before it (or at its own rank),
+    else before the first it writes after it; children the table does not
+    know (comments, other namespaces' elements) do not count.
     """
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    doc = loaded.doc
-    if dom.memory_kib % units.MIB:
-        raise InputError(
-            f"the domain's memory ({dom.memory_kib} KiB) is not a whole number of MiB",
-            "set it to whole MiB first (virsh setmaxmem / virt-manager)",
-        )
-    data: dict[str, Any] = {
-        "name": dom.name,
-        "memory": dom.memory_kib // units.MIB,
-        "vcpus": dom.vcpus,
-        **doc.data,
-        "machine": _machine(root),
-        "firmware": _firmware(root),
-        "devices": {
-            "hostdevs": [{"address": d.address, "managed": d.managed} for d in dom.hostdevs]
-        },
-    }
-    merged = Document(source=doc.source, data=data, lines=doc.lines)
-    try:
-        loaded_spec = validate_document(merged)
-    except SpecError as exc:
-        raise SpecError(exc.source, [_about_domain(p, dom) for p in exc.problems]) from None
-    return loaded_spec.spec, [_about_domain(p, dom) for p in loaded_spec.warnings]
-
-
-def _about_domain(problem: Problem, dom: DomainFacts) -> Problem:
-    """Say where values that TUNING.yaml does not hold come from."""
-    message = problem.message.replace(
-        f"but vcpus is {dom.vcpus}", f"but the domain has {dom.vcpus} vCPUs"
-    ).replace("below `vcpus`", "below the domain's vCPU count")
-    path = problem.path
-    if path in ("memory", "vcpus", "name"):
-        path = f"(the domain's <{'vcpu' if path == 'vcpus' else path}>)"
-    return Problem(path, message, problem.line, problem.hint)
-
-
-def _child(parent: etree._Element, tag: str, after: tuple[str, ...] = ()) -> etree._Element:
-    """``parent``'s first ``tag`` child, created (after the last of ``after``) if missing."""
-    found = parent.find(tag)
-    if found is not None:
-        return found
-    element = etree.Element(tag)
-    anchor = None
-    for name in after:
-        for candidate in parent.findall(name):
-            anchor = candidate
-    if anchor is not None:
-        anchor.addnext(element)
+    order = ORDER[path]
+    rank = order.index(element.tag)
+    after = before = None
+    for child in parent:
+        tag = child.tag
+        if not isinstance(tag, str) or tag not in order:
+            continue
+        if order.index(tag) <= rank:
+            after = child
+        elif before is None:
+            before = child
+    if after is not None:
+        after.addnext(element)
+    elif before is not None:
+        before.addprevious(element)
     else:
         parent.append(element)
     return element
+
+
+def _get(parent: etree._Element, path: str, tag: str) -> etree._Element:
+    """``parent``'s first ``tag`` child, placed where libvirt writes it if missing."""
+    found = parent.find(tag)
+    if found is not None:
+        return found
+    return _place(parent, path, etree.Element(tag))
+
+
+def _put(
+    parent: etree._Element, path: str, element: etree._Element, old: list[etree._Element]
+) -> etree._Element:
+    """Replace the ``old`` children with ``element``: where the first was, else placed."""
+    if old:
+        old[0].addprevious(element)
+        for gone in old:
+            parent.remove(gone)
+        return element
+    return _place(parent, path, element)
 
 
 def _remove(parent: etree._Element, *tags: str) -> None:
@@ -123,71 +138,13 @@ def _remove(parent: etree._Element, *tags: str) -> None:
             parent.remove(element)
 
 
-_TOP_ORDER = (
-    "name",
-    "uuid",
-    "genid",
-    "title",
-    "description",
-    "metadata",
-    "maxMemory",
-    "memory",
-    "currentMemory",
-    "blkiotune",
-    "memtune",
-    "memoryBacking",
-    "vcpu",
-    "vcpus",
-    "iothreads",
-    "iothreadids",
-    "cputune",
-    "numatune",
-    "resource",
-    "sysinfo",
-    "bootloader",
-    "os",
-    "idmap",
-    "features",
-    "cpu",
-)
-
-
-def _top(root: etree._Element, tag: str) -> etree._Element:
-    index = _TOP_ORDER.index(tag)
-    return _child(root, tag, after=_TOP_ORDER[:index])
-
-
-# The orders libvirt writes <features> and <devices> in, after the elements tune adds;
-# following them makes a tuned definition read back from libvirt unchanged.
-_AFTER_PMU = (
-    "vmport", "gic", "smm", "ioapic", "hpt", "vmcoreinfo", "htm", "nested-hv", "msrs",
-    "ccf-assist", "xen", "cfpc", "sbbc", "ibs", "tcg", "async-teardown",
-)  # fmt: skip
-
-
-_AFTER_KVM = ("pvspinlock", "capabilities", "pmu", *_AFTER_PMU)
-
-
-_AFTER_MEMBALLOON = ("rng", "panic", "shmem", "memory", "iommu", "vsock", "crypto")
-
-
-def _insert_before(
-    parent: etree._Element, element: etree._Element, followers: tuple[str, ...]
-) -> None:
-    """Insert before the first child named in ``followers``, else at the end."""
-    for child in parent:
-        if isinstance(child.tag, str) and child.tag in followers:
-            child.addprevious(element)
-            return
-    parent.append(element)
-
-
 class TuneError(InputError):
     """The domain has something tune cannot change safely."""
 
 
 def _usb_off(devices: etree._Element) -> None:
     blocking = []
+    controllers = []
     for device in list(devices):
         if not isinstance(device.tag, str):
             continue
@@ -195,11 +152,9 @@ def _usb_off(devices: etree._Element) -> None:
         usb_input = tag == "input" and (
             bus == "usb" or (bus is None and device.get("type") == "tablet")
         )
-        if (
-            usb_input
-            or (tag == "controller" and device.get("type") == "usb")
-            or tag in ("redirdev", "redirfilter", "hub")
-        ):
+        if tag == "controller" and device.get("type") == "usb":
+            controllers.append(device)
+        elif usb_input or tag in ("redirdev", "redirfilter", "hub"):
             devices.remove(device)
         elif (
             (tag == "hostdev" and device.get("type") == "usb")
@@ -216,12 +171,7 @@ def _usb_off(devices: etree._Element) -> None:
             "remove them (virt-manager or virsh edit), then tune again; a real-time domain "
             "has no USB",
         )
-    controller = etree.Element("controller", type="usb", model="none")
-    first = devices.find("controller")
-    if first is not None:
-        first.addprevious(controller)
-    else:
-        devices.append(controller)
+    _put(devices, "devices", etree.Element("controller", type="usb", model="none"), controllers)
 
 
 def tune_xml(domain_xml: str, spec: VmSpec) -> str:
@@ -235,75 +185,68 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
     emulator_set = format_cpulist(emulator)
 
     # <metadata>: ours, replacing an older one.
-    meta = _top(root, "metadata")
-    for old in meta.findall(metadata.TAG):
-        meta.remove(old)
-    ours = etree.SubElement(
-        meta,
+    meta = _get(root, "", "metadata")
+    ours = etree.Element(
         metadata.TAG,
         {"schema": metadata.SCHEMA_VERSION, "generator": f"rtlibvirt {__version__}"},
         nsmap={metadata.PREFIX: metadata.NAMESPACE},
     )
     ours.set("origin", ORIGIN)
     ours.text = metadata.spec_text(spec.normalized(), indent="      ")
+    old = meta.findall(metadata.TAG)
+    if old:
+        _put(meta, "metadata", ours, old)
+    else:
+        meta.append(ours)
 
     # Memory.
     backing = spec.memory_backing
     if backing.locked:
-        memtune = _top(root, "memtune")
-        _remove(memtune, "hard_limit")
+        memtune = _get(root, "", "memtune")
         limit = etree.Element("hard_limit", unit="KiB")
         limit.text = str(spec.memory + LOCKED_OVERHEAD_KIB)
-        memtune.insert(0, limit)
-    mb = _top(root, "memoryBacking")
+        _put(memtune, "memtune", limit, memtune.findall("hard_limit"))
+    mb = _get(root, "", "memoryBacking")
     _remove(mb, "hugepages", "nosharepages", "locked", "allocation")
-    position = 0
     if spec.hugepage_kib is not None:
-        hugepages = etree.Element("hugepages")
+        hugepages = _place(mb, "memoryBacking", etree.Element("hugepages"))
         etree.SubElement(hugepages, "page", size=str(spec.hugepage_kib), unit="KiB")
-        mb.insert(position, hugepages)
-        position += 1
     for flag, tag in ((backing.nosharepages, "nosharepages"), (backing.locked, "locked")):
         if flag:
-            mb.insert(position, etree.Element(tag))
-            position += 1
-    mb.append(etree.Element("allocation", mode="immediate"))
+            _place(mb, "memoryBacking", etree.Element(tag))
+    _place(mb, "memoryBacking", etree.Element("allocation", mode="immediate"))
 
-    # vCPUs and their pinning.
-    vcpu = _top(root, "vcpu")
+    # vCPUs and their pinning; the other cputune settings stay.
+    vcpu = _get(root, "", "vcpu")
     vcpu.set("placement", "static")
     vcpu.attrib.pop("cpuset", None)
-    cputune = _top(root, "cputune")
-    _remove(cputune, "vcpupin", "emulatorpin", "iothreadpin", "vcpusched", "emulatorsched")
-    new: list[etree._Element] = [
-        etree.Element("vcpupin", vcpu=str(v), cpuset=str(c)) for v, c in enumerate(pinning)
-    ]
-    new.append(etree.Element("emulatorpin", cpuset=emulator_set))
-    for iothread in _iothread_ids(root):
-        new.append(etree.Element("iothreadpin", iothread=str(iothread), cpuset=emulator_set))
+    cputune = _get(root, "", "cputune")
+    _remove(cputune, "vcpupin", "emulatorpin", "iothreadpin", "vcpusched")
+    for v, c in enumerate(pinning):
+        _place(cputune, "cputune", etree.Element("vcpupin", vcpu=str(v), cpuset=str(c)))
+    _place(cputune, "cputune", etree.Element("emulatorpin", cpuset=emulator_set))
+    for iothread in facts(domain_xml).iothreads:
+        pin = etree.Element("iothreadpin", iothread=str(iothread), cpuset=emulator_set)
+        _place(cputune, "cputune", pin)
     rt = cpu_spec.realtime
     if rt is not None and spec.realtime_vcpus:
-        new.append(
-            etree.Element(
-                "vcpusched",
-                vcpus=format_cpulist(spec.realtime_vcpus),
-                scheduler=rt.policy,
-                priority=str(rt.priority),
-            )
+        sched = etree.Element(
+            "vcpusched",
+            vcpus=format_cpulist(spec.realtime_vcpus),
+            scheduler=rt.policy,
+            priority=str(rt.priority),
         )
-    for index, element in enumerate(new):
-        cputune.insert(index, element)
+        _place(cputune, "cputune", sched)
 
     if spec.numa.node is not None:
-        numatune = _top(root, "numatune")
-        _remove(numatune, "memory")
-        numatune.insert(0, etree.Element("memory", mode="strict", nodeset=str(spec.numa.node)))
+        numatune = _get(root, "", "numatune")
+        memory = etree.Element("memory", mode="strict", nodeset=str(spec.numa.node))
+        _put(numatune, "numatune", memory, numatune.findall("memory"))
 
     # <features> and <cpu>.
-    features = _top(root, "features")
-    _remove(features, "pmu")
-    _insert_before(features, etree.Element("pmu", state="off"), _AFTER_PMU)
-    cpu = _top(root, "cpu")
+    features = _get(root, "", "features")
+    _put(features, "features", etree.Element("pmu", state="off"), features.findall("pmu"))
+    cpu = _get(root, "", "cpu")
     fields = cpu_spec.fields_set
     if "model" in fields:
         for attr in ("mode", "match", "check", "migratable"):
@@ -315,14 +258,12 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
             cpu.set("mode", "custom")
             cpu.set("match", "exact")
             cpu.set("check", "partial")
-            model = etree.Element("model", fallback="forbid")
+            model = _place(cpu, "cpu", etree.Element("model", fallback="forbid"))
             model.text = cpu_spec.model
-            cpu.insert(0, model)
     if cpu.get("mode") == "host-passthrough":
         cpu.set("check", "none")
         cpu.set("migratable", "off")
     if cpu_spec.topology is not None:
-        _remove(cpu, "topology")
         t = cpu_spec.topology
         topology = etree.Element(
             "topology",
@@ -331,59 +272,33 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
             cores=str(t.cores),
             threads=str(t.threads),
         )
-        anchor = cpu.find("vendor") if cpu.find("vendor") is not None else cpu.find("model")
-        if anchor is not None:
-            anchor.addnext(topology)
-        else:
-            cpu.insert(0, topology)
+        _put(cpu, "cpu", topology, cpu.findall("topology"))
     for name, policy in sorted(cpu_spec.features.items()):
-        for old in cpu.findall(f"feature[@name='{name}']"):
-            cpu.remove(old)
         feature = etree.Element("feature", policy=policy, name=name)
-        numa = cpu.find("numa")
-        if numa is not None:
-            numa.addprevious(feature)
-        else:
-            cpu.append(feature)
+        _put(cpu, "cpu", feature, cpu.findall(f"feature[@name='{name}']"))
     if not cpu.attrib and len(cpu) == 0:
         root.remove(cpu)
     dedicated = len(set(pinning)) == len(pinning) and not set(emulator) & set(pinning)
     kvm = features.find("kvm")
     if cpu.get("mode") == "host-passthrough" and dedicated:
-        if kvm is None:
-            kvm = etree.Element("kvm")
-            _insert_before(features, kvm, _AFTER_KVM)
-        _remove(kvm, "hint-dedicated")
-        etree.SubElement(kvm, "hint-dedicated", state="on")
+        kvm = _get(features, "features", "kvm")
+        hint = etree.Element("hint-dedicated", state="on")
+        _put(kvm, "features/kvm", hint, kvm.findall("hint-dedicated"))
     elif kvm is not None:
         _remove(kvm, "hint-dedicated")
         if len(kvm) == 0:
             features.remove(kvm)
 
     # Devices: no balloon, no USB.
-    devices = root.find("devices")
-    if devices is None:
-        devices = etree.SubElement(root, "devices")
+    devices = _get(root, "", "devices")
     _usb_off(devices)
-    _remove(devices, "memballoon")
-    _insert_before(devices, etree.Element("memballoon", model="none"), _AFTER_MEMBALLOON)
+    balloon = etree.Element("memballoon", model="none")
+    _put(devices, "devices", balloon, devices.findall("memballoon"))
 
     etree.indent(root, space="  ")
     return etree.tostring(root, encoding="unicode") + "\n"
 
 
-def _iothread_ids(root: etree._Element) -> list[int]:
-    ids = [int(i.get("id", "0")) for i in root.findall("iothreadids/iothread")]
-    if ids:
-        return sorted(ids)
-    count = (root.findtext("iothreads") or "0").strip()
-    return list(range(1, int(count) + 1)) if count.isdigit() else []
-
-
 def is_tuned(domain_xml: str) -> bool:
     """True when the domain's rtlibvirt metadata was written by ``tune``."""
-    if not metadata.has_metadata(domain_xml):
-        return False
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    element = root.find(f"metadata/{metadata.TAG}")
-    return element is not None and element.get("origin") == ORIGIN
+    return facts(domain_xml).origin == ORIGIN

@@ -1,19 +1,34 @@
-"""What any domain definition says about real time: pins, scheduling, memory, devices.
+"""The one reader of domain XML: what a definition says about real time.
 
 :func:`facts` reads a domain XML (made by rtlibvirt, virt-manager, virt-install
-or by hand) into a small frozen record. Checks, placement and ``status`` work
-on these records, never on raw XML.
+or by hand, as libvirt stores it or as the hook gets it on stdin) into a
+read-only :class:`DomainFacts`. ``define``, ``tune``, ``check``, ``status``,
+placement and the hook work on these records, never on raw XML; only the
+writers (``domain.render``, ``domain.edit``) and ``domain.diff`` hold an XML
+tree of their own.
+
+Standard library only (``xml.etree``), and no ``dataclasses`` or ``typing``
+at run time: the libvirt hook imports this module on every event of an
+rtlibvirt domain, where each millisecond of imports counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
-from lxml import etree
+import xml.etree.ElementTree as ET
 
 from rtlibvirt.domain import metadata
 from rtlibvirt.kernel.cpuset import CpuListError, parse_cpulist
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the hook ~3 ms a call
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+# Bounds on what is read, checked before any work that grows with the value.
+MAX_XML_CHARS = 16 * 1024 * 1024  # far above any real definition
+MAX_CPU = 65535  # the highest host CPU or vCPU id a cpuset may name (Linux: 8192 max)
+MAX_VCPUS = 16384  # libvirt's own ceiling (QEMU: 4096 on q35)
+
+RT_POLICIES = ("fifo", "rr")  # <vcpusched scheduler>s that are real-time
 
 # libvirt's memory units (virScaleInteger): a single letter is binary.
 _UNIT_BYTES = {
@@ -31,6 +46,12 @@ _UNIT_BYTES = {
     "t": 1024**4,
     "tib": 1024**4,
     "tb": 1000**4,
+    "p": 1024**5,
+    "pib": 1024**5,
+    "pb": 1000**5,
+    "e": 1024**6,
+    "eib": 1024**6,
+    "eb": 1000**6,
 }
 
 
@@ -43,62 +64,206 @@ def to_kib(value: str | None, unit: str | None, default_unit: str = "KiB") -> in
     factor = _UNIT_BYTES.get((unit or default_unit).lower())
     if factor is None:
         raise DomainXMLError(f"unknown memory unit {unit!r}")
-    try:
-        number = int((value or "0").strip())
-    except ValueError:
-        raise DomainXMLError(f"{value!r} is not an integer") from None
-    return number * factor // 1024
+    text = (value or "0").strip()
+    if not text.isdigit() or len(text) > 24:
+        raise DomainXMLError(f"{value!r} is not a size (a whole number below 10^24)")
+    return int(text) * factor // 1024
 
 
-def _cpus(text: str | None) -> frozenset[int]:
+def parse_cpuset(text: str | None, what: str) -> frozenset[int]:
+    """A libvirt cpuset (``"0-7,^3"``: exclusions honoured); '' or None is empty.
+
+    ``what`` names the attribute in the error, e.g. ``<vcpupin vcpu='1' cpuset>``.
+    """
     if not text:
         return frozenset()
+    parts = [p.strip() for p in text.split(",")]
+    for part in parts:
+        for number in (
+            part.lstrip("^").replace("-", " ").replace(":", " ").replace("/", " ").split()
+        ):
+            if number.isdigit() and int(number) > MAX_CPU:
+                raise DomainXMLError(f"{what}: CPU {number} is above {MAX_CPU}")
     try:
-        # libvirt cpusets may exclude CPUs ("0-7,^3"): honour the exclusions.
-        include = [p for p in text.split(",") if not p.strip().startswith("^")]
-        exclude = [p.strip()[1:] for p in text.split(",") if p.strip().startswith("^")]
-        cpus = set(parse_cpulist(",".join(include)))
-        cpus -= set(parse_cpulist(",".join(exclude)))
+        cpus = set(parse_cpulist(",".join(p for p in parts if not p.startswith("^"))))
+        cpus -= set(parse_cpulist(",".join(p[1:] for p in parts if p.startswith("^"))))
     except CpuListError as exc:
-        raise DomainXMLError(f"cpuset {text!r}: {exc}") from None
+        raise DomainXMLError(f"{what}: {exc}") from None
     return frozenset(cpus)
 
 
-@dataclass(frozen=True)
+def _int(text: str | None, what: str, low: int = 0, high: int = MAX_CPU) -> int:
+    value = (text or "").strip()
+    try:
+        number = int(value) if len(value) <= 12 else None
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise DomainXMLError(f"{what}: {text!r} is not an integer from {low} to {high}")
+    return number
+
+
 class Hostdev:
     """A PCI host device of a domain."""
 
-    address: str  # 0000:03:00.0
-    managed: bool
+    __slots__ = ("address", "managed")
+
+    def __init__(self, address: str, managed: bool) -> None:
+        self.address = address  # 0000:03:00.0
+        self.managed = managed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hostdev) and (self.address, self.managed) == (
+            other.address,
+            other.managed,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.address, self.managed))
+
+    def __repr__(self) -> str:
+        return f"Hostdev({self.address!r}, managed={self.managed})"
 
 
-@dataclass(frozen=True)
 class DomainFacts:
-    """The real-time relevant parts of one domain definition."""
+    """The real-time relevant parts of one domain definition. Read-only.
+
+    Built by :func:`facts`; tests may build one directly (keyword arguments,
+    every one but ``name`` and ``vcpus`` optional) and :meth:`replace` makes
+    changed copies.
+    """
+
+    __slots__ = (
+        "active",
+        "cpu_mode",
+        "cputune",
+        "disks",
+        "emulatorpin",
+        "firmware",
+        "hostdevs",
+        "hugepage_kib",
+        "hugepages",
+        "iothreadpins",
+        "iothreads",
+        "locked",
+        "machine",
+        "macs",
+        "managed",
+        "memballoon",
+        "memory_kib",
+        "memory_mode",
+        "memory_nodes",
+        "metadata_text",
+        "name",
+        "nosharepages",
+        "origin",
+        "pmu_off",
+        "quota",
+        "sched",
+        "usb_controllers",
+        "usb_devices",
+        "uuid",
+        "vcpu_cpuset",
+        "vcpupins",
+        "vcpus",
+    )
 
     name: str
+    uuid: str | None
     vcpus: int
-    active: bool = False
-    vcpu_cpuset: frozenset[int] | None = None  # <vcpu cpuset=...>: every vCPU's default
-    vcpupins: Mapping[int, frozenset[int]] = field(default_factory=dict)
-    emulatorpin: frozenset[int] | None = None
-    iothreadpins: Mapping[int, frozenset[int]] = field(default_factory=dict)
-    sched: Mapping[int, tuple[str, int | None]] = field(default_factory=dict)
-    quota: bool = False  # <period>/<quota> limits on vCPUs
-    memory_kib: int = 0
-    hugepages: bool = False
-    hugepage_kib: int | None = None  # page size; None with hugepages = the host default size
-    locked: bool = False
-    nosharepages: bool = False
-    memory_nodes: frozenset[int] | None = None  # <numatune><memory nodeset>
-    memory_mode: str | None = None
-    memballoon: str | None = None  # model, or None without a balloon element
-    usb_controllers: tuple[str, ...] = ()  # models, "none" excluded
-    usb_devices: tuple[str, ...] = ()  # e.g. "tablet input", "redirdev (spicevmc)"
-    pmu_off: bool = False
-    cpu_mode: str | None = None
-    hostdevs: tuple[Hostdev, ...] = ()
-    managed: bool = False  # carries rtlibvirt's metadata
+    active: bool  # read from a running domain's live XML
+    vcpu_cpuset: frozenset[int] | None  # <vcpu cpuset=...>: every vCPU's default
+    cputune: bool  # the definition has a <cputune> element
+    vcpupins: dict[int, frozenset[int]]  # vCPU -> <vcpupin cpuset>
+    emulatorpin: frozenset[int] | None
+    iothreadpins: dict[int, frozenset[int]]
+    iothreads: tuple[int, ...]  # the ids of its I/O threads
+    sched: dict[int, tuple[str, int | None]]  # vCPU -> (<vcpusched scheduler>, priority)
+    quota: bool  # <period>/<quota> limits on vCPUs
+    memory_kib: int
+    hugepages: bool
+    hugepage_kib: int | None  # page size; None with hugepages = the host default size
+    locked: bool
+    nosharepages: bool
+    memory_nodes: frozenset[int] | None  # <numatune><memory nodeset>
+    memory_mode: str | None
+    memballoon: str | None  # model, or None without a balloon element
+    usb_controllers: tuple[str, ...]  # models, "none" excluded
+    usb_devices: tuple[str, ...]  # e.g. "tablet input", "spicevmc redirdev", "USB host device"
+    pmu_off: bool
+    cpu_mode: str | None
+    machine: str  # <os><type machine>, as written ("pc-q35-7.2", "q35", "")
+    firmware: str  # "efi" or "bios"
+    hostdevs: tuple[Hostdev, ...]
+    disks: int
+    macs: tuple[str | None, ...]  # each <interface>'s MAC address, None when libvirt picks
+    managed: bool  # carries rtlibvirt's metadata element
+    origin: str | None  # that element's origin attribute ("tune"), if any
+    metadata_text: str | None  # that element's text: the stored spec as JSON
+
+    _DEFAULTS: ClassVar[dict[str, Any]] = {
+        "uuid": None,
+        "active": False,
+        "vcpu_cpuset": None,
+        "cputune": False,
+        "emulatorpin": None,
+        "iothreads": (),
+        "quota": False,
+        "memory_kib": 0,
+        "hugepages": False,
+        "hugepage_kib": None,
+        "locked": False,
+        "nosharepages": False,
+        "memory_nodes": None,
+        "memory_mode": None,
+        "memballoon": None,
+        "usb_controllers": (),
+        "usb_devices": (),
+        "pmu_off": False,
+        "cpu_mode": None,
+        "machine": "",
+        "firmware": "bios",
+        "hostdevs": (),
+        "disks": 0,
+        "macs": (),
+        "managed": False,
+        "origin": None,
+        "metadata_text": None,
+    }
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"DomainFacts has no field {', '.join(sorted(unknown))}")
+        for slot in self.__slots__:
+            if slot in values:
+                value = values[slot]
+            elif slot in ("vcpupins", "iothreadpins", "sched"):
+                value = {}
+            elif slot in self._DEFAULTS:
+                value = self._DEFAULTS[slot]
+            else:
+                raise TypeError(f"DomainFacts needs {slot}")
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"DomainFacts is read-only (use .replace({name}=...))")
+
+    def replace(self, **changes: Any) -> DomainFacts:
+        """A copy with ``changes``."""
+        return DomainFacts(**{**{s: getattr(self, s) for s in self.__slots__}, **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DomainFacts):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # it holds dicts
+
+    def __repr__(self) -> str:
+        return f"DomainFacts(name={self.name!r}, vcpus={self.vcpus}, active={self.active})"
+
+    # ---- derived views ------------------------------------------------------------
 
     def vcpu_cpus(self, vcpu: int) -> frozenset[int] | None:
         """The host CPUs vCPU ``vcpu`` may run on; None when it is not pinned at all."""
@@ -108,12 +273,7 @@ class DomainFacts:
 
     @property
     def realtime_vcpus(self) -> tuple[int, ...]:
-        return tuple(sorted(v for v, (policy, _) in self.sched.items() if policy in ("fifo", "rr")))
-
-    @property
-    def emulator_cpus(self) -> frozenset[int] | None:
-        """Where QEMU's emulator threads may run (emulatorpin, else <vcpu cpuset>)."""
-        return self.emulatorpin if self.emulatorpin is not None else self.vcpu_cpuset
+        return tuple(sorted(v for v, (policy, _) in self.sched.items() if policy in RT_POLICIES))
 
     def vcpu_claims(self) -> dict[int, set[int]]:
         """host CPU -> the vCPUs pinned there."""
@@ -137,10 +297,7 @@ class DomainFacts:
     @property
     def pinned_cpu_set(self) -> frozenset[int]:
         """Every host CPU this domain pins anything to."""
-        cpus = set(self.vcpu_cpu_set) | set(self.emulatorpin or ())
-        for pins in self.iothreadpins.values():
-            cpus |= pins
-        return frozenset(cpus)
+        return self.vcpu_cpu_set | self.helper_cpu_set
 
     @property
     def helper_cpu_set(self) -> frozenset[int]:
@@ -150,153 +307,202 @@ class DomainFacts:
             cpus |= pins
         return frozenset(cpus)
 
+    def stored_spec(self) -> dict[str, Any] | None:
+        """The spec in rtlibvirt's metadata (a normalized vm.yaml); None when there is none.
 
-def _int(text: str | None, what: str) -> int:
-    try:
-        return int((text or "").strip())
-    except ValueError:
-        raise DomainXMLError(f"{what}: {text!r} is not an integer") from None
+        Raises :class:`~rtlibvirt.domain.metadata.MetadataError` when it is not
+        a JSON mapping.
+        """
+        if self.metadata_text is None:
+            return None
+        return metadata.decode(self.metadata_text)
 
 
 def facts(xml: str, *, active: bool = False) -> DomainFacts:
     """Read a domain definition; raises DomainXMLError on what cannot be read."""
+    if len(xml) > MAX_XML_CHARS:
+        raise DomainXMLError(f"the domain XML has {len(xml)} characters, more than {MAX_XML_CHARS}")
     try:
-        root = etree.fromstring(xml.encode("utf-8"))
-    except etree.XMLSyntaxError as exc:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
         raise DomainXMLError(f"the domain XML is not well-formed: {exc}") from None
-    if root.tag != "domain":
-        raise DomainXMLError(f"expected a <domain> element, got <{root.tag!r}>")
-    name = (root.findtext("name") or "").strip()
-    vcpu = root.find("vcpu")
-    vcpus = _int(vcpu.text, "<vcpu>") if vcpu is not None else 1
-    vcpu_cpuset = _cpus(vcpu.get("cpuset")) if vcpu is not None and vcpu.get("cpuset") else None
+    return from_element(root, active=active)
 
+
+def from_element(root: ET.Element, *, active: bool = False) -> DomainFacts:
+    """Like :func:`facts`, on an already parsed ``<domain>`` element."""
+    if root.tag != "domain":
+        raise DomainXMLError(f"expected a <domain> element, got <{root.tag}>")
+    values: dict[str, Any] = {
+        "name": (root.findtext("name") or "").strip(),
+        "uuid": (root.findtext("uuid") or "").strip() or None,
+        "active": active,
+    }
+    vcpu = root.find("vcpu")
+    values["vcpus"] = _int(vcpu.text, "<vcpu>", 1, MAX_VCPUS) if vcpu is not None else 1
+    if vcpu is not None and vcpu.get("cpuset"):
+        values["vcpu_cpuset"] = parse_cpuset(vcpu.get("cpuset"), "<vcpu cpuset>")
+    _read_cputune(root, values)
+    _read_memory(root, values)
+    _read_devices(root, values)
+    values["iothreads"] = _iothread_ids(root)
+
+    pmu = root.find("features/pmu")
+    values["pmu_off"] = pmu is not None and pmu.get("state") == "off"
+    cpu = root.find("cpu")
+    values["cpu_mode"] = cpu.get("mode", "custom") if cpu is not None else None
+    os_element = root.find("os")
+    if os_element is not None:
+        ostype = os_element.find("type")
+        values["machine"] = ostype.get("machine", "") if ostype is not None else ""
+        loader = os_element.find("loader")
+        efi = os_element.get("firmware") == "efi" or (
+            loader is not None and loader.get("type") == "pflash"
+        )
+        values["firmware"] = "efi" if efi else "bios"
+    ours = metadata.find(root)
+    if ours is not None:
+        values["managed"] = True
+        values["origin"] = ours.get("origin")
+        values["metadata_text"] = ours.text or ""
+    return DomainFacts(**values)
+
+
+def _read_cputune(root: ET.Element, values: dict[str, Any]) -> None:
     vcpupins: dict[int, frozenset[int]] = {}
     iothreadpins: dict[int, frozenset[int]] = {}
     sched: dict[int, tuple[str, int | None]] = {}
-    emulatorpin = None
-    quota = False
+    values.update(vcpupins=vcpupins, iothreadpins=iothreadpins, sched=sched)
     cputune = root.find("cputune")
-    if cputune is not None:
-        for pin in cputune.findall("vcpupin"):
-            vcpupins[_int(pin.get("vcpu"), "vcpupin vcpu")] = _cpus(pin.get("cpuset"))
-        element = cputune.find("emulatorpin")
-        if element is not None:
-            emulatorpin = _cpus(element.get("cpuset"))
-        for pin in cputune.findall("iothreadpin"):
-            iothreadpins[_int(pin.get("iothread"), "iothreadpin iothread")] = _cpus(
-                pin.get("cpuset")
-            )
-        for element in cputune.findall("vcpusched"):
-            priority = element.get("priority")
-            for v in _cpus(element.get("vcpus")):
-                sched[v] = (
-                    element.get("scheduler", ""),
-                    int(priority) if priority is not None else None,
-                )
-        quota = any(
-            (cputune.findtext(tag) or "").strip() not in ("", "0", "-1")
-            for tag in ("quota", "emulator_quota", "global_quota")
+    if cputune is None:
+        return
+    values["cputune"] = True
+    for pin in cputune.findall("vcpupin"):
+        vcpu = _int(pin.get("vcpu"), "<vcpupin vcpu>", 0, MAX_VCPUS - 1)
+        vcpupins[vcpu] = parse_cpuset(pin.get("cpuset"), f"<vcpupin vcpu='{vcpu}' cpuset>")
+    element = cputune.find("emulatorpin")
+    if element is not None:
+        values["emulatorpin"] = parse_cpuset(element.get("cpuset"), "<emulatorpin cpuset>")
+    for pin in cputune.findall("iothreadpin"):
+        iothread = _int(pin.get("iothread"), "<iothreadpin iothread>")
+        iothreadpins[iothread] = parse_cpuset(
+            pin.get("cpuset"), f"<iothreadpin iothread='{iothread}' cpuset>"
         )
+    for element in cputune.findall("vcpusched"):
+        policy = (element.get("scheduler") or "").strip()
+        priority = element.get("priority")
+        prio = _int(priority, "<vcpusched priority>", 0, 99) if priority is not None else None
+        for v in parse_cpuset(element.get("vcpus"), "<vcpusched vcpus>"):
+            sched[v] = (policy, prio)
+    values["quota"] = any(
+        (cputune.findtext(tag) or "").strip() not in ("", "0", "-1")
+        for tag in ("quota", "emulator_quota", "global_quota")
+    )
 
+
+def _read_memory(root: ET.Element, values: dict[str, Any]) -> None:
     memory = root.find("memory")
-    memory_kib = to_kib(memory.text, memory.get("unit")) if memory is not None else 0
+    if memory is not None:
+        values["memory_kib"] = to_kib(memory.text, memory.get("unit"))
     backing = root.find("memoryBacking")
-    hugepages = backing is not None and backing.find("hugepages") is not None
-    hugepage_kib = None
     if backing is not None:
-        page = backing.find("hugepages/page")
+        hugepages = backing.find("hugepages")
+        values["hugepages"] = hugepages is not None
+        page = hugepages.find("page") if hugepages is not None else None
         if page is not None:
-            hugepage_kib = to_kib(page.get("size"), page.get("unit"))
+            values["hugepage_kib"] = to_kib(page.get("size"), page.get("unit"))
+        values["locked"] = backing.find("locked") is not None
+        values["nosharepages"] = backing.find("nosharepages") is not None
     numa_memory = root.find("numatune/memory")
-    memory_nodes = None
-    memory_mode = None
     if numa_memory is not None and numa_memory.get("nodeset"):
-        memory_nodes = _cpus(numa_memory.get("nodeset"))
-        memory_mode = numa_memory.get("mode", "strict")
+        values["memory_nodes"] = parse_cpuset(
+            numa_memory.get("nodeset"), "<numatune><memory nodeset>"
+        )
+        values["memory_mode"] = numa_memory.get("mode", "strict")
 
+
+def _read_devices(root: ET.Element, values: dict[str, Any]) -> None:
     devices = root.find("devices")
-    balloon = None
+    if devices is None:
+        return
     usb_controllers: list[str] = []
     usb_devices: list[str] = []
     hostdevs: list[Hostdev] = []
-    if devices is not None:
-        element = devices.find("memballoon")
-        if element is not None:
-            balloon = element.get("model", "")
-        for controller in devices.findall("controller"):
-            if controller.get("type") == "usb" and controller.get("model") != "none":
-                usb_controllers.append(controller.get("model") or "default")
-        for device in devices:
-            if not isinstance(device.tag, str):
-                continue
-            if device.tag in ("input", "redirdev") and device.get("bus") == "usb":
-                usb_devices.append(f"{device.get('type')} {device.tag}")
-            elif device.tag == "hostdev" and device.get("type") == "usb":
+    macs: list[str | None] = []
+    disks = 0
+    for device in devices:
+        tag = device.tag
+        if tag == "disk":
+            disks += 1
+        elif tag == "interface":
+            mac = device.find("mac")
+            macs.append(mac.get("address") if mac is not None else None)
+        elif tag == "memballoon":
+            values.setdefault("memballoon", device.get("model", ""))
+        elif tag == "controller":
+            if device.get("type") == "usb" and device.get("model") != "none":
+                usb_controllers.append(device.get("model") or "default")
+        elif tag in ("input", "redirdev"):
+            if device.get("bus") == "usb":
+                usb_devices.append(f"{device.get('type')} {tag}")
+        elif tag == "hostdev":
+            kind = device.get("type")
+            if kind == "usb":
                 usb_devices.append("USB host device")
-        for hostdev in devices.findall("hostdev"):
-            if hostdev.get("mode", "subsystem") != "subsystem" or hostdev.get("type") != "pci":
-                continue
-            address = hostdev.find("source/address")
-            if address is None:
-                continue
-            try:
-                text = (
-                    f"{int(address.get('domain', '0'), 16):04x}:"
-                    f"{int(address.get('bus', '0'), 16):02x}:"
-                    f"{int(address.get('slot', '0'), 16):02x}."
-                    f"{int(address.get('function', '0'), 16):x}"
-                )
-            except ValueError:
-                raise DomainXMLError("a PCI hostdev has a malformed source address") from None
-            hostdevs.append(Hostdev(text, hostdev.get("managed", "no") == "yes"))
-
-    pmu = root.find("features/pmu")
-    cpu = root.find("cpu")
-    managed = root.find(f"metadata/{metadata.TAG}") is not None
-    return DomainFacts(
-        name=name,
-        vcpus=vcpus,
-        active=active,
-        vcpu_cpuset=vcpu_cpuset,
-        vcpupins=vcpupins,
-        emulatorpin=emulatorpin,
-        iothreadpins=iothreadpins,
-        sched=sched,
-        quota=quota,
-        memory_kib=memory_kib,
-        hugepages=hugepages,
-        hugepage_kib=hugepage_kib,
-        locked=backing is not None and backing.find("locked") is not None,
-        nosharepages=backing is not None and backing.find("nosharepages") is not None,
-        memory_nodes=memory_nodes,
-        memory_mode=memory_mode,
-        memballoon=balloon,
+            elif kind == "pci" and device.get("mode", "subsystem") == "subsystem":
+                hostdev = _pci_hostdev(device)
+                if hostdev is not None:
+                    hostdevs.append(hostdev)
+    values.update(
         usb_controllers=tuple(usb_controllers),
         usb_devices=tuple(usb_devices),
-        pmu_off=pmu is not None and pmu.get("state") == "off",
-        cpu_mode=cpu.get("mode", "custom") if cpu is not None else None,
         hostdevs=tuple(hostdevs),
-        managed=managed,
+        macs=tuple(macs),
+        disks=disks,
     )
+
+
+def _pci_hostdev(device: ET.Element) -> Hostdev | None:
+    address = device.find("source/address")
+    if address is None:
+        return None
+    try:
+        text = (
+            f"{int(address.get('domain', '0'), 16):04x}:"
+            f"{int(address.get('bus', '0'), 16):02x}:"
+            f"{int(address.get('slot', '0'), 16):02x}."
+            f"{int(address.get('function', '0'), 16):x}"
+        )
+    except ValueError:
+        raise DomainXMLError("a PCI hostdev has a malformed source address") from None
+    if len(text) != 12:
+        raise DomainXMLError(f"a PCI hostdev's source address {text!r} is out of range")
+    return Hostdev(text, device.get("managed", "no") == "yes")
+
+
+def _iothread_ids(root: ET.Element) -> tuple[int, ...]:
+    """<iothreadids> when present, else 1..<iothreads>."""
+    ids = [_int(i.get("id"), "<iothread id>", 1) for i in root.findall("iothreadids/iothread")]
+    if ids:
+        return tuple(sorted(set(ids)))
+    count = root.findtext("iothreads")
+    if count is None:
+        return ()
+    return tuple(range(1, _int(count, "<iothreads>") + 1))
 
 
 def merge_live(definition: DomainFacts, live: DomainFacts) -> DomainFacts:
     """A running domain claims the CPUs of its definition and of its live state."""
-    from dataclasses import replace
-
     pins = {v: definition.vcpupins.get(v, frozenset()) | p for v, p in live.vcpupins.items()}
     for v, p in definition.vcpupins.items():
         pins.setdefault(v, p)
     emulator = definition.emulatorpin
     if live.emulatorpin is not None:
         emulator = (emulator or frozenset()) | live.emulatorpin
-    sched = {**definition.sched, **live.sched}
-    return replace(
-        definition,
+    return definition.replace(
         active=True,
         vcpus=max(definition.vcpus, live.vcpus),
         vcpupins=pins,
         emulatorpin=emulator,
-        sched=sched,
+        sched={**definition.sched, **live.sched},
     )

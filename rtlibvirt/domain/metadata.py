@@ -21,6 +21,7 @@ NAMESPACE = "http://rtlibvirt.org/xmlns/vm/1"
 PREFIX = "rtlibvirt"
 TAG = f"{{{NAMESPACE}}}vm"
 SCHEMA_VERSION = "1"
+TUNE_ORIGIN = "tune"  # origin='tune': written by `rtlibvirt tune`, not by `define`
 
 
 class MetadataError(ValueError):
@@ -72,8 +73,13 @@ def read_element(root: ET.Element) -> dict[str, Any] | None:
     element = find(root)
     if element is None:
         return None
+    return decode(element.text or "")
+
+
+def decode(text: str) -> dict[str, Any]:
+    """The spec in our element's text; raises MetadataError unless it is a JSON mapping."""
     try:
-        data = json.loads(element.text or "")
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MetadataError(f"rtlibvirt metadata is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

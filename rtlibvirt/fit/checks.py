@@ -1,11 +1,17 @@
 """Real-time checks of one domain: against the host, and of the domain itself.
 
-:func:`host_findings` compares a domain (as :class:`~rtlibvirt.domain.facts.DomainFacts`)
-with the host it is defined on: CPUs that do not exist or are offline, CPUs
-that are not isolated, CPUs other domains pin, busy SMT siblings, NUMA
-locality, free hugepages, PCI devices and their IOMMU groups and drivers, and
-RT group scheduling. :func:`domain_findings` says what the definition itself
-lacks for real time (pins, scheduling, balloon, USB, hugepages, locking, ...).
+Every check is registered in :data:`CHECKS` with its code, its severity, what
+it looks at (``host``: the domain against the host it is defined on;
+``domain``: the definition alone) and its function, whose docstring says what
+it finds (``docs/host-checks.md`` is generated from the registry).
+
+:func:`host_findings` runs the host checks on a domain (as
+:class:`~rtlibvirt.domain.facts.DomainFacts`): CPUs that do not exist or are
+offline, CPUs that are not isolated, CPUs other domains pin, busy SMT
+siblings, NUMA locality, free hugepages, PCI devices and their IOMMU groups
+and drivers, and RT group scheduling. :func:`domain_findings` runs the domain
+checks: what the definition itself lacks for real time (pins, scheduling,
+balloon, USB, hugepages, locking, ...).
 
 Both are pure functions of their inputs; what could not be checked (no access
 to the host's /sys) is listed in ``skipped``, not reported as a finding.
@@ -13,15 +19,18 @@ to the host's /sys) is listed in ``skipped``, not reported as a finding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rtlibvirt.domain.facts import DomainFacts
-from rtlibvirt.fit.findings import Finding
-from rtlibvirt.fit.host import Host
+from rtlibvirt.fit.findings import Finding, Severity
+from rtlibvirt.fit.host import HostModel, PciDevice
 from rtlibvirt.kernel.cpuset import format_cpulist
 
 VFIO = "vfio-pci"
+
+Subject = Literal["host", "domain"]
 
 
 @dataclass
@@ -29,21 +38,93 @@ class Result:
     findings: list[Finding] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
-    def add(self, severity: str, code: str, what: str, fix: str | None = None) -> None:
-        self.findings.append(Finding(severity, code, what, fix))  # type: ignore[arg-type]
+
+@dataclass(frozen=True)
+class Found:
+    """What one check found: a finding without its code (the registry has it)."""
+
+    what: str
+    fix: str | None = None
+    severity: Severity | None = None  # None: the check's own
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
+@dataclass
+class Context:
+    """What a check looks at; ``host`` is None for the domain checks."""
+
+    dom: DomainFacts
+    host: HostModel | None = None
+    allow_shared: bool = False
+    skipped: list[str] = field(default_factory=list)
+    _pci: dict[str, PciDevice | None] = field(default_factory=dict)
+
+    @property
+    def on(self) -> HostModel:
+        """The host (host checks only)."""
+        assert self.host is not None, "a host check ran without a host"
+        return self.host
+
+    def pci(self, address: str) -> PciDevice | None:
+        """The host's PCI device at ``address``, read once per run."""
+        if address not in self._pci:
+            self._pci[address] = self.on.pci(address)
+        return self._pci[address]
 
 
-def _cpus(cpus: Iterable[int]) -> str:
+CheckFunction = Callable[[Context], Iterable[Found]]
+
+
+@dataclass(frozen=True)
+class Check:
+    code: str
+    severity: Severity  # what it reports (a Found may say otherwise, e.g. --allow-shared)
+    subject: Subject
+    function: CheckFunction
+
+    @property
+    def about(self) -> str:
+        """What it finds: the first paragraph of the function's docstring, on one line."""
+        doc = (self.function.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(doc.split())
+
+
+CHECKS: list[Check] = []
+
+
+def check(
+    code: str, severity: Severity, subject: Subject
+) -> Callable[[CheckFunction], CheckFunction]:
+    """Register the decorated function as the check ``code``."""
+
+    def register(function: CheckFunction) -> CheckFunction:
+        if any(c.code == code for c in CHECKS):
+            raise ValueError(f"check {code!r} is registered twice")
+        CHECKS.append(Check(code, severity, subject, function))
+        return function
+
+    return register
+
+
+def _run(subject: Subject, ctx: Context) -> Result:
+    result = Result(skipped=ctx.skipped)
+    for registered in CHECKS:
+        if registered.subject != subject:
+            continue
+        for found in registered.function(ctx):
+            severity = found.severity or registered.severity
+            result.findings.append(Finding(severity, registered.code, found.what, found.fix))
+    return result
+
+
+def _cpus_label(cpus: Iterable[int]) -> str:
+    """``CPU 3`` or ``CPUs 2-3``."""
     cpus = sorted(set(cpus))
     text = format_cpulist(cpus)
     return f"CPU {text}" if len(cpus) == 1 else f"CPUs {text}"
 
 
-def _vcpus(vcpus: Iterable[int]) -> str:
+def _vcpus_label(vcpus: Iterable[int]) -> str:
+    """``vCPU 1`` or ``vCPUs 1-3``."""
     vcpus = sorted(set(vcpus))
     text = format_cpulist(vcpus)
     return f"vCPU {text}" if len(vcpus) == 1 else f"vCPUs {text}"
@@ -53,7 +134,7 @@ def uses(dom: DomainFacts) -> dict[int, list[str]]:
     """host CPU -> what of ``dom`` is pinned there ("vCPU 1", "the emulator", ...)."""
     result: dict[int, list[str]] = {}
     for cpu, vcpus in sorted(dom.vcpu_claims().items()):
-        result.setdefault(cpu, []).append(_vcpus(vcpus))
+        result.setdefault(cpu, []).append(_vcpus_label(vcpus))
     for cpu in sorted(dom.emulatorpin or ()):
         result.setdefault(cpu, []).append("the emulator")
     for iothread, cpus in sorted(dom.iothreadpins.items()):
@@ -71,16 +152,9 @@ def _where(cpus: Iterable[int], used: dict[int, list[str]]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def host_findings(host: Host, dom: DomainFacts, *, allow_shared: bool = False) -> Result:
-    result = Result()
-    _cpus_exist(host, dom, result)
-    _isolation(host, dom, result)
-    _shared(host, dom, result, allow_shared)
-    _siblings(host, dom, result)
-    _numa(host, dom, result)
-    _hugepages(host, dom, result)
-    _hostdevs(host, dom, result)
-    _rt_group_sched(host, dom, result)
+def host_findings(host: HostModel, dom: DomainFacts, *, allow_shared: bool = False) -> Result:
+    """Run the host checks of ``dom`` on ``host``."""
+    result = _run("host", Context(dom, host, allow_shared))
     if host.fs is None:
         result.skipped.append(
             f"isolation, hugepages, PCI devices and RT group scheduling: the kernel files "
@@ -89,64 +163,83 @@ def host_findings(host: Host, dom: DomainFacts, *, allow_shared: bool = False) -
     return result
 
 
-def _cpus_exist(host: Host, dom: DomainFacts, result: Result) -> None:
-    topo = host.topology
-    used = uses(dom)
+@check("cpu-missing", "error", "host")
+def _cpu_missing(ctx: Context) -> Iterator[Found]:
+    """A vCPU, emulator or I/O thread pinned to a host CPU the host does not have."""
+    topo = ctx.on.topology
+    used = uses(ctx.dom)
     missing = [cpu for cpu in used if cpu not in topo.cpus]
     if missing:
-        result.add(
-            "error",
-            "cpu-missing",
+        yield Found(
             f"pinned to host CPUs the host does not have: {_where(missing, used)}; "
             f"the host has {topo.describe()}",
             "pin to CPUs the host has (`cpu.pinning`, `cpu.emulator`), or write `auto`",
         )
+
+
+@check("cpu-offline", "error", "host")
+def _cpu_offline(ctx: Context) -> Iterator[Found]:
+    """A vCPU, emulator or I/O thread pinned to a host CPU that is offline."""
+    topo = ctx.on.topology
+    used = uses(ctx.dom)
     offline = [cpu for cpu in used if cpu in topo.cpus and cpu not in topo.online]
     if offline:
-        result.add(
-            "error",
-            "cpu-offline",
+        yield Found(
             f"pinned to host CPUs that are offline: {_where(offline, used)}",
             "bring them online (echo 1 > /sys/devices/system/cpu/cpuN/online) "
             "or pin to online CPUs",
         )
 
 
-def _isolation(host: Host, dom: DomainFacts, result: Result) -> None:
-    rt_cpus = dom.realtime_cpu_set & host.topology.all
+@check("cpu-not-isolated", "warning", "host")
+def _cpu_not_isolated(ctx: Context) -> Iterator[Found]:
+    """A realtime vCPU on a host CPU the running kernel does not isolate."""
+    host = ctx.on
+    rt_cpus = ctx.dom.realtime_cpu_set & host.topology.all
     if not rt_cpus or host.isolated is None:
         return
     not_isolated = rt_cpus - host.isolated
     if not_isolated:
         isolated = format_cpulist(host.isolated) if host.isolated else "none"
         cpus = format_cpulist(not_isolated)
-        result.add(
-            "warning",
-            "cpu-not-isolated",
-            f"realtime vCPUs run on host {_cpus(not_isolated)}, which the running kernel does "
-            f"not isolate (isolated CPUs: {isolated}): host tasks and interrupts share them",
+        yield Found(
+            f"realtime vCPUs run on host {_cpus_label(not_isolated)}, which the running kernel "
+            f"does not isolate (isolated CPUs: {isolated}): host tasks and interrupts share them",
             f"isolate them at boot: isolcpus=domain,managed_irq,{cpus} nohz_full={cpus} "
             f"rcu_nocbs={cpus} on the kernel command line, then reboot; or pin the realtime "
             "vCPUs to isolated CPUs (`cpu.pinning: auto` prefers them)",
         )
+
+
+@check("cpu-not-nohz-full", "info", "host")
+def _cpu_not_nohz_full(ctx: Context) -> Iterator[Found]:
+    """A realtime vCPU on an isolated host CPU without ``nohz_full``."""
+    host = ctx.on
+    rt_cpus = ctx.dom.realtime_cpu_set & host.topology.all
+    if not rt_cpus or host.isolated is None:
+        return
     ticking = (rt_cpus & host.isolated) - (host.nohz_full or frozenset())
     if ticking:
         cpus = format_cpulist(ticking)
-        result.add(
-            "info",
-            "cpu-not-nohz-full",
-            f"host {_cpus(ticking)} of realtime vCPUs are isolated but not nohz_full: "
+        yield Found(
+            f"host {_cpus_label(ticking)} of realtime vCPUs are isolated but not nohz_full: "
             "the scheduler tick still interrupts them",
             f"add nohz_full={cpus} rcu_nocbs={cpus} to the kernel command line",
         )
 
 
-def _shared(host: Host, dom: DomainFacts, result: Result, allow_shared: bool) -> None:
+@check("cpu-shared", "error", "host")
+def _cpu_shared(ctx: Context) -> Iterator[Found]:
+    """A host CPU that another defined domain pins (this domain's vCPUs on any of its
+    CPUs, or this domain's emulator and I/O threads on its vCPUs' CPUs); a warning
+    with ``--allow-shared``.
+    """
+    dom = ctx.dom
     ours = uses(dom)
     our_vcpus = dom.vcpu_cpu_set
     our_helpers = dom.helper_cpu_set
     clashes: list[str] = []
-    for other in host.others(dom.name):
+    for other in ctx.on.others(dom.name):
         theirs = uses(other)
         cpus = (our_vcpus & other.pinned_cpu_set) | (our_helpers & other.vcpu_cpu_set)
         for cpu in sorted(cpus):
@@ -154,25 +247,28 @@ def _shared(host: Host, dom: DomainFacts, result: Result, allow_shared: bool) ->
                 f"host CPU {cpu} ({' and '.join(ours[cpu])}) is also pinned by domain "
                 f"{other.name!r} ({' and '.join(theirs[cpu])})"
             )
-    if clashes:
-        if allow_shared:
-            result.add(
-                "warning",
-                "cpu-shared",
-                "; ".join(clashes) + " (allowed by --allow-shared)",
-                "make sure these domains never run at the same time",
-            )
-        else:
-            result.add(
-                "error",
-                "cpu-shared",
-                "; ".join(clashes),
-                "choose other CPUs (`cpu.pinning: auto` picks free ones), or pass "
-                "--allow-shared if these domains never run at the same time",
-            )
+    if not clashes:
+        return
+    if ctx.allow_shared:
+        yield Found(
+            "; ".join(clashes) + " (allowed by --allow-shared)",
+            "make sure these domains never run at the same time",
+            severity="warning",
+        )
+    else:
+        yield Found(
+            "; ".join(clashes),
+            "choose other CPUs (`cpu.pinning: auto` picks free ones), or pass "
+            "--allow-shared if these domains never run at the same time",
+        )
 
 
-def _siblings(host: Host, dom: DomainFacts, result: Result) -> None:
+@check("smt-sibling-busy", "warning", "host")
+def _smt_sibling_busy(ctx: Context) -> Iterator[Found]:
+    """The SMT sibling of a realtime vCPU's host CPU is used: by this domain's emulator
+    or other vCPUs, by another domain, or by the host's housekeeping.
+    """
+    host, dom = ctx.on, ctx.dom
     topo = host.topology
     ours = uses(dom)
     others = host.others(dom.name)
@@ -190,30 +286,35 @@ def _siblings(host: Host, dom: DomainFacts, result: Result) -> None:
             if users:
                 busy.append(f"CPU {sibling}, sibling of CPU {cpu}, is used by {', '.join(users)}")
     if busy:
-        result.add(
-            "warning",
-            "smt-sibling-busy",
+        yield Found(
             "SMT siblings of realtime vCPUs' CPUs are busy: " + "; ".join(busy),
             "give each realtime vCPU a whole core: keep its sibling isolated and pinned to "
             "nothing (`cpu.pinning: auto` does), or turn SMT off (nosmt)",
         )
 
 
-def _numa(host: Host, dom: DomainFacts, result: Result) -> None:
+@check("numa-node-missing", "error", "host")
+def _numa_node_missing(ctx: Context) -> Iterator[Found]:
+    """Memory bound to a host NUMA node (``numa.node``) that does not exist."""
+    nodes = ctx.on.topology.nodes
+    if ctx.dom.memory_nodes is None:
+        return
+    missing = ctx.dom.memory_nodes - set(nodes)
+    if missing:
+        yield Found(
+            f"memory is bound to host NUMA node {format_cpulist(missing)}, which does not "
+            f"exist; the host has node{'s' if len(nodes) != 1 else ''} "
+            f"{format_cpulist(nodes)}",
+            f"set `numa.node` to one of {format_cpulist(nodes)}",
+        )
+
+
+@check("numa-split", "warning", "host")
+def _numa_split(ctx: Context) -> Iterator[Found]:
+    """vCPUs, memory and PCI devices on different host NUMA nodes."""
+    host, dom = ctx.on, ctx.dom
     topo = host.topology
-    nodes = topo.nodes
-    if dom.memory_nodes is not None:
-        missing = dom.memory_nodes - set(nodes)
-        if missing:
-            result.add(
-                "error",
-                "numa-node-missing",
-                f"memory is bound to host NUMA node {format_cpulist(missing)}, which does not "
-                f"exist; the host has node{'s' if len(nodes) != 1 else ''} "
-                f"{format_cpulist(nodes)}",
-                f"set `numa.node` to one of {format_cpulist(nodes)}",
-            )
-    if len(nodes) < 2:
+    if len(topo.nodes) < 2:
         return
     vcpu_nodes = topo.nodes_of(dom.vcpu_cpu_set)
     problems: list[str] = []
@@ -222,7 +323,7 @@ def _numa(host: Host, dom: DomainFacts, result: Result) -> None:
             node: [v for v in range(dom.vcpus) if topo.nodes_of(dom.vcpu_cpus(v) or ()) == {node}]
             for node in sorted(vcpu_nodes)
         }
-        detail = ", ".join(f"{_vcpus(v)} on node {n}" for n, v in per_node.items() if v)
+        detail = ", ".join(f"{_vcpus_label(v)} on node {n}" for n, v in per_node.items() if v)
         problems.append(f"the vCPUs span NUMA nodes {format_cpulist(vcpu_nodes)} ({detail})")
     if dom.memory_nodes is not None and vcpu_nodes and not vcpu_nodes <= dom.memory_nodes:
         problems.append(
@@ -231,7 +332,7 @@ def _numa(host: Host, dom: DomainFacts, result: Result) -> None:
         )
     if host.fs is not None:
         for dev in dom.hostdevs:
-            pci = host.pci(dev.address)
+            pci = ctx.pci(dev.address)
             if pci is None or pci.numa_node is None:
                 continue
             if vcpu_nodes and pci.numa_node not in vcpu_nodes:
@@ -245,16 +346,14 @@ def _numa(host: Host, dom: DomainFacts, result: Result) -> None:
                     f"{format_cpulist(dom.memory_nodes)}"
                 )
     if problems:
-        result.add(
-            "warning",
-            "numa-split",
+        yield Found(
             "; ".join(problems) + ": every crossing between nodes adds latency",
             "keep CPUs, memory and devices on one node: set `numa.node` (to the devices' node) "
             "and `cpu.pinning: auto`, which places on that node",
         )
 
 
-def _default_hugepage_kib(host: Host) -> int:
+def _default_hugepage_kib(host: HostModel) -> int:
     if host.fs is not None:
         for line in host.fs.read_or("/proc/meminfo", "").splitlines():
             if line.startswith("Hugepagesize:"):
@@ -268,11 +367,16 @@ def _page_name(kib: int) -> str:
     return {2048: "2M", 1048576: "1G"}.get(kib, f"{kib}KiB")
 
 
-def _hugepages(host: Host, dom: DomainFacts, result: Result) -> None:
+@check("hugepages-short", "warning", "host")
+def _hugepages_short(ctx: Context) -> Iterator[Found]:
+    """Fewer free hugepages of the domain's page size on its node than its memory needs
+    (they can still be reserved before it starts).
+    """
+    host, dom = ctx.on, ctx.dom
     if not dom.hugepages or host.fs is None:
         return
     if dom.active:
-        result.skipped.append("free hugepages: the domain is running and holds its pages")
+        ctx.skipped.append("free hugepages: the domain is running and holds its pages")
         return
     page = dom.hugepage_kib or _default_hugepage_kib(host)
     needed = -(-dom.memory_kib // page)
@@ -294,9 +398,7 @@ def _hugepages(host: Host, dom: DomainFacts, result: Result) -> None:
     if page >= 1048576:
         reserve += f", or at boot: hugepagesz=1G hugepages={needed} (1G pages are best reserved "
         reserve += "at boot, before memory fragments)"
-    result.add(
-        "warning",
-        "hugepages-short",
+    yield Found(
         f"the domain needs {needed} free {_page_name(page)} hugepages on {where} for its "
         f"{dom.memory_kib // 1024} MiB, but {free} "
         f"{'is' if free == 1 else 'are'} free"
@@ -305,62 +407,89 @@ def _hugepages(host: Host, dom: DomainFacts, result: Result) -> None:
     )
 
 
-def _hostdevs(host: Host, dom: DomainFacts, result: Result) -> None:
-    if not dom.hostdevs or host.fs is None:
+def _passed_through(ctx: Context) -> Iterator[tuple[str, bool, PciDevice | None]]:
+    """(address, managed, the host's device) of each PCI device, where /sys can be read."""
+    if ctx.on.fs is None:
         return
-    ours = {dev.address for dev in dom.hostdevs}
-    for dev in dom.hostdevs:
-        pci = host.pci(dev.address)
+    for dev in ctx.dom.hostdevs:
+        yield dev.address, dev.managed, ctx.pci(dev.address)
+
+
+@check("hostdev-missing", "error", "host")
+def _hostdev_missing(ctx: Context) -> Iterator[Found]:
+    """A PCI device to pass through that does not exist on the host."""
+    for address, _, pci in _passed_through(ctx):
         if pci is None:
-            result.add(
-                "error",
-                "hostdev-missing",
-                f"PCI device {dev.address} does not exist on this host",
+            yield Found(
+                f"PCI device {address} does not exist on this host",
                 "check the address with `lspci -D` and fix `devices.hostdevs`",
             )
-            continue
-        if pci.iommu_group is None:
-            result.add(
-                "error",
-                "iommu-off",
-                f"PCI device {dev.address} is in no IOMMU group: the IOMMU is off, and VFIO "
+
+
+@check("iommu-off", "error", "host")
+def _iommu_off(ctx: Context) -> Iterator[Found]:
+    """A PCI device in no IOMMU group: the IOMMU is off."""
+    for address, _, pci in _passed_through(ctx):
+        if pci is not None and pci.iommu_group is None:
+            yield Found(
+                f"PCI device {address} is in no IOMMU group: the IOMMU is off, and VFIO "
                 "cannot pass devices through without it",
                 "turn VT-d / AMD-Vi on in the firmware and boot with intel_iommu=on iommu=pt "
                 "(Intel) or amd_iommu=on iommu=pt (AMD)",
             )
-        else:
-            strangers = []
-            for member in pci.group_members:
-                if member in ours:
-                    continue
-                other = host.pci(member)
-                if other is not None and other.bridge:
-                    continue  # PCI bridges in a group do not stop VFIO
-                driver = other.driver if other is not None else None
-                strangers.append(f"{member} (driver {driver or 'none'})")
-            if strangers:
-                result.add(
-                    "error",
-                    "iommu-group-shared",
-                    f"PCI device {dev.address} is in IOMMU group {pci.iommu_group} with "
-                    f"{', '.join(strangers)}, not passed to this domain: VFIO needs the whole "
-                    "group",
-                    "pass every device of the group to this domain (add them to "
-                    "`devices.hostdevs`), or move the card to a slot whose group it has alone",
-                )
-        if not dev.managed and pci.driver != VFIO:
-            result.add(
-                "error",
-                "hostdev-not-vfio",
-                f"PCI device {dev.address} is not managed by libvirt and is bound to "
+
+
+@check("iommu-group-shared", "error", "host")
+def _iommu_group_shared(ctx: Context) -> Iterator[Found]:
+    """A PCI device whose IOMMU group holds devices not passed to the same domain
+    (PCI bridges excepted).
+    """
+    ours = {dev.address for dev in ctx.dom.hostdevs}
+    for address, _, pci in _passed_through(ctx):
+        if pci is None or pci.iommu_group is None:
+            continue
+        strangers = []
+        for member in pci.group_members:
+            if member in ours:
+                continue
+            other = ctx.pci(member)
+            if other is not None and other.bridge:
+                continue  # PCI bridges in a group do not stop VFIO
+            driver = other.driver if other is not None else None
+            strangers.append(f"{member} (driver {driver or 'none'})")
+        if strangers:
+            yield Found(
+                f"PCI device {address} is in IOMMU group {pci.iommu_group} with "
+                f"{', '.join(strangers)}, not passed to this domain: VFIO needs the whole "
+                "group",
+                "pass every device of the group to this domain (add them to "
+                "`devices.hostdevs`), or move the card to a slot whose group it has alone",
+            )
+
+
+@check("hostdev-not-vfio", "error", "host")
+def _hostdev_not_vfio(ctx: Context) -> Iterator[Found]:
+    """A PCI device that libvirt does not manage (``managed: false``) and that is not
+    bound to ``vfio-pci``.
+    """
+    for address, managed, pci in _passed_through(ctx):
+        if pci is not None and not managed and pci.driver != VFIO:
+            yield Found(
+                f"PCI device {address} is not managed by libvirt and is bound to "
                 f"{pci.driver or 'no driver'}, not {VFIO}",
-                f"bind it to {VFIO} (e.g. `driverctl set-override {dev.address} {VFIO}`), "
+                f"bind it to {VFIO} (e.g. `driverctl set-override {address} {VFIO}`), "
                 "or set `managed: true` so libvirt binds it when the domain starts",
             )
 
 
-def _rt_group_sched(host: Host, dom: DomainFacts, result: Result) -> None:
-    if not dom.realtime_vcpus or host.fs is None:
+@check("rt-group-sched", "error", "host")
+def _rt_group_sched(ctx: Context) -> Iterator[Found]:
+    """RT group scheduling with libvirt's cpu controller and RT bandwidth limits on:
+    libvirt's SCHED_FIFO fails with EPERM, because each vCPU thread lands in a new cpu
+    cgroup whose ``cpu.rt_runtime_us`` is 0.
+    """
+    host = ctx.on
+    if not ctx.dom.realtime_vcpus or host.fs is None:
         return
     state = host.rt_group_sched()
     if state is None or not state.blocks_fifo:
@@ -370,9 +499,7 @@ def _rt_group_sched(host: Host, dom: DomainFacts, result: Result) -> None:
         if state.machine_runtime_us is not None
         else "not created yet; new cgroups get cpu.rt_runtime_us 0"
     )
-    result.add(
-        "error",
-        "rt-group-sched",
+    yield Found(
         f"the kernel has RT group scheduling ({state.cpu_mount}/cpu.rt_runtime_us exists), "
         f"libvirt puts each vCPU thread in a cpu cgroup of its own under "
         f"{state.machine_cgroup} ({runtime}) where new cgroups get no RT runtime, and "
@@ -392,27 +519,42 @@ def _rt_group_sched(host: Host, dom: DomainFacts, result: Result) -> None:
 
 def domain_findings(dom: DomainFacts) -> Result:
     """What the definition lacks, or has too much of, for real time."""
-    result = Result()
+    return _run("domain", Context(dom))
+
+
+@check("vcpu-not-pinned", "error", "domain")
+def _vcpu_not_pinned(ctx: Context) -> Iterator[Found]:
+    """A vCPU without ``<vcpupin>`` (nor ``<vcpu cpuset>``): the host scheduler moves it."""
+    dom = ctx.dom
     unpinned = [v for v in range(dom.vcpus) if dom.vcpu_cpus(v) is None]
     if unpinned:
-        result.add(
-            "error",
-            "vcpu-not-pinned",
-            f"{_vcpus(unpinned)} {'is' if len(unpinned) == 1 else 'are'} not pinned "
+        yield Found(
+            f"{_vcpus_label(unpinned)} {'is' if len(unpinned) == 1 else 'are'} not pinned "
             "(no <vcpupin>): the host scheduler moves them between CPUs",
             "pin every vCPU to a host CPU of its own: `rtlibvirt tune DOMAIN TUNING.yaml` "
             "with `cpu.pinning` (or `auto`)",
         )
+
+
+@check("vcpu-pin-range", "warning", "domain")
+def _vcpu_pin_range(ctx: Context) -> Iterator[Found]:
+    """A vCPU pinned to more than one host CPU."""
+    dom = ctx.dom
     wide = [v for v in range(dom.vcpus) if len(dom.vcpu_cpus(v) or ()) > 1]
     if wide:
-        result.add(
-            "warning",
-            "vcpu-pin-range",
+        yield Found(
             "; ".join(
-                f"vCPU {v} may run on any of host {_cpus(dom.vcpu_cpus(v) or ())}" for v in wide
+                f"vCPU {v} may run on any of host {_cpus_label(dom.vcpu_cpus(v) or ())}"
+                for v in wide
             ),
             "pin each vCPU to exactly one host CPU",
         )
+
+
+@check("vcpu-cpu-shared", "error", "domain")
+def _vcpu_cpu_shared(ctx: Context) -> Iterator[Found]:
+    """Two vCPUs of the domain pinned to the same single host CPU."""
+    dom = ctx.dom
     shared = {cpu: vcpus for cpu, vcpus in dom.vcpu_claims().items() if len(vcpus) > 1}
     exclusive = {
         cpu: vcpus
@@ -420,95 +562,131 @@ def domain_findings(dom: DomainFacts) -> Result:
         if all(len(dom.vcpu_cpus(v) or ()) == 1 for v in vcpus)
     }
     if exclusive:
-        result.add(
-            "error",
-            "vcpu-cpu-shared",
-            "; ".join(f"{_vcpus(v)} share host CPU {cpu}" for cpu, v in sorted(exclusive.items())),
+        yield Found(
+            "; ".join(
+                f"{_vcpus_label(v)} share host CPU {cpu}" for cpu, v in sorted(exclusive.items())
+            ),
             "give each vCPU a host CPU of its own",
         )
-    if dom.emulatorpin is None:
-        result.add(
-            "warning",
-            "emulator-not-pinned",
+
+
+@check("emulator-not-pinned", "warning", "domain")
+def _emulator_not_pinned(ctx: Context) -> Iterator[Found]:
+    """No ``<emulatorpin>``: QEMU's own threads may run on the vCPUs' CPUs."""
+    if ctx.dom.emulatorpin is None:
+        yield Found(
             "the emulator threads are not pinned (no <emulatorpin>): QEMU's own threads may run "
             "on the vCPUs' CPUs",
             "pin the emulator to housekeeping CPUs (`cpu.emulator`, or `auto`)",
         )
-    rt_cpus = dom.realtime_cpu_set
-    clash = rt_cpus & dom.helper_cpu_set
+
+
+@check("emulator-on-rt-cpu", "error", "domain")
+def _emulator_on_rt_cpu(ctx: Context) -> Iterator[Found]:
+    """The emulator or an I/O thread pinned to a realtime vCPU's host CPU."""
+    dom = ctx.dom
+    clash = dom.realtime_cpu_set & dom.helper_cpu_set
     if clash:
-        result.add(
-            "error",
-            "emulator-on-rt-cpu",
-            f"the emulator or I/O threads share host {_cpus(clash)} with realtime vCPUs: a "
+        yield Found(
+            f"the emulator or I/O threads share host {_cpus_label(clash)} with realtime vCPUs: a "
             "SCHED_FIFO vCPU there starves QEMU's own threads and the guest hangs",
             "pin the emulator to CPUs no realtime vCPU uses",
         )
-    if not dom.realtime_vcpus:
-        result.add(
-            "warning",
-            "no-realtime-sched",
+
+
+@check("no-realtime-sched", "warning", "domain")
+def _no_realtime_sched(ctx: Context) -> Iterator[Found]:
+    """No vCPU with a real-time scheduler (``<vcpusched scheduler='fifo'>`` or ``rr``)."""
+    if not ctx.dom.realtime_vcpus:
+        yield Found(
             "no vCPU has a real-time scheduler (no <vcpusched scheduler='fifo'>)",
             "schedule the guest's realtime vCPUs SCHED_FIFO (`cpu.realtime.vcpus`)",
         )
-    if dom.quota:
-        result.add(
-            "warning",
-            "cpu-quota",
+
+
+@check("cpu-quota", "warning", "domain")
+def _cpu_quota(ctx: Context) -> Iterator[Found]:
+    """A CPU bandwidth quota in ``<cputune>``: the vCPUs are throttled every period."""
+    if ctx.dom.quota:
+        yield Found(
             "<cputune> sets a CPU quota: the vCPUs are throttled every period",
             "remove <period>/<quota> from <cputune> (`virsh schedinfo` / virsh edit)",
         )
-    if dom.memballoon not in (None, "none"):
-        result.add(
-            "warning",
-            "memballoon",
-            f"a memory balloon ({dom.memballoon}) is present: the host can take guest memory "
+
+
+@check("memballoon", "warning", "domain")
+def _memballoon(ctx: Context) -> Iterator[Found]:
+    """A memory balloon: the host can take guest memory back, its stats polling wakes
+    the guest.
+    """
+    balloon = ctx.dom.memballoon
+    if balloon not in (None, "none"):
+        yield Found(
+            f"a memory balloon ({balloon}) is present: the host can take guest memory "
             "back and its stats polling wakes the guest",
             "set <memballoon model='none'/> (`rtlibvirt tune` does)",
         )
-    if dom.usb_controllers:
-        result.add(
-            "warning",
-            "usb-controller",
-            f"a USB controller is present ({', '.join(dom.usb_controllers)}): it polls and "
+
+
+@check("usb-controller", "warning", "domain")
+def _usb_controller(ctx: Context) -> Iterator[Found]:
+    """A USB controller: it polls and interrupts the guest."""
+    if ctx.dom.usb_controllers:
+        yield Found(
+            f"a USB controller is present ({', '.join(ctx.dom.usb_controllers)}): it polls and "
             "interrupts the guest",
             "set <controller type='usb' model='none'/> (`rtlibvirt tune` does)",
         )
-    if dom.usb_devices:
-        result.add(
-            "warning",
-            "usb-device",
-            f"USB devices are present ({', '.join(dom.usb_devices)}), e.g. a tablet that the "
+
+
+@check("usb-device", "warning", "domain")
+def _usb_device(ctx: Context) -> Iterator[Found]:
+    """USB devices (a tablet, USB redirection, USB host devices) that the guest polls."""
+    if ctx.dom.usb_devices:
+        yield Found(
+            f"USB devices are present ({', '.join(ctx.dom.usb_devices)}), e.g. a tablet that the "
             "guest polls",
             "remove them (`rtlibvirt tune` does; the mouse falls back to PS/2)",
         )
-    if not dom.hugepages:
-        result.add(
-            "warning",
-            "no-hugepages",
+
+
+@check("no-hugepages", "warning", "domain")
+def _no_hugepages(ctx: Context) -> Iterator[Found]:
+    """Guest memory not backed by hugepages: TLB misses add latency."""
+    if not ctx.dom.hugepages:
+        yield Found(
             "guest memory is not backed by hugepages: TLB misses add latency",
             "back it with hugepages (`memory_backing.hugepages: 1G` or `2M`)",
         )
-    if not dom.locked:
-        result.add(
-            "warning",
-            "not-locked",
+
+
+@check("not-locked", "warning", "domain")
+def _not_locked(ctx: Context) -> Iterator[Found]:
+    """Guest memory not locked (no ``<locked/>``): the host may swap or migrate it."""
+    if not ctx.dom.locked:
+        yield Found(
             "guest memory is not locked (no <locked/>): the host may swap or migrate it",
             "lock it (`memory_backing.locked: true`)",
         )
-    if not dom.pmu_off:
-        result.add(
-            "info",
-            "pmu-on",
+
+
+@check("pmu-on", "info", "domain")
+def _pmu_on(ctx: Context) -> Iterator[Found]:
+    """The virtual PMU is on: the guest's perf counter accesses cause exits."""
+    if not ctx.dom.pmu_off:
+        yield Found(
             "the virtual PMU is on: perf counter accesses from the guest cause exits",
             "turn it off with <pmu state='off'/> (`rtlibvirt tune` does)",
         )
-    if dom.cpu_mode != "host-passthrough":
-        result.add(
-            "info",
-            "cpu-model",
-            f"the CPU model is {dom.cpu_mode or 'the hypervisor default'}, not "
+
+
+@check("cpu-model", "info", "domain")
+def _cpu_model(ctx: Context) -> Iterator[Found]:
+    """A CPU model other than host-passthrough: the guest may lack the invariant TSC."""
+    mode = ctx.dom.cpu_mode
+    if mode != "host-passthrough":
+        yield Found(
+            f"the CPU model is {mode or 'the hypervisor default'}, not "
             "host-passthrough: the guest may lack the invariant TSC and other host features",
             "use `cpu.model: host-passthrough`",
         )
-    return result

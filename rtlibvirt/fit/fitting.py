@@ -15,7 +15,7 @@ from rtlibvirt.domain.render import render
 from rtlibvirt.errors import HostError, LibvirtError
 from rtlibvirt.fit import checks
 from rtlibvirt.fit.findings import Finding, errors, ordered
-from rtlibvirt.fit.host import Host, gather
+from rtlibvirt.fit.host import HostModel, gather
 from rtlibvirt.fit.placement import Placement, Request, place, previous_of
 from rtlibvirt.kernel.fs import HostFS
 from rtlibvirt.virt import connection as virt
@@ -42,7 +42,7 @@ class HostCheckError(HostError):
 class Fitted:
     """The outcome of fitting one spec or domain to the host."""
 
-    host: Host
+    host: HostModel
     spec: VmSpec | None  # with `auto` resolved
     facts: DomainFacts
     placement: Placement | None = None
@@ -54,7 +54,7 @@ class Fitted:
         return errors(self.findings)
 
 
-def device_nodes(host: Host, spec: VmSpec) -> frozenset[int]:
+def device_nodes(host: HostModel, spec: VmSpec) -> frozenset[int]:
     """The NUMA nodes of the spec's PCI devices, where the host tells."""
     nodes = set()
     for dev in spec.devices.hostdevs:
@@ -64,7 +64,7 @@ def device_nodes(host: Host, spec: VmSpec) -> frozenset[int]:
     return frozenset(nodes)
 
 
-def place_spec(host: Host, spec: VmSpec) -> tuple[VmSpec, Placement | None]:
+def place_spec(host: HostModel, spec: VmSpec) -> tuple[VmSpec, Placement | None]:
     """Resolve ``cpu.pinning: auto`` / ``cpu.emulator: auto`` on ``host``."""
     if not spec.needs_placement:
         return spec, None

@@ -175,7 +175,10 @@ class PciDevice:
 
 
 @dataclass(frozen=True)
-class Host:
+class HostModel:
+    """The libvirt host of one URI: its topology, its domains and, where they can be read,
+    its kernel's files (isolated CPUs, hugepages, PCI devices, RT group scheduling)."""
+
     uri: str
     topology: Topology
     domains: tuple[DomainFacts, ...] = ()
@@ -231,11 +234,6 @@ class Host:
             bridge=klass.startswith("0x0604"),
         )
 
-    def pci_exists(self, address: str) -> bool | None:
-        if self.fs is None:
-            return None
-        return self.fs.exists(f"{PCI_DIR}/{address}")
-
     def rt_group_sched(self) -> RtGroupSched | None:
         """RT group scheduling state; None when it is off or cannot be known."""
         if self.fs is None or not self.qemu:
@@ -245,7 +243,7 @@ class Host:
 
 def _link_name(fs: HostFS, host_path: str) -> str | None:
     try:
-        return os.path.basename(os.readlink(fs.path(host_path)))
+        return os.path.basename(os.readlink(fs.path(host_path, follow=False)))
     except OSError:
         return None
 
@@ -282,7 +280,7 @@ def domain_facts(
     return tuple(result), tuple(unreadable)
 
 
-def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = True) -> Host:
+def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = True) -> HostModel:
     """Read the host behind ``conn``: topology, domains, and (if local) kernel state."""
     topology = topology_from_capabilities(virt.capabilities(conn))
     if topology is None:
@@ -296,7 +294,7 @@ def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = T
     if fs is not None:
         isolated = fs.cpus_isolated()
         nohz = fs.cpus_nohz_full()
-    return Host(
+    return HostModel(
         uri=uri,
         topology=topology,
         domains=domains,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtlibvirt.domain.facts import DomainFacts
-from rtlibvirt.fit.host import Host
+from rtlibvirt.fit.host import HostModel
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.kernel.fs import HostFS
 
@@ -84,7 +84,7 @@ def holders(domains: tuple[DomainFacts, ...]) -> dict[int, list[Holder]]:
     return result
 
 
-def _role(host: Host, cpu: int) -> str:
+def _role(host: HostModel, cpu: int) -> str:
     if cpu not in host.topology.online:
         return "offline"
     if host.isolated is None:
@@ -113,7 +113,7 @@ def _domain_line(dom: DomainFacts) -> str:
     return f"{state}{mark}; {text}"
 
 
-def text(host: Host, hook: dict[str, frozenset[int]] | None) -> str:
+def text(host: HostModel, hook: dict[str, frozenset[int]] | None) -> str:
     topo = host.topology
     held = holders(host.domains)
     out: list[str] = [f"Host {host.uri}: {topo.describe()}"]
@@ -164,7 +164,7 @@ def text(host: Host, hook: dict[str, frozenset[int]] | None) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_json(host: Host, hook: dict[str, frozenset[int]] | None) -> dict[str, Any]:
+def to_json(host: HostModel, hook: dict[str, frozenset[int]] | None) -> dict[str, Any]:
     topo = host.topology
     held = holders(host.domains)
     nodes = []

@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from rtlibvirt import __version__, resources
 from rtlibvirt.errors import HostError, InputError
 from rtlibvirt.hook.log import LOG_FILE
 from rtlibvirt.hook.state import STATE_FILE, State, StateError, StateStore, peek
-from rtlibvirt.kernel import rtgroup
+from rtlibvirt.kernel import procs, rtgroup
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.kernel.files import atomic_write
 from rtlibvirt.kernel.fs import HostFS
@@ -305,41 +304,14 @@ def find_daemon(fs: HostFS) -> Daemon | None:
 
 
 def _daemon(fs: HostFS, pid: int) -> Daemon | None:
-    comm = fs.read_or(f"/proc/{pid}/comm", "").strip()
+    comm = procs.comm(fs, pid).strip()
     if comm not in DAEMONS:
         return None
-    if fs.read_or(f"/proc/{pid}/stat", "").rpartition(")")[2].split()[:1] == ["Z"]:
-        return None  # a zombie of an earlier daemon
-    started = process_start_time(fs, pid)
+    info = procs.stat(fs, pid)
+    if info is None or info.state == "Z":
+        return None  # gone, or a zombie of an earlier daemon
+    started = procs.start_time(fs, pid)
     return None if started is None else Daemon(comm, pid, started)
-
-
-def process_start_time(fs: HostFS, pid: int) -> float | None:
-    """Start time of a process in epoch seconds (/proc/PID/stat field 22).
-
-    The boot time comes from /proc/uptime (10 ms steps) where it can, since
-    /proc/stat's btime is rounded to the second.
-    """
-    stat = fs.read_or(f"/proc/{pid}/stat", "")
-    fields = stat.rpartition(")")[2].split()
-    try:
-        ticks = int(fields[19])
-    except (IndexError, ValueError):
-        return None
-    boot: float | None = None
-    uptime = fs.read_or("/proc/uptime", "").split()
-    if uptime:
-        try:
-            boot = time.time() - float(uptime[0])
-        except ValueError:
-            boot = None
-    if boot is None:
-        for line in fs.read_or("/proc/stat", "").splitlines():
-            if line.startswith("btime "):
-                boot = float(line.split()[1])
-    if boot is None:
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 # ---- restart -------------------------------------------------------------------------

@@ -28,14 +28,13 @@ Standard library only (no dataclasses either: they cost the hook ~10 ms).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
+from rtlibvirt.kernel import files
 from rtlibvirt.kernel.cpuset import format_cpulist, parse_cpulist
 from rtlibvirt.kernel.fs import HostFS
 
@@ -293,22 +292,15 @@ class StateStore:
     def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         """Hold the exclusive lock (waiting up to ``timeout`` seconds)."""
         os.makedirs(self.lock_path.parent, mode=0o755, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
-                        raise StateError(f"cannot lock {self.lock_path}: {exc.strerror}") from None
-                    if time.monotonic() >= deadline:
-                        raise StateError(
-                            f"another rtlibvirt hook has held {self.lock_path} for over "
-                            f"{timeout:.0f} s"
-                        ) from None
-                    time.sleep(0.005)
+            fd = files.lock(self.lock_path, timeout)
+        except files.LockBusy:
+            raise StateError(
+                f"another rtlibvirt hook has held {self.lock_path} for over {timeout:.0f} s"
+            ) from None
+        except OSError as exc:
+            raise StateError(f"cannot lock {self.lock_path}: {exc.strerror}") from None
+        try:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
@@ -352,45 +344,10 @@ class StateStore:
                 os.unlink(self.path)
             except FileNotFoundError:
                 return
-            _fsync_dir(str(self.path.parent))
+            files.fsync_dir(self.path.parent)
             return
         data = json.dumps(state.to_json(), indent=1).encode("utf-8") + b"\n"
-        _atomic_write(str(self.path), data)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    # Like fsutil.atomic_write, without its tempfile import (which costs the hook
-    # ~10 ms a call): the lock makes a fixed temp name per process safe.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path))
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+        files.atomic_write(self.path, data, mode=0o600)
 
 
 def peek(fs: HostFS) -> State:

@@ -1,9 +1,8 @@
 """QEMU's vCPU threads, as /proc shows them, and a check of libvirt's work.
 
 libvirt writes the QEMU pid to ``/run/libvirt/qemu/NAME.pid``; QEMU names each
-vCPU thread ``CPU n/KVM`` (``/proc/PID/task/TID/comm``). A thread's allowed
-CPUs are in its ``status`` (``Cpus_allowed_list``) and its policy and
-real-time priority in its ``stat`` (fields 41 and 40).
+vCPU thread ``CPU n/KVM`` (its ``comm``). A thread's allowed CPUs, policy and
+real-time priority come from ``kernel.procs``.
 
 Standard library only.
 """
@@ -13,69 +12,63 @@ from __future__ import annotations
 import re
 
 from rtlibvirt.hook.domain import DomainInfo
-from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
+from rtlibvirt.kernel import procs
+from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.kernel.fs import HostFS
 
 PID_DIR = "/run/libvirt/qemu"
-_VCPU_COMM = re.compile(r"^CPU (\d+)/KVM$")
+_VCPU_COMM = re.compile(r"CPU (\d+)/KVM")
 
-# Linux scheduling policies (include/uapi/linux/sched.h)
-POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+
+def pid_file(name: str) -> str:
+    """libvirt's pid file of domain ``name`` (a checked name: see ``domain.safe_name``)."""
+    return f"{PID_DIR}/{name}.pid"
 
 
 def qemu_pid(fs: HostFS, name: str) -> int | None:
     """The QEMU pid libvirt recorded for domain ``name``, if its process is alive."""
-    text = fs.read_or(f"{PID_DIR}/{name}.pid", "").strip()
-    if not text.isdigit():
+    text = fs.read_or(pid_file(name), "").strip()
+    if not (text.isdigit() and text.isascii() and len(text) <= 10):
         return None
     pid = int(text)
     return pid if fs.exists(f"/proc/{pid}") else None
 
 
+def qemu_pids(fs: HostFS) -> set[int]:
+    """The pids of every QEMU libvirt runs (of any domain, real-time or not)."""
+    found = set()
+    for entry in fs.listdir(PID_DIR):
+        if entry.endswith(".pid"):
+            text = fs.read_or(f"{PID_DIR}/{entry}", "").strip()
+            if text.isdigit() and text.isascii() and len(text) <= 10:
+                found.add(int(text))
+    return found
+
+
 def is_qemu_of(fs: HostFS, pid: int, name: str) -> bool:
     """Is ``pid`` alive and the QEMU of domain ``name`` (``-name guest=NAME,...``)?"""
-    try:
-        cmdline = fs.path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    args = cmdline.split(b"\0")
     wanted = f"guest={name}".encode()
-    return any(arg == wanted or arg.startswith(wanted + b",") for arg in args)
+    return any(arg == wanted or arg.startswith(wanted + b",") for arg in procs.cmdline(fs, pid))
 
 
 def vcpu_threads(fs: HostFS, pid: int) -> dict[int, int]:
     """vCPU id -> thread id of a QEMU process."""
     found: dict[int, int] = {}
-    for tid in fs.listdir(f"/proc/{pid}/task"):
-        if not tid.isdigit():
-            continue
-        comm = fs.read_or(f"/proc/{pid}/task/{tid}/comm", "")
-        m = _VCPU_COMM.match(comm)
+    for tid in procs.tids(fs, pid):
+        m = _VCPU_COMM.fullmatch(procs.comm(fs, pid, tid))
         if m:
-            found[int(m.group(1))] = int(tid)
+            found[int(m.group(1))] = tid
     return found
 
 
 def thread_cpus(fs: HostFS, pid: int, tid: int) -> frozenset[int] | None:
-    for line in fs.read_or(f"/proc/{pid}/task/{tid}/status", "").splitlines():
-        if line.startswith("Cpus_allowed_list:"):
-            try:
-                return frozenset(parse_cpulist(line.split(":", 1)[1]))
-            except CpuListError:
-                return None
-    return None
+    return procs.affinity(fs, pid, tid)
 
 
 def thread_sched(fs: HostFS, pid: int, tid: int) -> tuple[str, int] | None:
-    """(policy name, real-time priority) of a thread, from its stat line."""
-    stat = fs.read_or(f"/proc/{pid}/task/{tid}/stat", "")
-    # comm (field 2) may hold spaces and parentheses: fields 3.. follow the last ')'
-    rest = stat.rpartition(")")[2].split()
-    try:
-        priority, policy = int(rest[37]), int(rest[38])
-    except (IndexError, ValueError):
-        return None
-    return POLICIES.get(policy, str(policy)), priority
+    """(policy name, real-time priority) of a thread."""
+    info = procs.stat(fs, pid, tid)
+    return None if info is None else (info.policy_name, info.rt_priority)
 
 
 def check(fs: HostFS, pid: int, domain: DomainInfo) -> tuple[list[str], list[str]]:

@@ -10,7 +10,7 @@ plan gives for leaving them out.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rtlibvirt.config.host import Resolved
@@ -34,10 +34,6 @@ def split_cmdline(text: str) -> list[str]:
     return words
 
 
-def _cpus(cpus: Iterable[int]) -> str:
-    return cpuset.format_cpulist(cpus)
-
-
 @dataclass(frozen=True)
 class CmdlinePlan:
     args: tuple[KernelArg, ...]
@@ -53,7 +49,7 @@ def plan(host: Resolved) -> CmdlinePlan:
     """The kernel arguments for ``host``, in a stable order, each with its reason."""
     spec = host.spec
     intel = host.vendor == "intel"
-    iso, hk = _cpus(host.isolated), _cpus(host.housekeeping)
+    iso, hk = cpuset.format_cpulist(host.isolated), cpuset.format_cpulist(host.housekeeping)
     args: list[KernelArg] = []
     notes: list[str] = []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -17,8 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rtlibvirt.errors import HostError
-from rtlibvirt.kernel.files import atomic_write, fsync_dir
 from rtlibvirt.kernel.fs import HostFS
+
+MAX_FILE = 16 << 20  # a file host-prep changes (and keeps the original of) is kilobytes
 
 
 @dataclass(frozen=True)
@@ -115,24 +117,38 @@ class Effects:
 
     def state(self, host_path: str) -> FileState:
         """What is at ``host_path`` now; HostError when it cannot be read."""
-        path = self.fs.path(host_path)
+        shown = self.fs.path(host_path, follow=False)
         try:
-            st = path.lstat()
-        except FileNotFoundError:
+            with self.fs.parent(host_path) as (parent, name):
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    return FileState.symlink(os.readlink(name, dir_fd=parent))
+                if stat.S_ISDIR(st.st_mode):
+                    return FileState("dir", mode=st.st_mode & 0o7777)
+                if not stat.S_ISREG(st.st_mode):
+                    raise HostError(f"{shown}: not a regular file")
+                if st.st_size > MAX_FILE:
+                    raise HostError(
+                        f"{shown}: {st.st_size} bytes, larger than host-prep keeps a copy of "
+                        f"({MAX_FILE >> 20} MiB)",
+                        "move it away, then run the command again",
+                    )
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+                with os.fdopen(fd, "rb") as handle:
+                    data = handle.read(MAX_FILE + 1)
+                if len(data) > MAX_FILE:
+                    raise HostError(f"{shown}: grew past {MAX_FILE >> 20} MiB while read")
+                return FileState.file(data, st.st_mode & 0o7777)
+        except (FileNotFoundError, NotADirectoryError):
             return FileState.absent()
         except OSError as exc:
-            raise HostError(f"{path}: cannot read: {exc.strerror}") from None
-        if stat.S_ISLNK(st.st_mode):
-            return FileState.symlink(os.readlink(path))
-        if stat.S_ISDIR(st.st_mode):
-            return FileState("dir", mode=st.st_mode & 0o7777)
-        if not stat.S_ISREG(st.st_mode):
-            raise HostError(f"{path}: not a regular file")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise HostError(f"{path}: cannot read: {exc.strerror}") from None
-        return FileState.file(data, st.st_mode & 0o7777)
+            raise HostError(f"{shown}: cannot read: {exc.strerror}") from None
+
+    def owner(self, host_path: str) -> tuple[int, int]:
+        """(uid, gid) of what is at ``host_path`` (a link's own)."""
+        with self.fs.parent(host_path) as (parent, name):
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        return st.st_uid, st.st_gid
 
     def read_value(self, host_path: str) -> str | None:
         """A kernel value (``/proc/sys/...``), stripped; None if the file does not exist."""
@@ -144,47 +160,45 @@ class Effects:
             raise HostError(f"{self.fs.path(host_path)}: cannot read: {exc.strerror}") from None
 
     # ---- changing --------------------------------------------------------
+    # Every change is made relative to the parent directory's descriptor
+    # (HostFS.parent): a link in the tree, even one put there meanwhile, never
+    # takes a write out of the root. A file or link is replaced atomically (a
+    # temp name in the same directory, fsync, rename), never written through.
 
     def put(self, host_path: str, want: FileState) -> None:
         """Make ``host_path`` be ``want`` (atomically, for files and symlinks)."""
-        path = self.fs.path(host_path)
         self._change(f"put {host_path}")
-        if want.kind == "file":
-            atomic_write(path, want.data, mode=want.mode)
-        elif want.kind == "symlink":
-            tmp = path.with_name(f".{path.name}.rtlibvirt-link.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            os.symlink(want.target, tmp)
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-        elif want.kind == "dir":
-            path.mkdir(mode=want.mode)
-        else:
-            self._remove(path)
+        with self.fs.parent(host_path) as (parent, name):
+            if want.kind == "file":
+                _replace(parent, name, want)
+            elif want.kind == "symlink":
+                tmp = f".{name}.rtlibvirt-link.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=parent)
+                os.symlink(want.target, tmp, dir_fd=parent)
+                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+                _fsync_dir(parent)
+            elif want.kind == "dir":
+                os.mkdir(name, want.mode, dir_fd=parent)
+            else:
+                _remove(parent, name)
 
     def set_owner(self, host_path: str, uid: int, gid: int) -> None:
-        with contextlib.suppress(OSError):
-            os.chown(self.fs.path(host_path), uid, gid, follow_symlinks=False)
-
-    @staticmethod
-    def _remove(path: os.PathLike[str]) -> None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            os.rmdir(path)  # only ever an empty directory we created
-        else:
-            os.unlink(path)
-        fsync_dir(os.path.dirname(os.fspath(path)))
+        with contextlib.suppress(OSError), self.fs.parent(host_path) as (parent, name):
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
 
     def remove_tree(self, host_path: str) -> None:
         """Remove a directory of our own (the journal) and everything in it."""
-        path = self.fs.path(host_path)
-        if path.exists():
+        with self.fs.parent(host_path) as (parent, name):
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                raise HostError(f"{self.fs.path(host_path, follow=False)}: not a directory")
             self._change(f"remove {host_path}")
-            shutil.rmtree(path)
+            shutil.rmtree(name, dir_fd=parent)  # never follows a link inside
+            _fsync_dir(parent)
 
     def write_value(self, host_path: str, value: str) -> None:
         """Write a kernel value the way ``echo VALUE > FILE`` does."""
@@ -216,3 +230,61 @@ class Effects:
         """Run a command that only reads (``systemctl is-active``): (status, output)."""
         status, out, _err = self.runner(argv)
         return status, out.strip()
+
+
+def _replace(parent: int, name: str, want: FileState) -> None:
+    """Write a temp file beside ``name``, fsync it, rename it over ``name``.
+
+    An existing file keeps its owner where we may; the mode is ``want.mode``.
+    """
+    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    existing = None
+    with contextlib.suppress(FileNotFoundError):
+        existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    fd = os.open(
+        tmp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=parent,
+    )
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(want.data)
+            handle.flush()
+            os.fchmod(handle.fileno(), want.mode)
+            if existing is not None and stat.S_ISREG(existing.st_mode):
+                with contextlib.suppress(PermissionError):
+                    os.fchown(handle.fileno(), existing.st_uid, existing.st_gid)
+            os.fsync(handle.fileno())
+        os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=parent)
+        raise
+    _fsync_dir(parent)
+
+
+def _remove(parent: int, name: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        os.rmdir(name, dir_fd=parent)  # only ever an empty directory we created
+    else:
+        os.unlink(name, dir_fd=parent)
+    _fsync_dir(parent)
+
+
+def _fsync_dir(parent: int) -> None:
+    """Make a rename or unlink in the directory ``parent`` (an O_PATH descriptor) durable."""
+    try:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+    except OSError:  # pragma: no cover - a directory we may not open
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on dirs
+        pass
+    finally:
+        os.close(fd)

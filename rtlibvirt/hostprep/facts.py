@@ -12,10 +12,11 @@ import stat
 from dataclasses import dataclass, field
 
 from rtlibvirt.errors import HostError
-from rtlibvirt.kernel import cpuset
+from rtlibvirt.kernel import cpuset, mounts
 from rtlibvirt.kernel import files as fsutil
 from rtlibvirt.kernel.fs import CPU_DIR, HostFS
 
+CPUINFO_LIMIT = 32 << 20  # /proc/cpuinfo: about 1.5 KiB a CPU, 8192 CPUs at most
 VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
 UNIT_DIRS = (
     "/etc/systemd/system",
@@ -26,13 +27,13 @@ UNIT_DIRS = (
 )
 
 
-def read_text(fs: HostFS, host_path: str) -> str | None:
-    """The text of a file under the root; None when it does not exist.
+def read_text(fs: HostFS, host_path: str, limit: int = fsutil.READ_LIMIT) -> str | None:
+    """The text of a file under the root (at most ``limit`` bytes); None when it does not exist.
 
-    Any other failure (a directory, no permission, not UTF-8) is a HostError:
-    host-prep refuses to plan from a file it could not read.
+    Any other failure (a directory, no permission, not UTF-8, too large) is a
+    HostError: host-prep refuses to plan from a file it could not read.
     """
-    return fsutil.read_text(fs.path(host_path), HostError, missing_ok=True)
+    return fsutil.read_text(fs.path(host_path), HostError, missing_ok=True, limit=limit)
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -103,7 +104,7 @@ class HostFacts:
 
 def gather(fs: HostFS) -> HostFacts:
     """Read every fact under ``fs``; unreadable files raise HostError."""
-    cpuinfo = read_text(fs, "/proc/cpuinfo")
+    cpuinfo = read_text(fs, "/proc/cpuinfo", CPUINFO_LIMIT)
     vendor_id = None
     if cpuinfo is not None:
         for line in cpuinfo.splitlines():
@@ -124,8 +125,7 @@ def gather(fs: HostFS) -> HostFacts:
     pid1 = read_text(fs, "/proc/1/comm")
     kvm_dir = fs.path("/sys/module/kvm/parameters")
     kvm_params = frozenset(os.listdir(kvm_dir)) if kvm_dir.is_dir() else None
-    filesystems_text = read_text(fs, "/proc/filesystems") or ""
-    filesystems = frozenset(line.split()[-1] for line in filesystems_text.splitlines() if line)
+    filesystems = mounts.parse_filesystems(read_text(fs, mounts.FILESYSTEMS) or "")
     cmdline = read_text(fs, "/proc/cmdline")
     return HostFacts(
         fs=fs,

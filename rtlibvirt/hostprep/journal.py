@@ -11,7 +11,6 @@ host as it was before the first apply.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.kernel.files import LockBusy, lock
 
 JOURNAL_DIR = "/var/lib/rtlibvirt/host-prep"
 OWN_DIRS = ("/var/lib/rtlibvirt/host-prep", "/var/lib/rtlibvirt")  # removed when empty
@@ -47,12 +47,18 @@ class Journal:
 
     def _load(self) -> None:
         real = self.fs.path(self.path)
-        try:
-            text = real.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        state = self.effects.state(self.path)
+        if state.kind == "absent":
             return
-        except OSError as exc:
-            raise HostError(f"{real}: cannot read the journal: {exc.strerror}") from None
+        if state.kind != "file":
+            raise HostError(f"{real}: not a file: {state.describe()}; not a journal of ours")
+        try:
+            text = state.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HostError(
+                f"{real}: the journal is damaged (not UTF-8)",
+                "it holds what revert needs: inspect it before removing it",
+            ) from None
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -102,12 +108,10 @@ class Journal:
         kind = entry["kind"]
         if kind == "file":
             blob = self.fs.path(f"{self.dir}/blobs/{entry['blob']}")
-            try:
-                data = blob.read_bytes()
-            except OSError as exc:
-                raise HostError(
-                    f"{blob}: the pre-image of {entry['path']} is missing: {exc.strerror}"
-                ) from None
+            found = self.effects.state(f"{self.dir}/blobs/{entry['blob']}")
+            if found.kind != "file":
+                raise HostError(f"{blob}: the pre-image of {entry['path']} is missing")
+            data = found.data
             if hashlib.sha256(data).hexdigest() != entry["blob"]:
                 raise HostError(f"{blob}: the pre-image of {entry['path']} is damaged")
             return FileState.file(data, entry["mode"])
@@ -139,11 +143,9 @@ class Journal:
         """Hold the journal's lock (released by the kernel if we die)."""
         if self._lock_fd is not None or not self.fs.path(self.dir).is_dir():
             return
-        fd = os.open(self.fs.path(self.dir), os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            fd = lock(self.fs.path(self.dir), timeout=0, directory=True)
+        except LockBusy:
             raise HostError(
                 "another `rtlibvirt host-prep` is changing this host right now",
                 "wait for it to finish, then run the command again",
@@ -206,8 +208,8 @@ class Journal:
             blob = f"{self.dir}/blobs/{digest}"
             if not self.fs.path(blob).exists():
                 self.effects.put(blob, FileState.file(now.data, 0o600))
-            st = self.fs.path(host_path).lstat()
-            entry.update(blob=digest, mode=now.mode, uid=st.st_uid, gid=st.st_gid)
+            uid, gid = self.effects.owner(host_path)
+            entry.update(blob=digest, mode=now.mode, uid=uid, gid=gid)
         elif now.kind == "symlink":
             entry["target"] = now.target
         elif now.kind == "dir":

@@ -124,6 +124,7 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
         if e["kind"] == "symlink" and os.path.basename(e["target"]) in disabled
     }
     for change in plan.files:
+        _check_parents(effects, change.path)
         now = effects.state(change.path)
         if now.kind == "dir":
             raise HostError(
@@ -172,6 +173,44 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
             out.runtime.append((value_change, current))
     out.stale_runtime = [e for e in journal.runtime if e["path"] not in wanted_paths]
     return out
+
+
+def _check_parents(effects: Effects, host_path: str) -> None:
+    """HostError, before anything changes, if a parent of ``host_path`` cannot hold it.
+
+    A missing parent is created by apply; one that is a file, or a link to
+    nowhere in the root (``/etc/default/grub.d -> /gone``), is the tree's own
+    business: host-prep does not guess where it should lead.
+    """
+    parent = os.path.dirname(host_path)
+    while parent != "/":
+        state = effects.state(parent)
+        real = effects.fs.path(parent, follow=False)
+        if state.kind == "symlink":
+            try:
+                resolved = effects.fs.path(parent)
+            except OSError as exc:
+                raise HostError(
+                    f"{real}: a link to {state.target} that cannot be followed in "
+                    f"{effects.fs.root}: {exc.strerror}",
+                    "fix or remove the link, then run the command again",
+                ) from None
+            if not resolved.is_dir():
+                raise HostError(
+                    f"{real}: a link to {state.target}, which is not a directory in "
+                    f"{effects.fs.root} (links are followed inside the root, as its own "
+                    "system follows them)",
+                    f"create {state.target} in the root, or remove the link",
+                )
+            return
+        if state.kind == "file":
+            raise HostError(
+                f"{real}: a file where host-prep needs a directory for {host_path}",
+                "move it away, then run the command again",
+            )
+        if state.kind == "dir":
+            return
+        parent = os.path.dirname(parent)
 
 
 def _holds_planned(path: str, planned: set[str]) -> bool:

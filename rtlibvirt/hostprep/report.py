@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Any
 
 from rtlibvirt.hostprep import grub
-from rtlibvirt.hostprep.changes import Plan
+from rtlibvirt.hostprep.changes import FileChange, Plan
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.journal import Journal
 from rtlibvirt.hostprep.plan import Preview
@@ -175,3 +176,184 @@ class Row:
     @property
     def drift(self) -> bool:
         return self.status not in ("ok", "n/a")
+
+
+# ---- JSON forms (`host-prep plan|apply|verify|revert --json`, the Ansible module) ----
+
+
+def _file_action(change: FileChange, now: FileState) -> str:
+    if now.kind == "absent":
+        return "create"
+    return "remove" if change.want.kind == "absent" else "update"
+
+
+def changes_json(plan: Plan, pv: Preview, effects: Effects) -> list[dict[str, Any]]:
+    """Every change apply would make now, one object each, in the order apply makes them."""
+    out: list[dict[str, Any]] = []
+    for entry in pv.stale:
+        out.append(
+            {
+                "kind": "file",
+                "action": "restore",
+                "path": entry["path"],
+                "why": "no longer planned: back to its original",
+                "reboot": False,
+            }
+        )
+    for change, now in pv.files:
+        out.append(
+            {
+                "kind": "file",
+                "action": _file_action(change, now),
+                "path": change.path,
+                "why": change.why,
+                "reboot": change.reboot,
+                "diff": "".join(diff(change.path, now, change.want)),
+            }
+        )
+    commands = ([pv.grubby] if pv.grubby else []) + list(pv.commands)
+    for argv in commands:
+        out.append({"kind": "command", "argv": list(argv), "run": effects.commands})
+    for unit in pv.stops:
+        out.append({"kind": "service", "action": "stop", "unit": unit})
+    for mount in pv.mounts:
+        out.append({"kind": "mount", "path": mount.path, "fstype": mount.fstype, "why": mount.why})
+    for entry in pv.stale_runtime:
+        out.append(
+            {
+                "kind": "runtime",
+                "action": "restore",
+                "path": entry["path"],
+                "to": entry["previous"],
+                "written": effects.runtime,
+            }
+        )
+    for value_change, current in pv.runtime:
+        out.append(
+            {
+                "kind": "runtime",
+                "action": "set",
+                "path": value_change.path,
+                "label": value_change.label,
+                "from": current,
+                "to": value_change.value,
+                "why": value_change.why,
+                "written": effects.runtime and value_change.writable,
+            }
+        )
+    return out
+
+
+def effective(pv: Preview, effects: Effects) -> bool:
+    """Whether applying ``pv`` changes something under this root.
+
+    On a tree (``--root``) no command is run and no runtime value is written:
+    those differences stay and must not make every apply look like a change.
+    """
+    if pv.files or pv.stale:
+        return True
+    if effects.commands and (pv.grubby or pv.commands or pv.stops):
+        return True
+    runtime = pv.mounts or pv.stale_runtime or any(c.writable for c, _ in pv.runtime)
+    return bool(effects.runtime and runtime)
+
+
+def reboot_needed(plan: Plan, pv: Preview) -> bool:
+    """Would the planned changes take effect only at the next boot?"""
+    if plan.runtime_only:
+        return False
+    return bool(pv.grubby) or any(change.reboot for change, _ in pv.files)
+
+
+@dataclass
+class PlanResult:
+    """A plan compared with the host (``host-prep plan``), and what apply then did."""
+
+    prepared: Any  # hostprep.api.Prepared
+    preview: Preview
+    applied: Report | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Would apply change anything here (a --root tree: files only)?"""
+        return effective(self.preview, self.prepared.effects)
+
+    @property
+    def reboot_required(self) -> bool:
+        """The changes need a reboot, or earlier ones still wait for one (``reboot pending``)."""
+        from rtlibvirt.hostprep.verify import verify
+
+        if reboot_needed(self.prepared.plan, self.preview):
+            return True
+        if self.prepared.plan.runtime_only:
+            return False
+        rows = verify(self.prepared.plan, self.prepared.effects)
+        return any(row.status == "reboot pending" for row in rows)
+
+    def to_json(self) -> dict[str, Any]:
+        plan: Plan = self.prepared.plan
+        effects: Effects = self.prepared.effects
+        host = plan.host
+        return {
+            "source": self.prepared.source,
+            "root": str(effects.fs.root),
+            "result": ("applied" if self.applied else "would change")
+            if self.changed
+            else "unchanged",
+            "changed": self.changed,
+            "dry_run": self.applied is None,
+            "reboot_required": self.reboot_required,
+            "runtime_only": plan.runtime_only,
+            "isolated_cpus": sorted(host.isolated),
+            "housekeeping_cpus": sorted(host.housekeeping),
+            "bootloader": plan.bootloader or None,
+            "kernel_args": [{"arg": arg.text, "why": arg.why} for arg in plan.cmdline.args]
+            if not plan.runtime_only
+            else [],
+            "changes": changes_json(plan, self.preview, effects),
+            "done": list(self.applied.lines) if self.applied else [],
+            "warnings": [p.render(self.prepared.source) for p in self.prepared.warnings]
+            + (list(self.applied.warnings) if self.applied else []),
+            "notes": [{"topic": topic, "text": text} for topic, text in plan.notes],
+        }
+
+
+@dataclass
+class VerifyResult:
+    prepared: Any
+    rows: list[Row]
+
+    @property
+    def drift(self) -> list[Row]:
+        return [r for r in self.rows if r.drift]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.prepared.source,
+            "root": str(self.prepared.effects.fs.root),
+            "result": "differs" if self.drift else "matches",
+            "matches": not self.drift,
+            "reboot_required": any(r.status == "reboot pending" for r in self.rows),
+            "rows": [
+                {"what": r.what, "wanted": r.wanted, "found": r.found, "status": r.status}
+                for r in self.rows
+            ],
+            "differ": len(self.drift),
+            "notes": [{"topic": topic, "text": text} for topic, text in self.prepared.plan.notes],
+        }
+
+
+@dataclass
+class RevertResult:
+    report: Report
+    changed: bool
+    root: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "result": "reverted" if self.changed else "unchanged",
+            "changed": self.changed,
+            "done": list(self.report.lines),
+            "warnings": list(self.report.warnings),
+        }

@@ -15,6 +15,7 @@ from rtlibvirt.hostprep import grub
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.journal import Journal
 from rtlibvirt.hostprep.report import Report
+from rtlibvirt.kernel import mounts
 
 
 def revert(effects: Effects, journal: Journal) -> Report:
@@ -134,19 +135,11 @@ def _unmount(mount: dict[str, Any], effects: Effects, journal: Journal, report: 
     ]
     if groups:
         report.warn(f"{path}: kept mounted: it holds groups ({', '.join(groups)}) in use")
-    elif _is_mounted(effects, path):
+    elif mounts.is_mounted(effects.fs, path):
         effects.run(["umount", path])
         report.did(f"unmounted {path}")
     journal.forget_mount(path)
     journal.save()
-
-
-def _is_mounted(effects: Effects, path: str) -> bool:
-    try:
-        mounts = effects.fs.read("/proc/mounts")
-    except OSError:
-        return False
-    return any(line.split()[1:2] == [path] for line in mounts.splitlines())
 
 
 def restore_services(journal: Journal, effects: Effects, report: Report, keep: set[str]) -> None:

@@ -8,10 +8,11 @@ support, no machinecheck devices) the plan says so instead of failing.
 from __future__ import annotations
 
 from rtlibvirt.hostprep.changes import MountChange, Plan, RuntimeChange
+from rtlibvirt.kernel import machinecheck, resctrl
 
 HUGEPAGES_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
-RESCTRL = "/sys/fs/resctrl"
-MACHINECHECK = "/sys/devices/system/machinecheck"
+RESCTRL = resctrl.RESCTRL
+MACHINECHECK = machinecheck.MC_DIR
 
 
 def plan(plan_: Plan) -> None:
@@ -32,30 +33,14 @@ def plan(plan_: Plan) -> None:
                 "the running kernel has no resctrl file system (none in /proc/filesystems): "
                 "not mounted; rdt=l3cat takes effect on a kernel and CPU that support it",
             )
-        elif _mounted(plan_, RESCTRL) is None:
+        elif not resctrl.mounted(fs):
             plan_.mounts.append(
                 MountChange(RESCTRL, "resctrl", "the cache allocation interface for the hook")
             )
     if host.spec.machine_check_polling is False:
-        banks = [n for n in fs.listdir(MACHINECHECK) if n.startswith("machinecheck")]
-        if not banks:
+        if not machinecheck.devices(fs):
             plan_.note("machine check", f"{MACHINECHECK} does not exist: polling not changed")
-        for name in banks:
-            path = f"{MACHINECHECK}/{name}/check_interval"
-            if fs.exists(path):
-                plan_.runtime.append(
-                    RuntimeChange(path, "0", f"{name} check_interval", "no machine-check polling")
-                )
-
-
-def _mounted(plan_: Plan, path: str) -> str | None:
-    """The file system type mounted at ``path`` per /proc/mounts, or None."""
-    try:
-        text = plan_.facts.fs.read("/proc/mounts")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[1] == path:
-            return fields[2]
-    return None
+        for path in machinecheck.interval_paths(fs):
+            plan_.runtime.append(
+                RuntimeChange(path, "0", machinecheck.describe(path), "no machine-check polling")
+            )

@@ -17,44 +17,70 @@ from collections.abc import Iterable
 
 CpuSet = frozenset[int]
 
-_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+)/(\d+))?)?$")
+#: The kernel's largest NR_CPUS (x86_64 MAXSMP): CPU numbers are 0-8191.
+MAX_CPUS = 8192
+
+# At most 5 digits a number: a longer one is out of range anyway, and is
+# rejected before int() reads it.
+_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5})(?::([0-9]{1,5})/([0-9]{1,5}))?)?")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 class CpuListError(ValueError):
     """A cpulist or mask string that cannot be parsed."""
 
 
-def parse_cpulist(text: str) -> list[int]:
+def parse_cpulist(text: str, limit: int = MAX_CPUS) -> list[int]:
     """Parse a cpulist into its CPUs, in the order written, without repeats.
 
     ``"2-5,8"`` -> ``[2, 3, 4, 5, 8]``. An empty or blank string is the
-    empty list (the kernel writes an empty line for "no CPUs").
+    empty list (the kernel writes an empty line for "no CPUs"). Every number
+    is checked against ``limit`` (CPUs are ``0`` to ``limit - 1``) before a
+    range is expanded, so the work and the result are bounded by ``limit``.
     """
     text = text.strip()
     if not text:
         return []
     cpus: list[int] = []
     seen: set[int] = set()
+    budget = 4 * limit  # CPUs named in all, repeats included: overlapping ranges are bounded too
     for part in text.split(","):
         part = part.strip()
-        m = _RANGE.match(part)
+        m = _RANGE.fullmatch(part)
         if not m:
+            if re.fullmatch(r"[0-9]+(?:-[0-9]+(?::[0-9]+/[0-9]+)?)?", part):
+                raise CpuListError(f"{_short(part)!r}: CPU numbers go from 0 to {limit - 1}")
             raise CpuListError(
-                f"{part!r} is not a CPU number or range (expected e.g. '3', '2-5' or '0-7:1/2')"
+                f"{_short(part)!r} is not a CPU number or range "
+                "(expected e.g. '3', '2-5' or '0-7:1/2')"
             )
         first = int(m.group(1))
         last = int(m.group(2)) if m.group(2) is not None else first
+        if last >= limit:
+            raise CpuListError(
+                f"{part!r}: CPU {last} is out of range; CPUs go from 0 to {limit - 1}"
+            )
         if last < first:
             raise CpuListError(f"range {part!r} goes backwards; write it as {last}-{first}")
         used = int(m.group(3)) if m.group(3) is not None else 1
         group = int(m.group(4)) if m.group(4) is not None else 1
         if group == 0 or used == 0 or used > group:
             raise CpuListError(f"{part!r}: in a-b:used/group, 0 < used <= group is required")
+        budget -= last - first + 1
+        if budget < 0:
+            raise CpuListError(
+                f"{_short(text)!r} names more than {4 * limit} CPUs in all: "
+                "write each CPU once, e.g. 2-5,8"
+            )
         for cpu in range(first, last + 1):
             if (cpu - first) % group < used and cpu not in seen:
                 seen.add(cpu)
                 cpus.append(cpu)
     return cpus
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[:width] + "..."
 
 
 def format_cpulist(cpus: Iterable[int]) -> str:
@@ -76,12 +102,14 @@ def parse_mask(text: str) -> CpuSet:
     compact = text.strip().replace(",", "")
     if compact.startswith(("0x", "0X")):
         compact = compact[2:]
+    compact = compact.lstrip("0")
     if not compact:
         return frozenset()
-    try:
-        value = int(compact, 16)
-    except ValueError:
-        raise CpuListError(f"{text.strip()!r} is not a hexadecimal CPU mask") from None
+    if len(compact) > MAX_CPUS // 4:
+        raise CpuListError(f"{_short(text.strip())!r} is wider than {MAX_CPUS} CPUs")
+    if not _HEX.fullmatch(compact):
+        raise CpuListError(f"{_short(text.strip())!r} is not a hexadecimal CPU mask")
+    value = int(compact, 16)
     return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)
 
 

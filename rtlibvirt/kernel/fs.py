@@ -2,20 +2,37 @@
 
 A :class:`HostFS` is rooted: ``HostFS("/")`` is the live host, and
 ``HostFS(tmp_path)`` is a fake tree that a test has shaped like the kernel's
-own files. Paths are always written as on the host (``/proc/irq/5/smp_affinity``).
+own files, or a mounted image (``host-prep --root``). Paths are always written
+as on the host (``/proc/irq/5/smp_affinity``).
+
+Under any root but ``/``, a path resolves the way the root's own system would
+resolve it, and never leaves the root: a symlink is followed inside the root
+(an absolute target is taken relative to it, as after chroot), ``..`` stops
+at the root, and more than 40 links is ELOOP, as for the kernel. Without this,
+``etc/default/grub.d -> /etc/default/grub.d`` in an image made host-prep write
+into the running host's /etc. :meth:`HostFS.path` resolves a path for a read;
+:meth:`HostFS.parent` opens the resolved parent directory, for changes made
+relative to it (``*at()`` calls), so that a link swapped in meanwhile cannot
+redirect a write either.
 
 Standard library only: the hook uses this on every libvirt event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from rtlibvirt.kernel import cpuset
 
 CPU_DIR = "/sys/devices/system/cpu"
+PATH_MAX = 4096  # bytes in a path, with its NUL (linux/limits.h)
+MAXSYMLINKS = 40  # links followed in one resolution before ELOOP (include/linux/namei.h)
 
 
 class HostFS:
@@ -26,6 +43,8 @@ class HostFS:
         # plain strings for the hot paths: the hook reads and writes hundreds of
         # files per call, and pathlib costs ~10 us per path
         self._prefix = str(self.root).rstrip("/")
+        # The live host needs no resolution of ours: the kernel's is the host's.
+        self._live = os.path.realpath(self.root) == "/"
 
     def __repr__(self) -> str:
         return f"HostFS({str(self.root)!r})"
@@ -34,19 +53,129 @@ class HostFS:
     def is_live(self) -> bool:
         return self.root == Path("/")
 
-    def path(self, host_path: str) -> Path:
-        """The real path of ``host_path`` (which must be absolute) under the root."""
-        if not host_path.startswith("/"):
-            raise ValueError(f"host paths are absolute: {host_path!r}")
-        return self.root / host_path.lstrip("/")
+    def path(self, host_path: str, *, follow: bool = True) -> Path:
+        """The real path of ``host_path`` (which must be absolute) under the root.
 
-    def _real(self, host_path: str) -> str:
-        if not host_path.startswith("/"):
-            raise ValueError(f"host paths are absolute: {host_path!r}")
-        return self._prefix + host_path
+        Symlinks are resolved inside the root; with ``follow=False`` the last
+        component is not (for lstat, readlink, or replacing a link itself).
+        """
+        return Path(self._real(host_path, follow))
+
+    def _real(self, host_path: str, follow: bool = True) -> str:
+        _check(host_path)
+        if self._live:
+            return host_path
+        return self._resolve(host_path, follow)
+
+    def _resolve(self, host_path: str, follow: bool) -> str:
+        """``host_path`` under the root, every symlink resolved inside it."""
+        prefix = self._prefix
+        todo = deque(host_path.split("/"))
+        done: list[str] = []
+        hops = 0
+        while todo:
+            name = todo.popleft()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            if not follow and not todo:
+                done.append(name)  # the last component itself ("x/" and "x/." follow x)
+                break
+            here = f"{prefix}/{'/'.join(done)}/{name}" if done else f"{prefix}/{name}"
+            try:
+                st = os.lstat(here)
+            except FileNotFoundError:
+                # Not there (yet, for a file to create): what follows cannot be a
+                # link; ".." past it fails, as in the kernel.
+                rest = [n for n in todo if n not in ("", ".")]
+                if ".." in rest:
+                    raise FileNotFoundError(
+                        errno.ENOENT, os.strerror(errno.ENOENT), host_path
+                    ) from None
+                done += [name, *rest]
+                break
+            if not stat.S_ISLNK(st.st_mode):
+                if not stat.S_ISDIR(st.st_mode) and any(n != "" for n in todo):
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), host_path)
+                done.append(name)
+                continue
+            hops += 1
+            if hops > MAXSYMLINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), host_path)
+            target = os.readlink(here)
+            if target.startswith("/"):
+                done = []  # absolute: from the root, as the root's own system reads it
+            todo.extendleft(reversed(target.split("/")))
+        return f"{prefix}/{'/'.join(done)}" if done else (prefix or "/")
+
+    @contextlib.contextmanager
+    def parent(self, host_path: str) -> Iterator[tuple[int, str]]:
+        """``(fd, name)``: the resolved parent directory of ``host_path``, and its last name.
+
+        The directory is opened one component at a time without following a
+        link (``O_NOFOLLOW``; a link is read and resolved inside the root), so
+        a change made relative to the descriptor (``os.open(name,
+        dir_fd=fd)``, ``os.replace``, ``os.symlink``, ``os.mkdir``) stays in
+        the root even if the tree is changed meanwhile. FileNotFoundError if
+        the directory does not exist.
+        """
+        _check(host_path)
+        head, _, name = host_path.rstrip("/").rpartition("/")
+        if name in ("", ".", ".."):
+            raise OSError(errno.EINVAL, f"no file name in {host_path!r}")
+        fd = self._open_dir(head or "/")
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    def _open_dir(self, host_dir: str) -> int:
+        flags = os.O_PATH | os.O_CLOEXEC
+        root = os.open(self._prefix or "/", flags | os.O_DIRECTORY)
+        chain = [root]  # the resolved directories, for ".."
+        try:
+            todo = deque(host_dir.split("/"))
+            hops = 0
+            while todo:
+                name = todo.popleft()
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    if len(chain) > 1:
+                        os.close(chain.pop())
+                    continue
+                fd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=chain[-1])
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISDIR(mode):
+                    chain.append(fd)
+                    continue
+                if not stat.S_ISLNK(mode):
+                    os.close(fd)
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), host_dir)
+                try:
+                    target = os.readlink("", dir_fd=fd)
+                finally:
+                    os.close(fd)
+                hops += 1
+                if hops > MAXSYMLINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), host_dir)
+                if target.startswith("/"):
+                    while len(chain) > 1:
+                        os.close(chain.pop())
+                todo.extendleft(reversed(target.split("/")))
+            return chain.pop()
+        finally:
+            for fd in chain:
+                os.close(fd)
 
     def exists(self, host_path: str) -> bool:
-        return os.path.exists(self._real(host_path))
+        try:
+            return os.path.exists(self._real(host_path))
+        except OSError:  # as os.path.exists: ENOTDIR, ELOOP, ... are "no"
+            return False
 
     def read(self, host_path: str) -> str:
         """The file's text without its trailing newline."""
@@ -109,33 +238,15 @@ class HostFS:
         return max(possible, default=0) + 1
 
     # ---- directories and mounts (resctrl groups, for the hook) ---------------
+    # (what is mounted: kernel.mounts)
     # Kernel filesystems give mkdir, rmdir and mount their own meaning (a
     # resctrl group is made by mkdir); a fake tree of a test overrides these.
 
     def mkdir(self, host_path: str, mode: int = 0o755) -> None:
-        os.mkdir(self.path(host_path), mode)
+        os.mkdir(self.path(host_path, follow=False), mode)
 
     def rmdir(self, host_path: str) -> None:
-        os.rmdir(self.path(host_path))
-
-    def mounts(self) -> list[tuple[str, str, str]]:
-        """``(source, mount point, fstype)`` of each line of ``/proc/mounts``."""
-        found = []
-        for line in self.read_or("/proc/mounts", "").splitlines():
-            fields = line.split()
-            if len(fields) >= 3:
-                point = fields[1].replace("\\040", " ").replace("\\011", "\t")
-                found.append((fields[0], point, fields[2]))
-        return found
-
-    def is_mounted(self, target: str, fstype: str) -> bool:
-        return any(point == target and kind == fstype for _, point, kind in self.mounts())
-
-    def filesystems(self) -> frozenset[str]:
-        """Filesystem types the running kernel supports (``/proc/filesystems``)."""
-        return frozenset(
-            line.split()[-1] for line in self.read_or("/proc/filesystems", "").splitlines() if line
-        )
+        os.rmdir(self.path(host_path, follow=False))
 
     def mount(self, fstype: str, target: str) -> None:
         """``mount -t FSTYPE FSTYPE TARGET``; raises OSError on failure."""
@@ -147,6 +258,13 @@ class HostFS:
         if not self.is_live:
             raise OSError(errno.EPERM, f"cannot unmount {target} in the fake tree {self.root}")
         _run_mount(["umount", target])
+
+
+def _check(host_path: str) -> None:
+    if not host_path.startswith("/"):
+        raise ValueError(f"host paths are absolute: {host_path!r}")
+    if len(host_path) >= PATH_MAX:
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), host_path[:80])
 
 
 def _run_mount(argv: list[str]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from rtlibvirt.kernel import mounts
 from rtlibvirt.kernel.fs import HostFS
 
 QEMU_CONF = "/etc/libvirt/qemu.conf"
@@ -68,11 +69,7 @@ class RtGroupSched:
 
 def cpu_controller_root(fs: HostFS) -> str | None:
     """Where the cgroup v1 ``cpu`` controller is mounted, if it is."""
-    for line in fs.read_or("/proc/mounts", "").splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[2] == "cgroup" and "cpu" in fields[3].split(","):
-            return fields[1]
-    return None
+    return mounts.cgroup_v1(fs, "cpu")
 
 
 def libvirt_controllers(fs: HostFS) -> tuple[str, ...]:

@@ -9,17 +9,19 @@ of the same name that rtlibvirt did not create is never replaced without
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, replace
 from typing import Any
-
-from lxml import etree
 
 from rtlibvirt.config.vm import VmSpec
 from rtlibvirt.domain import diff as xmldiff
-from rtlibvirt.domain import metadata
+from rtlibvirt.domain.facts import DomainFacts, DomainXMLError, facts
+from rtlibvirt.domain.metadata import TUNE_ORIGIN
 from rtlibvirt.domain.render import Identity, render
 from rtlibvirt.errors import LibvirtError
-from rtlibvirt.kernel.cpuset import parse_cpulist
+from rtlibvirt.fit.findings import Finding
+from rtlibvirt.fit.placement import Placement
+from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.virt import connection as virt
 
 
@@ -50,24 +52,20 @@ class DefinePlan:
         )
 
 
-def identity_of(domain_xml: str) -> Identity:
-    """The UUID and NIC MAC addresses of an existing definition."""
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    uuid = root.findtext("uuid")
-    macs = tuple(
-        mac.get("address") if mac is not None else None
-        for mac in (nic.find("mac") for nic in root.findall("devices/interface"))
-    )
-    return Identity(uuid=uuid.strip() if uuid else None, macs=macs)
-
-
 def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
     uri = virt.uri_of(conn)
     domain = virt.lookup(conn, spec.name)
     if domain is None:
         return DefinePlan(spec.name, uri, render(spec), None, managed=False, running=False)
     current = virt.inactive_xml(domain)
-    managed = metadata.has_metadata(current) and _has_element(current)
+    try:
+        found = facts(current)
+    except DomainXMLError as exc:
+        raise LibvirtError(
+            f"the definition of {spec.name!r} on {uri} cannot be read: {exc}; nothing was changed",
+            "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
+        ) from None
+    managed = _created_by_rtlibvirt(found)
     if not managed and not force:
         raise LibvirtError(
             f"a domain named {spec.name!r} already exists on {uri} and was not created by "
@@ -75,15 +73,20 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
             "choose another `name`, or pass --force to replace its definition "
             "(its UUID and MAC addresses are kept); --dry-run shows what would change",
         )
-    xml = render(spec, identity_of(current))
+    xml = render(spec, Identity(uuid=found.uuid, macs=found.macs))
     return DefinePlan(spec.name, uri, xml, current, managed, virt.is_active(domain))
 
 
-def _has_element(domain_xml: str) -> bool:
-    """rtlibvirt's element is there, and was written by `define` (not by `tune`)."""
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    element = root.find(f"metadata/{metadata.TAG}")
-    return element is not None and element.get("origin") != "tune"
+def created_by_rtlibvirt(domain_xml: str) -> bool:
+    """Whether ``define`` made this domain: rtlibvirt's element is there, not ``tune``'s.
+
+    DomainXMLError when the XML cannot be read.
+    """
+    return _created_by_rtlibvirt(facts(domain_xml))
+
+
+def _created_by_rtlibvirt(found: DomainFacts) -> bool:
+    return found.managed and found.origin != TUNE_ORIGIN
 
 
 def apply(conn: Any, define_plan: DefinePlan) -> str:
@@ -99,66 +102,187 @@ def apply_xml(conn: Any, xml: str) -> str:
 
 def describe(domain_xml: str) -> list[str]:
     """A short, human summary of the real-time parts of any domain definition."""
-    root = etree.fromstring(domain_xml.encode("utf-8"))
-    lines: list[str] = []
-    vcpus = root.findtext("vcpu", "?").strip()
-    pins = {int(p.get("vcpu", "-1")): p.get("cpuset", "?") for p in root.findall("cputune/vcpupin")}
-    sched: dict[int, str] = {}
-    for s in root.findall("cputune/vcpusched"):
-        for vcpu in parse_cpulist(s.get("vcpus", "")):
-            sched[vcpu] = f"{s.get('scheduler')} {s.get('priority', '')}".strip()
+    dom = facts(domain_xml)
     placed = []
-    for vcpu in sorted(pins):
-        policy = f" {sched[vcpu]}" if vcpu in sched else ""
-        placed.append(f"{vcpu}->{pins[vcpu]}{policy}")
-    lines.append(f"vCPUs      {vcpus}" + (f": {', '.join(placed)}" if placed else ", not pinned"))
-    emulator = root.find("cputune/emulatorpin")
+    for vcpu, cpus in sorted(dom.vcpupins.items()):
+        policy, priority = dom.sched.get(vcpu, ("", None))
+        sched = f"{policy} {'' if priority is None else priority}".strip()
+        placed.append(f"{vcpu}->{format_cpulist(cpus)}{' ' + sched if sched else ''}")
+    lines = [f"vCPUs      {dom.vcpus}" + (f": {', '.join(placed)}" if placed else ", not pinned")]
+    emulator = dom.emulatorpin
     lines.append(
-        "emulator   " + (f"CPUs {emulator.get('cpuset')}" if emulator is not None else "not pinned")
+        "emulator   "
+        + (f"CPUs {format_cpulist(emulator)}" if emulator is not None else "not pinned")
     )
-    memory = root.find("memory")
-    if memory is not None:
-        kib = int(memory.text or 0) * {"KiB": 1, "MiB": 1024, "GiB": 1024**2}.get(
-            memory.get("unit", "KiB"), 1
-        )
+    if dom.memory_kib:
         backing = []
-        page = root.find("memoryBacking/hugepages/page")
-        if page is not None:
-            backing.append(f"{_page(page)} hugepages")
-        elif root.find("memoryBacking/hugepages") is not None:
+        if dom.hugepage_kib is not None:
+            backing.append(f"{_page(dom.hugepage_kib)} hugepages")
+        elif dom.hugepages:
             backing.append("default hugepages")
-        if root.find("memoryBacking/locked") is not None:
+        if dom.locked:
             backing.append("locked")
-        if root.find("memoryBacking/nosharepages") is not None:
+        if dom.nosharepages:
             backing.append("no page sharing")
-        balloon = root.find("devices/memballoon")
-        if balloon is not None and balloon.get("model") == "none":
+        if dom.memballoon == "none":
             backing.append("no balloon")
         lines.append(
-            f"memory     {kib // 1024} MiB" + (f", {', '.join(backing)}" if backing else "")
+            f"memory     {dom.memory_kib // 1024} MiB"
+            + (f", {', '.join(backing)}" if backing else "")
         )
-    devices = root.find("devices")
-    if devices is not None:
-        counts = [
-            _count(len(devices.findall("disk")), "disk"),
-            _count(len(devices.findall("interface")), "NIC"),
-            _count(len(devices.findall("hostdev")), "PCI passthrough device"),
-        ]
-        lines.append("devices    " + ", ".join(counts))
-    numa = root.find("numatune/memory")
-    if numa is not None:
-        lines.append(f"NUMA       memory {numa.get('mode')} on host node {numa.get('nodeset')}")
+    counts = [
+        _count(dom.disks, "disk"),
+        _count(len(dom.macs), "NIC"),
+        _count(len(dom.hostdevs), "PCI passthrough device"),
+    ]
+    lines.append("devices    " + ", ".join(counts))
+    if dom.memory_nodes is not None:
+        lines.append(
+            f"NUMA       memory {dom.memory_mode} on host node {format_cpulist(dom.memory_nodes)}"
+        )
     return lines
 
 
-def _page(page: Any) -> str:
-    size = int(page.get("size", "0"))
-    unit = page.get("unit", "KiB")
-    kib = size * {"KiB": 1, "K": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}.get(
-        unit, 1
-    )
+def _page(kib: int) -> str:
     return "1G" if kib == 1024**2 else "2M" if kib == 2048 else f"{kib}KiB"
 
 
 def _count(n: int, what: str) -> str:
     return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+# ---- define in one call: the public API under `define --json` and the Ansible module ----
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``define`` did, or would do: the plan, the host step and the result.
+
+    ``result`` is ``defined`` (a new domain), ``updated``, ``replaced`` (a domain
+    rtlibvirt did not create, with ``force``) or ``unchanged``: the definition is
+    the same once what libvirt fills in is left out (:func:`rtlibvirt.domain.diff.canonical`,
+    as ``--dry-run`` shows it). ``stored`` is the definition as libvirt keeps it
+    after :func:`commit` (None before, and for a new domain on a dry run).
+    """
+
+    plan: DefinePlan
+    spec: VmSpec  # with `auto` resolved
+    diff: str  # unified diff of the canonical forms; '' when unchanged
+    placement: Placement | None = None
+    placement_text: str = ""  # how the placement reads, e.g. "vCPUs 0->2, 1->3 on NUMA node 0"
+    findings: tuple[Finding, ...] = ()
+    not_checked: tuple[str, ...] = ()
+    host_checked: bool = True
+    stored: str | None = None
+    committed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return not self.plan.exists or bool(self.diff)
+
+    @property
+    def result(self) -> str:
+        if not self.changed:
+            return "unchanged"
+        if not self.plan.exists:
+            return "defined"
+        return "updated" if self.plan.managed else "replaced"
+
+    @property
+    def uuid(self) -> str | None:
+        xml = self.stored or self.plan.current_xml
+        return facts(xml).uuid if xml else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``rtlibvirt define --json``); every key always present."""
+        return {
+            "name": self.plan.name,
+            "uri": self.plan.uri,
+            "result": self.result,
+            "changed": self.changed,
+            "dry_run": not self.committed,
+            "existed": self.plan.exists,
+            "managed": self.plan.managed if self.plan.exists else None,
+            "running": self.plan.running,
+            "uuid": self.uuid,
+            "placement": placement_json(self.placement, self.placement_text),
+            "host_checked": self.host_checked,
+            "findings": [f.to_json() for f in self.findings],
+            "not_checked": list(self.not_checked),
+            "diff": self.diff,
+            "xml": self.stored if self.stored is not None else self.plan.xml,
+        }
+
+
+def placement_json(placement: Placement | None, text: str = "") -> dict[str, Any] | None:
+    if placement is None:
+        return None
+    return {
+        "text": text,
+        "pinning": list(placement.pinning),
+        "emulator": list(placement.emulator),
+        "nodes": sorted(placement.nodes),
+        "isolated": placement.isolated,
+        "whole_cores": placement.whole_cores,
+        "kept": placement.kept,
+    }
+
+
+def prepare(
+    conn: Any,
+    uri: str,
+    spec: VmSpec,
+    *,
+    force: bool = False,
+    host_check: bool = True,
+    allow_shared: bool = False,
+) -> Outcome:
+    """Place ``auto`` CPUs, check the host and plan the definition. Changes nothing.
+
+    Raises HostCheckError when the host checks find errors, LibvirtError when a
+    same-named domain rtlibvirt did not create is in the way (without ``force``).
+    """
+    from rtlibvirt.fit.fitting import HostCheckError, fit_spec
+
+    placement: Placement | None = None
+    placement_text = ""
+    findings: tuple[Finding, ...] = ()
+    not_checked: tuple[str, ...] = ()
+    if host_check or spec.needs_placement:
+        fitted = fit_spec(conn, uri, spec, host_check=host_check, allow_shared=allow_shared)
+        if fitted.errors:
+            raise HostCheckError(spec.name, fitted.errors)
+        assert fitted.spec is not None
+        spec, placement = fitted.spec, fitted.placement
+        if placement is not None:
+            placement_text = placement.describe(fitted.host.topology)
+        findings, not_checked = tuple(fitted.findings), tuple(fitted.skipped)
+    planned = plan(conn, spec, force=force)
+    if planned.current_xml is None:
+        diff = "".join(
+            difflib.unified_diff(
+                [],
+                xmldiff.canonical(planned.xml).splitlines(keepends=True),
+                "/dev/null",
+                f"{planned.name} (new definition)",
+            )
+        )
+    else:
+        diff = planned.diff()
+    return Outcome(
+        plan=planned,
+        spec=spec,
+        diff=diff,
+        placement=placement,
+        placement_text=placement_text,
+        findings=findings,
+        not_checked=not_checked,
+        host_checked=host_check,
+    )
+
+
+def commit(conn: Any, outcome: Outcome) -> Outcome:
+    """Define the planned domain, unless it is unchanged (then libvirt is not asked)."""
+    if not outcome.changed:
+        return replace(outcome, stored=outcome.plan.current_xml, committed=True)
+    return replace(outcome, stored=apply(conn, outcome.plan), committed=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -139,7 +140,7 @@ BAD = [
     ("not-a-mapping", "- name: plc\n", "", 1, "top level must be a mapping"),
     ("scalar-top", "just text\n", "", 1, "top level must be a mapping"),
     ("empty", "", "", 1, "the file is empty"),
-    ("duplicate-key", "name: a\nname: b\n", "", 2, "duplicate key"),
+    ("duplicate-key", "name: a\nname: b\n", "name", 2, "duplicate key"),
     ("unknown-top", PLC + "memroy: 1G\n", "memroy", 18, "unknown key"),
     (
         "unknown-nested",
@@ -443,7 +444,14 @@ def test_unreadable_permission(tmp_path: Path, mocker: MockerFixture) -> None:
     """EACCES is one line, exit 2. (Root reads any file, so the kernel's error is simulated.)"""
     path = tmp_path / "vm.yaml"
     path.write_text(PLC)
-    mocker.patch.object(Path, "read_text", side_effect=PermissionError(13, "Permission denied"))
+    real_open = os.open
+
+    def refuse(name: object, *args: object, **kwargs: object) -> int:
+        if os.fspath(name) == str(path):  # type: ignore[call-overload]
+            raise PermissionError(13, "Permission denied")
+        return real_open(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    mocker.patch("rtlibvirt.kernel.files.os.open", side_effect=refuse)
     code, _, err = run("render", str(path))
     assert code == 2
     assert err == f"error: {path}: permission denied\n"

@@ -22,6 +22,7 @@ from lxml import etree
 from rtlibvirt.cli import cli
 from rtlibvirt.domain import metadata
 from rtlibvirt.kernel.cpuset import parse_cpulist
+from tests.domain.domains import retune_cases
 from tests.fakes.libvirt_hosts import DOMAINS
 
 pytestmark = pytest.mark.libvirtd
@@ -209,3 +210,49 @@ def test_tune_a_virt_manager_domain(
         edited = virsh("dumpxml", "--inactive", name)
         assert "model type='vga'" in edited
         assert metadata.read(edited) is not None
+
+
+RETUNE = {
+    "auto": "cpu:\n  pinning: [1]\n  emulator: 0\n  realtime: {{vcpus: 0}}\n"
+    "memory_backing:\n  hugepages: 2M\nisolation:\n  irqs: true\n",
+    "model": "cpu:\n  pinning: [1]\n  emulator: 0\n  realtime: {{vcpus: 0}}\n"
+    "  model: Skylake-Client\n  topology: {{sockets: 1, cores: 1, threads: 1}}\n"
+    "  features: {{tsc-deadline: require, pcid: disable}}\nnuma:\n  node: 0\n"
+    "memory_backing:\n  hugepages: none\n  locked: false\n",
+}
+
+
+@pytest.mark.parametrize("tuning", sorted(RETUNE))
+@pytest.mark.parametrize("case", sorted(retune_cases()))
+def test_a_domain_tuned_on_libvirtd_tunes_to_itself(
+    system_uri: str,
+    tmp_path: Path,
+    system_domain_cleanup: Callable[[str], None],
+    case: str,
+    tuning: str,
+) -> None:
+    """define, tune, let libvirtd store it, then `tune --dry-run`: nothing would change."""
+    name = f"rtl-fit-retune-{case}"[:60]
+    system_domain_cleanup(name)
+    _, xml = retune_cases()[case]
+    root = etree.fromstring(xml.encode())
+    root.find("name").text = name
+    for uuid in root.findall("uuid"):
+        root.remove(uuid)  # a fresh UUID: other runs may hold this one
+    root.find("vcpu").text = "1"  # this machine has 2 CPUs
+    source = tmp_path / "domain.xml"
+    source.write_bytes(etree.tostring(root))
+    virsh("define", str(source))
+    path = tmp_path / "tuning.yaml"
+    path.write_text(RETUNE[tuning].format())
+    flags = ("-c", system_uri, "--no-host-check")
+
+    code, out, err = run("tune", name, str(path), *flags)
+    assert code == 0, err
+    before = etree.fromstring(source.read_bytes())
+    after = etree.fromstring(virsh("dumpxml", "--inactive", name).encode())
+    for kept in ("shares", "period", "quota", "emulatorsched"):
+        assert len(after.findall(f"cputune/{kept}")) == len(before.findall(f"cputune/{kept}"))
+    code, out, err = run("tune", name, str(path), *flags, "--dry-run")
+    assert code == 0, err
+    assert f"Domain {name!r} on {system_uri} is already tuned; nothing would change." in out, out

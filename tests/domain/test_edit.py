@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from lxml import etree
 
 from rtlibvirt.cli import cli
-from rtlibvirt.config.tuning import load_tuning
+from rtlibvirt.config.tuning import load_tuning, spec_for
 from rtlibvirt.config.vm import validate_data
 from rtlibvirt.domain import diff as xmldiff
 from rtlibvirt.domain import metadata
-from rtlibvirt.domain.edit import TuneError, is_tuned, spec_for, tune_xml
+from rtlibvirt.domain.edit import TuneError, is_tuned, tune_xml
 from rtlibvirt.domain.facts import facts
 from rtlibvirt.errors import LibvirtError, SpecError
 from rtlibvirt.fit.fitting import place_spec
@@ -68,7 +68,7 @@ def tuned(uri: str, name: str, tuning: Path) -> tuple[str, str]:
     with connection(uri) as conn:
         current = virt.inactive_xml(conn.lookupByName(name))
         host = gather(conn, uri)
-    spec, _ = spec_for(load_tuning(tuning), current, facts(current))
+    spec, _ = spec_for(load_tuning(tuning), facts(current))
     spec, _ = place_spec(host, spec)
     return current, tune_xml(current, spec)
 
@@ -199,11 +199,11 @@ def test_memory_that_is_no_multiple_of_the_page_size(tmp_path: Path) -> None:
     with connection(uri) as conn:
         xml = virt.inactive_xml(conn.lookupByName("server"))
     three_gib = xml.replace(">2097152<", ">3145728<")
-    spec, _ = spec_for(load_tuning(path), three_gib, facts(three_gib))
+    spec, _ = spec_for(load_tuning(path), facts(three_gib))
     assert spec.memory == 3 * 1024 * 1024
     bigger = xml.replace(">2097152<", ">2621440<")  # 2.5 GiB
     with pytest.raises(SpecError) as info:
-        spec_for(load_tuning(path), bigger, facts(bigger))
+        spec_for(load_tuning(path), facts(bigger))
     assert info.value.problems[0].path == "(the domain's <memory>)"
 
 
@@ -293,7 +293,7 @@ def test_tuning_again_changes_nothing(tmp_path: Path) -> None:
     with connection(uri) as conn:
         stored = define.apply_xml(conn, new)
         host = gather(conn, uri)
-    spec, _ = spec_for(load_tuning(path), stored, facts(stored))
+    spec, _ = spec_for(load_tuning(path), facts(stored))
     spec, placement = place_spec(host, spec)
     assert placement is not None and placement.kept
     assert xmldiff.unified(stored, tune_xml(stored, spec), "stored", "again") == ""

@@ -31,6 +31,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from rtlibvirt.kernel import mounts
 from rtlibvirt.kernel.cpuset import format_cpulist, format_mask, parse_cpulist, parse_mask
 from rtlibvirt.kernel.fs import HostFS
 
@@ -243,9 +244,9 @@ class FakeKernel(HostFS):
         self.mount_calls += 1
         if fstype != "resctrl" or target != RESCTRL:
             raise OSError(errno.ENODEV, f"no {fstype} here")
-        if "resctrl" not in self.filesystems():
+        if "resctrl" not in mounts.filesystems(self):
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
-        if self.is_mounted(RESCTRL, "resctrl"):
+        if mounts.is_mounted(self, RESCTRL, "resctrl"):
             raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
         info = f"{RESCTRL}/info/L3"
         width = (self.cbm_mask.bit_length() + 3) // 4
@@ -259,11 +260,11 @@ class FakeKernel(HostFS):
         default.cpus = set(range(self.ncpus))
         self.groups = {"": default}
         self._render_group("")
-        mounts = self.read_or("/proc/mounts", "")
-        _put(self.root, "/proc/mounts", mounts + "\nresctrl /sys/fs/resctrl resctrl rw 0 0")
+        table = self.read_or("/proc/mounts", "")
+        _put(self.root, "/proc/mounts", table + "\nresctrl /sys/fs/resctrl resctrl rw 0 0")
 
     def umount(self, target: str) -> None:
-        if not self.is_mounted(target, "resctrl"):
+        if not mounts.is_mounted(self, target, "resctrl"):
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         base = self.path(RESCTRL)
         for entry in base.iterdir():

@@ -10,7 +10,7 @@ from typing import Any
 
 import libvirt
 
-from rtlibvirt.fit.host import Host, gather
+from rtlibvirt.fit.host import HostModel, gather
 from rtlibvirt.kernel.fs import HostFS
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
@@ -77,6 +77,6 @@ def connection(uri: str) -> Iterator[Any]:
         conn.close()
 
 
-def host(uri: str, fs: HostFS | None = None) -> Host:
+def host(uri: str, fs: HostFS | None = None) -> HostModel:
     with connection(uri) as conn:
         return gather(conn, uri, fs)

@@ -41,7 +41,7 @@ class FakeSys:
         path.write_text(text if text.endswith("\n") else text + "\n")
 
     def link(self, host_path: str, target: str) -> None:
-        path = self.fs.path(host_path)
+        path = self.fs.path(host_path, follow=False)  # the link itself
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_symlink():
             path.unlink()

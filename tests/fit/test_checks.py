@@ -3,7 +3,7 @@
 Hosts are libvirt's test driver loaded with tests/data/hosts/*.xml (or a file
 made on the fly); what this machine lacks (isolated CPUs, hugepages, PCI
 devices, IOMMU groups, RT group scheduling) comes from a fake tree in the
-kernel's formats (tests/fakesys.py).
+kernel's formats (tests/fakes/sysfs.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rtlibvirt.config.vm import VmSpec, validate_data
 from rtlibvirt.domain.facts import facts
 from rtlibvirt.domain.render import render
 from rtlibvirt.fit import checks
-from rtlibvirt.fit.host import Host
+from rtlibvirt.fit.host import HostModel
 from tests.fakes.libvirt_hosts import DOMAINS, host, host_file, host_uri, pinned_domain
 from tests.fakes.sysfs import FakeSys
 
@@ -37,13 +37,13 @@ def make_spec(**changes: Any) -> VmSpec:
     return validate_data(data)
 
 
-def codes(h: Host, spec: VmSpec, *, allow_shared: bool = False) -> dict[str, str]:
+def codes(h: HostModel, spec: VmSpec, *, allow_shared: bool = False) -> dict[str, str]:
     """code -> severity of the host findings of ``spec`` on ``h``."""
     result = checks.host_findings(h, facts(render(spec)), allow_shared=allow_shared)
     return {f.code: f.severity for f in result.findings}
 
 
-def finding(h: Host, spec: VmSpec, code: str) -> str:
+def finding(h: HostModel, spec: VmSpec, code: str) -> str:
     result = checks.host_findings(h, facts(render(spec)))
     (match,) = [f for f in result.findings if f.code == code]
     return match.what

@@ -22,7 +22,7 @@ from rtlibvirt.domain.facts import facts
 from rtlibvirt.domain.render import render
 from rtlibvirt.fit import checks
 from rtlibvirt.fit.fitting import fit_spec, place_spec
-from rtlibvirt.fit.host import Host, topology_from_nodeinfo
+from rtlibvirt.fit.host import HostModel, topology_from_nodeinfo
 from rtlibvirt.fit.placement import PlacementError
 from tests.fakes.libvirt_hosts import connection, host, host_file, host_uri
 from tests.fakes.sysfs import FakeSys
@@ -43,14 +43,14 @@ def auto_spec(name: str, vcpus: int = 3, rt: Any = "1-2", **extra: Any) -> VmSpe
 
 def simulated(
     nodes: int = 2, cores: int = 8, threads: int = 2, isolated: frozenset[int] | None = None
-) -> Host:
+) -> HostModel:
     topology = topology_from_nodeinfo(
         ["x", 0, nodes * cores * threads, 0, nodes, 1, cores, threads]
     )
-    return Host(uri="test:///sim", topology=topology, isolated=isolated)
+    return HostModel(uri="test:///sim", topology=topology, isolated=isolated)
 
 
-def place_all(h: Host, specs: list[VmSpec]) -> tuple[Host, list[VmSpec]]:
+def place_all(h: HostModel, specs: list[VmSpec]) -> tuple[HostModel, list[VmSpec]]:
     """Place one after another, each seeing the ones before as defined domains."""
     placed = []
     for spec in specs:
@@ -70,7 +70,7 @@ def emulator(spec: VmSpec) -> tuple[int, ...]:
     return spec.cpu.emulator
 
 
-def assert_sound(h: Host, placed: list[VmSpec], *, local: bool = True) -> None:
+def assert_sound(h: HostModel, placed: list[VmSpec], *, local: bool = True) -> None:
     """No CPU carries two VMs' vCPUs; no emulator on a vCPU's CPU; whole cores for RT."""
     topo = h.topology
     owner: dict[int, str] = {}

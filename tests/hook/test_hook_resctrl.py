@@ -9,6 +9,7 @@ import pytest
 
 from rtlibvirt.hook.isolation import resctrl
 from rtlibvirt.hook.isolation.resctrl import narrow, parse_l3
+from rtlibvirt.kernel import mounts
 from tests.fakes.hook import Hook, domain_xml
 from tests.fakes.host import RESCTRL, FakeKernel, Killed, snapshot
 
@@ -143,7 +144,7 @@ def test_fewer_ways_than_the_cpu_minimum(
     name, xml, _ = vm("a", 1, 1, strict=True)
     assert call(name, "prepare", "begin", xml) == 1
     assert "cache_ways 1 is below this CPU's minimum of 2" in capsys.readouterr().err
-    assert not fs.is_mounted(RESCTRL, "resctrl")  # mounted for the check, unmounted after
+    assert not mounts.is_mounted(fs, RESCTRL, "resctrl")  # mounted for the check, unmounted after
 
 
 def test_cdp_is_reported(tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ def test_a_group_with_exclusive_ways_cpus_and_vcpu_threads(tmp_path: Path) -> No
     assert l3(fs) == {"0": 0xFFFFF, "1": 0x1FFFF}
     assert stop(call, c) == (0, 0)
     assert snapshot(fs) == before
-    assert not fs.is_mounted(RESCTRL, "resctrl")
+    assert not mounts.is_mounted(fs, RESCTRL, "resctrl")
     assert call.state() is None
 
 
@@ -210,7 +211,7 @@ def test_groups_of_others_are_narrowed_and_given_back(tmp_path: Path) -> None:
     assert stop(call, a) == (0, 0)
     assert fs.read(f"{RESCTRL}/admin/cpus_list") == "1,3"
     assert snapshot(fs) == before
-    assert fs.is_mounted(RESCTRL, "resctrl")  # it was mounted before: it stays
+    assert mounts.is_mounted(fs, RESCTRL, "resctrl")  # it was mounted before: it stays
 
 
 def test_a_hook_killed_while_making_the_group_is_undone(tmp_path: Path) -> None:

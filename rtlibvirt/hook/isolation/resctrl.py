@@ -25,132 +25,31 @@ from __future__ import annotations
 
 import errno
 
-from rtlibvirt.hook.isolation import Host, ValuePlan, converge, owned, verify_values
-from rtlibvirt.hook.state import Claim, Settings
+from rtlibvirt.hook.isolation.base import Host, Step, ValuePlan, converge, owned, verify_values
+from rtlibvirt.hook.state import Claim
+from rtlibvirt.kernel import mounts
 from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
 from rtlibvirt.kernel.fs import HostFS
+from rtlibvirt.kernel.resctrl import (
+    RESCTRL,
+    Info,
+    cache_ids,
+    ctrl_groups,
+    group_dir,
+    l3_line,
+    last_status,
+    mode,
+    mounted,
+    owns,
+    parse_l3,
+    read_info,
+    read_l3_line,
+    same_l3,
+    show_l3,
+)
 
 NAME = "cache_ways"
-RESCTRL = "/sys/fs/resctrl"
-INFO_L3 = f"{RESCTRL}/info/L3"
 GROUP_PREFIX = "rtlibvirt-"
-PREFIXES = (f"{RESCTRL}/",)
-_NOT_GROUPS = ("info", "mon_groups", "mon_data")
-
-
-def wants(settings: Settings) -> bool:
-    return settings.cache_ways > 0
-
-
-# ---- reading resctrl -----------------------------------------------------------
-
-
-class Info:
-    """``info/L3`` of the host."""
-
-    __slots__ = ("cbm_mask", "closids", "min_bits", "nbits", "shareable", "sparse")
-
-    def __init__(
-        self, cbm_mask: int, min_bits: int, closids: int, shareable: int, sparse: bool
-    ) -> None:
-        self.cbm_mask = cbm_mask
-        self.nbits = cbm_mask.bit_length()
-        self.min_bits = max(min_bits, 1)
-        self.closids = closids
-        self.shareable = shareable
-        self.sparse = sparse
-
-    @property
-    def width(self) -> int:
-        """Hex digits of a mask, as the kernel prints them."""
-        return (self.nbits + 3) // 4
-
-
-def mounted(fs: HostFS) -> bool:
-    return fs.exists(f"{RESCTRL}/info")
-
-
-def read_info(fs: HostFS) -> Info | str:
-    """The L3 allocation parameters, or why there are none."""
-    if not fs.exists(INFO_L3):
-        if fs.exists(f"{RESCTRL}/info/L3CODE"):
-            return (
-                "resctrl is mounted with CDP (L3CODE/L3DATA); rtlibvirt handles plain L3 "
-                "allocation only (mount it without -o cdp)"
-            )
-        return "this host has no L3 cache allocation (no /sys/fs/resctrl/info/L3)"
-    try:
-        cbm = int(fs.read(f"{INFO_L3}/cbm_mask"), 16)
-        min_bits = int(fs.read(f"{INFO_L3}/min_cbm_bits"))
-        closids = int(fs.read(f"{INFO_L3}/num_closids"))
-        shareable = int(fs.read_or(f"{INFO_L3}/shareable_bits", "0") or "0", 16)
-        sparse = fs.read_or(f"{INFO_L3}/sparse_masks", "0").strip() == "1"
-    except (OSError, ValueError) as exc:
-        return f"cannot read {INFO_L3}: {exc}"
-    if cbm == 0:
-        return f"{INFO_L3}/cbm_mask is empty"
-    return Info(cbm, min_bits, closids, shareable, sparse)
-
-
-def group_dir(name: str) -> str:
-    return RESCTRL if name == "" else f"{RESCTRL}/{name}"
-
-
-def ctrl_groups(fs: HostFS) -> list[str]:
-    """Directories of the control groups, the default group (``/sys/fs/resctrl``) first."""
-    found = [RESCTRL]
-    for name in fs.listdir(RESCTRL):
-        if name not in _NOT_GROUPS and fs.exists(f"{RESCTRL}/{name}/schemata"):
-            found.append(f"{RESCTRL}/{name}")
-    return found
-
-
-def parse_l3(text: str) -> dict[str, int] | None:
-    """The L3 masks of a schemata file (or line): cache id -> mask; None if no L3 line."""
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("L3:"):
-            masks: dict[str, int] = {}
-            for part in line[3:].split(";"):
-                if "=" in part:
-                    domain, _, mask = part.partition("=")
-                    masks[domain.strip()] = int(mask.strip() or "0", 16)
-            return masks
-    return None
-
-
-def l3_line(masks: dict[str, int], width: int) -> str:
-    ordered = sorted(masks.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0)
-    return "L3:" + ";".join(f"{domain}={mask:0{width}x}" for domain, mask in ordered)
-
-
-def read_l3_line(fs: HostFS, path: str) -> str | None:
-    """The ``L3:...`` line of a schemata file (normalized), or None."""
-    try:
-        masks = parse_l3(fs.read(path))
-    except (OSError, ValueError):
-        return None
-    if masks is None:
-        return None
-    return l3_line(masks, max((m.bit_length() + 3) // 4 for m in masks.values()) if masks else 1)
-
-
-def _same_l3(a: str, b: str) -> bool:
-    try:
-        return parse_l3(a) == parse_l3(b)
-    except ValueError:
-        return a.strip() == b.strip()
-
-
-def _show_l3(line: str) -> str:
-    return line.strip()[3:] if line.strip().startswith("L3:") else line
-
-
-def _read_cpus(fs: HostFS, path: str) -> str | None:
-    try:
-        return fs.read(path)
-    except OSError:
-        return None
 
 
 def _same_cpus(a: str, b: str) -> bool:
@@ -160,24 +59,11 @@ def _same_cpus(a: str, b: str) -> bool:
         return a.strip() == b.strip()
 
 
-def mode(fs: HostFS, directory: str) -> str:
-    return fs.read_or(f"{directory}/mode", "shareable").strip()
-
-
-def cache_ids(fs: HostFS, cpus: frozenset[int]) -> set[str] | None:
-    """The L3 cache ids of ``cpus``; None when sysfs does not say."""
-    found: set[str] = set()
-    for cpu in cpus:
-        base = f"/sys/devices/system/cpu/cpu{cpu}/cache"
-        ident = None
-        for index in fs.listdir(base):
-            if index.startswith("index") and fs.read_or(f"{base}/{index}/level", "") == "3":
-                ident = fs.read_or(f"{base}/{index}/id", "").strip() or None
-                break
-        if ident is None:
-            return None
-        found.add(ident)
-    return found
+def _read_cpus(fs: HostFS, path: str) -> str | None:
+    try:
+        return fs.read(path)
+    except OSError:
+        return None
 
 
 def popcount(mask: int) -> int:
@@ -212,7 +98,7 @@ def ensure_mounted(host: Host) -> str | None:
     fs, state = host.fs, host.state
     if mounted(fs):
         return None
-    if "resctrl" not in fs.filesystems():
+    if "resctrl" not in mounts.filesystems(fs):
         return (
             "resctrl is not available: the kernel or CPU has no cache allocation "
             "(no 'resctrl' in /proc/filesystems)"
@@ -386,22 +272,22 @@ def plan(host: Host, claims: list[Claim]) -> Plan:
         wanted[key] = l3_line(masks, info.width)
         if group.directory == RESCTRL:
             default_masks = masks
-    for key in owned(state, PREFIXES):
+    for key in owned(state, owns):
         if key.endswith("/schemata"):
             wanted.setdefault(key, None)
     result.foreign = ValuePlan(
         NAME,
         wanted,
-        same=_same_l3,
+        same=same_l3,
         describe=lambda p: f"resctrl group {_group_name(p)} L3 ways",
-        show=_show_l3,
+        show=show_l3,
         read=read_l3_line,
     )
     taken: set[int] = set()
     for claim in active:
         taken |= claim.cpus
     cpus: dict[str, str | None] = {}
-    for key in owned(state, PREFIXES):
+    for key in owned(state, owns):
         if key.endswith("/cpus_list"):
             original = frozenset(parse_cpulist(state.originals[key]))
             cpus[key] = format_cpulist(original - taken) if original & taken else None
@@ -474,8 +360,8 @@ def _make_group(host: Host, directory: str, claim: Claim, line: str) -> None:
             return
         log.info(f"{claim.name}: created resctrl group {directory}")
     state.groups.setdefault(directory, claim.name)
-    if not _same_l3(fs.read_or(f"{directory}/schemata", ""), line):
-        _write(host, f"{directory}/schemata", line, f"{claim.name}: L3 ways {_show_l3(line)}")
+    if not same_l3(fs.read_or(f"{directory}/schemata", ""), line):
+        _write(host, f"{directory}/schemata", line, f"{claim.name}: L3 ways {show_l3(line)}")
     # The VM's CPUs: save the CPU lists of other groups they are taken from.
     cpus = format_cpulist(claim.cpus)
     if not _same_cpus(fs.read_or(f"{directory}/cpus_list", ""), cpus):
@@ -505,8 +391,8 @@ def _write(host: Host, path: str, value: str, done: str) -> bool:
     try:
         host.fs.write(path, value)
     except OSError as exc:
-        status = host.fs.read_or(f"{RESCTRL}/info/last_cmd_status", "").strip()
-        detail = f" ({status})" if status and status != "ok" else ""
+        status = last_status(host.fs)
+        detail = f" ({status})" if status else ""
         host.log.error(f"cannot write {value!r} to {path}: {exc.strerror or exc}{detail}")
         return False
     host.log.info(done)
@@ -515,7 +401,7 @@ def _write(host: Host, path: str, value: str, done: str) -> bool:
 
 def reconcile(host: Host, claims: list[Claim]) -> None:
     state = host.state
-    if not claims and not state.groups and not state.resctrl_mounted and not owned(state, PREFIXES):
+    if not claims and not state.groups and not state.resctrl_mounted and not owned(state, owns):
         return
     if claims:
         info: Info | None = None
@@ -579,3 +465,12 @@ def verify(host: Host, claims: list[Claim]) -> list[str]:
         if missing:
             problems.append(f"{claim.name}: vCPU threads {missing} are not in {directory}/tasks")
     return problems
+
+
+STEP = Step(
+    NAME,
+    wants=lambda settings: settings.cache_ways > 0,
+    check=check,
+    reconcile=reconcile,
+    verify=verify,
+)

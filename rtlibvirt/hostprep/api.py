@@ -1,0 +1,193 @@
+"""host-prep as a library: what ``rtlibvirt host-prep`` and the Ansible module share.
+
+:func:`prepare` reads the facts, validates host.yaml (a file, or a mapping
+with the same keys) and builds the plan: nothing is changed. :func:`run_plan`,
+:func:`run_apply`, :func:`run_verify` and :func:`run_revert` then return
+results whose ``to_json()`` is the JSON form of ``host-prep ... --json``
+(see :mod:`rtlibvirt.hostprep.report`). No printing here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtlibvirt.config.document import Document
+from rtlibvirt.errors import HostError, InputError, Problem
+from rtlibvirt.hostprep.changes import Plan
+from rtlibvirt.hostprep.effects import Effects
+from rtlibvirt.hostprep.journal import Journal
+from rtlibvirt.kernel.fs import HostFS
+
+MAX_SPEC_BYTES = 64 * 1024  # a host.yaml given as a mapping, once dumped
+
+
+@dataclass
+class Prepared:
+    """A validated host.yaml, the plan for this host, and how changes would be made."""
+
+    plan: Plan
+    effects: Effects
+    journal: Journal
+    warnings: tuple[Problem, ...]
+    source: str
+
+    @property
+    def live(self) -> bool:
+        return self.effects.fs.is_live
+
+
+def is_live(root: Path) -> bool:
+    return root.resolve() == Path("/")
+
+
+def program(live: bool) -> str:
+    """The rtlibvirt that rtlibvirt-host.service runs at boot.
+
+    On the live host: the ``rtlibvirt`` beside this Python (a virtual
+    environment), else the one on PATH; for a tree the default path.
+    """
+    from rtlibvirt.hostprep.plan import DEFAULT_PROGRAM
+
+    if not live:
+        return DEFAULT_PROGRAM
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "rtlibvirt" and os.path.exists(argv0):
+        return os.path.abspath(argv0)
+    beside = os.path.join(os.path.dirname(sys.executable), "rtlibvirt")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("rtlibvirt") or DEFAULT_PROGRAM
+
+
+def spec_text(data: Mapping[str, Any]) -> bytes:
+    """A host.yaml given as a mapping, written out as the file the boot-time unit reads.
+
+    JSON is YAML 1.2, so the file loads as host.yaml; keys sorted so that the
+    same mapping always gives the same bytes (and a second apply changes nothing).
+    """
+    try:
+        text = json.dumps(dict(data), indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"the host spec cannot be written as host.yaml: {exc}",
+            "give plain values: strings, numbers, booleans, lists and mappings",
+        ) from None
+    out = ("# host.yaml, given as a mapping (rtlibvirt host-prep)\n" + text + "\n").encode()
+    if len(out) > MAX_SPEC_BYTES:
+        raise InputError(f"the host spec is {len(out)} bytes; at most {MAX_SPEC_BYTES} are read")
+    return out
+
+
+def prepare(
+    root: Path,
+    host_file: Path | None = None,
+    *,
+    data: Mapping[str, Any] | None = None,
+    source: str = "host spec",
+    runtime_only: bool = False,
+    need_bootloader: bool = True,
+) -> Prepared:
+    """Facts, validated spec (``host_file`` or ``data``), plan, effects, journal.
+
+    Nothing is changed. SpecError (exit 2) lists every problem of the spec.
+    """
+    from rtlibvirt.config.host import load_host_spec, resolve
+    from rtlibvirt.hostprep.facts import gather
+    from rtlibvirt.hostprep.plan import build_plan
+
+    if (host_file is None) == (data is None):
+        raise InputError("give host.yaml as a file or as a mapping, not both or neither")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory", "--root names the tree to prepare")
+    fs = HostFS(root)
+    live = is_live(root)
+    facts = gather(fs)
+    if host_file is not None:
+        host = load_host_spec(host_file, facts)
+    else:
+        assert data is not None
+        if not isinstance(data, Mapping):
+            raise InputError(f"the host spec must be a mapping, got {type(data).__name__}")
+        text = spec_text(data)
+        host = resolve(
+            Document(source=source, data=json.loads(text.split(b"\n", 1)[1])), facts, text
+        )
+    plan = build_plan(
+        host,
+        facts,
+        runtime_only=runtime_only,
+        program=program(live),
+        need_bootloader=need_bootloader,
+    )
+    effects = Effects(fs, runtime=live, commands=live)
+    return Prepared(plan, effects, Journal(effects), tuple(host.warnings), host.source)
+
+
+def need_root(root: Path) -> None:
+    if is_live(root) and os.geteuid() != 0:
+        raise HostError("changing the host needs root", "run it with sudo")
+
+
+def run_plan(prepared: Prepared) -> Any:
+    """What apply would change now (a :class:`~rtlibvirt.hostprep.report.PlanResult`)."""
+    from rtlibvirt.hostprep.plan import preview
+    from rtlibvirt.hostprep.report import PlanResult
+
+    pv = preview(prepared.plan, prepared.effects, prepared.journal)
+    return PlanResult(prepared, pv)
+
+
+def run_apply(prepared: Prepared) -> Any:
+    """Apply the plan (journal first); a PlanResult with what was done.
+
+    On failure the RtlibvirtError's hint says that some changes were made (and
+    journaled) when that is so.
+    """
+    from rtlibvirt.errors import RtlibvirtError
+    from rtlibvirt.hostprep.apply import apply
+    from rtlibvirt.hostprep.plan import preview
+    from rtlibvirt.hostprep.report import PlanResult
+
+    need_root(prepared.effects.fs.root)
+    pv = preview(prepared.plan, prepared.effects, prepared.journal)
+    result = PlanResult(prepared, pv)
+    if not result.changed:
+        return result
+    try:
+        report = apply(prepared.plan, prepared.effects, prepared.journal)
+    except RtlibvirtError as exc:
+        if prepared.effects.changes:
+            exc.hint = (exc.hint + "\n  " if exc.hint else "") + (
+                "some changes were made (and journaled): fix the cause and apply again, "
+                "or undo them with `rtlibvirt host-prep revert`"
+            )
+        raise
+    result.applied = report
+    return result
+
+
+def run_verify(prepared: Prepared) -> Any:
+    from rtlibvirt.hostprep.report import VerifyResult
+    from rtlibvirt.hostprep.verify import verify
+
+    return VerifyResult(prepared, verify(prepared.plan, prepared.effects))
+
+
+def run_revert(root: Path) -> Any:
+    """Undo every host-prep change recorded under ``root`` (a RevertResult)."""
+    from rtlibvirt.hostprep.report import RevertResult
+    from rtlibvirt.hostprep.revert import revert
+
+    need_root(root)
+    live = is_live(root)
+    effects = Effects(HostFS(root), runtime=live, commands=live)
+    journal = Journal(effects)
+    had_journal = journal.exists
+    return RevertResult(revert(effects, journal), changed=had_journal, root=str(root))

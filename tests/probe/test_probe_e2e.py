@@ -1,0 +1,145 @@
+"""End to end on the real libvirtd: `rtlibvirt probe` of an example under TCG, with the hook.
+
+The hook is installed (and libvirtd restarted to see it, by scripts/libvirtd-up),
+then `rtlibvirt probe` measures examples/small.yaml (renamed rtl-probe-e2e) with
+``--virt-type qemu --duration 5s --baseline --compare untuned --load --json``:
+the probe image is built if it is not in the cache (a clean machine downloads
+its Debian packages here), the paused baseline domain and the tuned guest get
+the hook's isolation, the untuned guest does not. Checked: results for each
+configuration, the hook's log (isolation during the run, its undo after), the
+live host during the run, no domain left, every IRQ and workqueue value back.
+The numbers themselves are never asserted on: TCG figures are not real-time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from rtlibvirt.hook import threads as vcputhreads
+from rtlibvirt.kernel import rtgroup
+from rtlibvirt.kernel.cpuset import parse_mask
+from rtlibvirt.kernel.fs import HostFS
+from tests.conftest import EXAMPLES, REPO
+from tests.daemon.test_hook_e2e import HOOK_LOG, WORKQUEUES, claims, host_values
+
+pytestmark = pytest.mark.libvirtd
+
+NAME = "rtl-probe-e2e"
+PROBES = (f"{NAME}-probe", f"{NAME}-probe-untuned", f"{NAME}-probe-baseline")
+
+
+class Sampler(threading.Thread):
+    """Reads the workqueue cpumask while each probe domain's QEMU runs."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.seen: dict[str, set[frozenset[int]]] = {}
+
+    def run(self) -> None:
+        fs = HostFS("/")
+        while not self.stop.wait(0.2):
+            for name in PROBES:
+                if vcputhreads.qemu_pid(fs, name) is not None:
+                    mask = parse_mask(fs.read(WORKQUEUES[0]))
+                    self.seen.setdefault(name, set()).add(mask)
+
+
+def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
+    system_uri: str, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("installs a libvirt hook and runs cyclictest: needs root (run `make test`)")
+    if not {0, 1} <= HostFS("/").cpus_online():
+        pytest.skip("needs CPUs 0 and 1 online")
+    problem = rtgroup.diagnose(HostFS("/"))
+    if problem:
+        pytest.fail(f"{problem}; scripts/libvirtd-up should have fixed it ({rtgroup.HINT})")
+    rtlibvirt = str(Path(sys.executable).with_name("rtlibvirt"))
+    virsh = ("virsh", "-q", "-c", system_uri)
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        (EXAMPLES / "small.yaml").read_text().replace("name: small-rt", f"name: {NAME}")
+    )
+    hook_was_installed = Path("/etc/libvirt/hooks/qemu.d/50-rtlibvirt").exists()
+    before = host_values()
+    log_start = HOOK_LOG.stat().st_size if HOOK_LOG.exists() else 0
+    sampler = Sampler()
+    try:
+        subprocess.run([rtlibvirt, "hook", "install"], check=True, capture_output=True)
+        subprocess.run([str(REPO / "scripts/libvirtd-up")], check=True, capture_output=True)
+        sampler.start()
+        plot = tmp_path / "probe.svg"
+        argv = [rtlibvirt, "probe", str(spec), "-c", system_uri, "--virt-type", "qemu"]
+        argv += ["--duration", "5s", "--baseline", "--compare", "untuned", "--load"]
+        argv += ["--json", "--plot", str(plot)]
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        sampler.stop.set()
+        sampler.join()
+        assert done.returncode == 0, done.stderr + tail(log_start)
+        report = json.loads(done.stdout)  # stdout is the JSON alone
+        assert "not real-time figures" in done.stderr  # said plainly for TCG
+
+        # results for each configuration
+        assert report["real_time_figures"] is False
+        configurations = {c["configuration"]: c for c in report["configurations"]}
+        assert list(configurations) == ["bare metal", "rtlibvirt", "untuned"]
+        for label, configuration in configurations.items():
+            [thread] = configuration["threads"]
+            assert thread["cpu"] == 1, label  # host CPU 1, or vCPU 1 in the guests
+            assert thread["samples"] > 1000, label  # 5 s at 200 µs: ~25000
+            assert thread["min_us"] <= thread["avg_us"] <= thread["max_us"], label
+            held = sum(thread["histogram"].values()) + thread["overflows"]
+            assert held == thread["samples"], label
+            assert "-p95 -i200 -t1 -a1 --mainaffinity=0" in configuration["cmdline"], label
+        assert "rt-amd64" in configurations["rtlibvirt"]["kernel"]
+        assert report["guest_isolation"] == "isolcpus=1 nohz_full=1 rcu_nocbs=1"
+        assert report["worst_case_ratio_guest_to_bare_metal"] is not None
+        assert etree.parse(str(plot)).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+
+        # the hook isolated the host for the baseline's paused domain and for the tuned
+        # guest, and undid it when each stopped; the untuned guest is none of its business
+        log = HOOK_LOG.read_text(errors="replace")[log_start:]
+        for name in (f"{NAME}-probe-baseline", f"{NAME}-probe"):
+            isolating = log.find(f"{name} started begin: isolating CPUs 1 (IRQs, workqueues)")
+            moved = log.find(f"{name} started begin: unbound workqueue cpumask: 0-1 -> 0")
+            releasing = log.find(f"{name} stopped end: releasing CPUs 1")
+            restored = log.find(f"{name} stopped end: no real-time VM is left: every value is back")
+            assert 0 <= isolating < moved < releasing < restored, tail(log_start)
+        assert f"{NAME}-probe-untuned" not in log
+        # and the live host showed it while they ran: CPU 1 out of the workqueue mask
+        assert frozenset({0}) in sampler.seen.get(f"{NAME}-probe", set()), sampler.seen
+        assert frozenset({0}) in sampler.seen.get(f"{NAME}-probe-baseline", set()), sampler.seen
+        assert sampler.seen.get(f"{NAME}-probe-untuned") == {frozenset({0, 1})}, sampler.seen
+
+        # no domain left, no claim left, the host's values back
+        listed = subprocess.run([*virsh, "list", "--all", "--name"], capture_output=True, text=True)
+        assert not set(PROBES) & set(listed.stdout.split())
+        assert not set(PROBES) & set(claims())
+        assert host_values() == before
+    finally:
+        sampler.stop.set()
+        for name in PROBES:
+            subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
+        if not hook_was_installed:
+            subprocess.run([rtlibvirt, "hook", "uninstall"], capture_output=True, check=False)
+
+
+def tail(start: int) -> str:
+    if not HOOK_LOG.exists():
+        return ""
+    lines = HOOK_LOG.read_text(errors="replace")[start:].splitlines()[-40:]
+    return "\nthe hook log of this test:\n" + "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The report: the table, the log-scale text histogram, the JSON, the gate, and the SVG plot."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from lxml import etree
+
+from rtlibvirt.probe import plot, report, results
+from rtlibvirt.probe.results import RunResult
+from tests.probe.conftest import DATA
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def runs() -> tuple[RunResult, ...]:
+    guest = results.parse_serial((DATA / "guest-tcg-serial.txt").read_text())
+    _, tuned = results.parse_json(guest.json)
+    _, host = results.parse_json((DATA / "host-2threads.json").read_text())
+    untuned = [results.ThreadResult(1, 1000, 10, 30.0, 9000, {10: 700, 50: 299, 9000: 1}, 100000)]
+    common = {"kernel": "k", "cyclictest": "2.40", "cmdline": "cyclictest", "duration_s": 5}
+    return (
+        RunResult("bare metal", "host CPU 0-1", tuple(host), **common),  # type: ignore[arg-type]
+        RunResult("rtlibvirt", "guest vCPU 1->1 (TCG)", tuple(tuned), notes=("n",), **common),  # type: ignore[arg-type]
+        RunResult("untuned", "guest vCPU 1, unpinned (TCG)", tuple(untuned), **common),  # type: ignore[arg-type]
+    )
+
+
+def make(max_latency: int | None = None) -> report.Report:
+    return report.Report(
+        source="examples/small.yaml",
+        virt_type="qemu",
+        duration_s=5,
+        image="Debian linux-image-rt-amd64",
+        guest_cmdline="isolcpus=1 nohz_full=1 rcu_nocbs=1",
+        runs=runs(),
+        notes=("TCG note",),
+        max_latency_us=max_latency,
+    )
+
+
+def test_the_table_has_a_row_per_configuration_and_per_thread() -> None:
+    lines = report.table(runs())
+    assert lines[0].split()[:4] == ["configuration", "where", "worst", "case"]
+    bare = next(line for line in lines if line.startswith("bare metal"))
+    assert "23723 µs" in bare and bare.split()[-1] == "318"  # overflows
+    assert " - " in bare  # percentiles refused: past the histogram
+    assert any(line.strip().startswith("CPU 0") for line in lines)  # the two host threads
+    tuned = next(line for line in lines if line.startswith("rtlibvirt"))
+    assert "4024 µs" in tuned and "24591" in tuned
+
+
+def test_the_text_histogram_is_on_a_log_scale() -> None:
+    lines = report.histogram(runs())
+    assert lines[0].split()[:2] == ["latency", "µs"]
+    row = next(line for line in lines if line.strip().startswith("50-99"))
+    # 10 µs buckets 50-99 of the tuned guest hold thousands: 1 + 2*log10(n) marks
+    tuned = sum(c for b, c in runs()[1].threads[0].histogram.items() if 50 <= b < 100)
+    assert f"{'#' * (1 + math.floor(2 * math.log10(tuned)))} {tuned}" in row
+    past = next(line for line in lines if "past histogram" in line)
+    assert "318" in past
+    assert "log scale" in lines[-1]
+
+
+def test_the_report_text_says_tcg_and_the_ratios() -> None:
+    text = "\n".join(report.text(make()))
+    assert "TCG" in text.splitlines()[0]
+    assert "guest isolation: isolcpus=1 nohz_full=1 rcu_nocbs=1" in text
+    assert f"worst case, guest / bare metal: {round(4024 / 23723, 2):g}x" in text
+    assert "worst case, untuned / rtlibvirt: 2.2x" in text
+    assert "percentiles refused for bare metal" in text
+    assert "note: TCG note" in text and "note: rtlibvirt: n" in text
+
+
+def test_the_json_is_complete_and_the_gate_fails_above_the_limit() -> None:
+    data = json.loads(json.dumps(make(max_latency=1000).to_json()))
+    assert data["real_time_figures"] is False and data["virt_type"] == "qemu"
+    assert [c["configuration"] for c in data["configurations"]] == [
+        "bare metal",
+        "rtlibvirt",
+        "untuned",
+    ]
+    bare = data["configurations"][0]
+    assert bare["summary"]["overflows"] == 318 and bare["summary"]["p99.9_us"] is None
+    assert [t["cpu"] for t in bare["threads"]] == [0, 1]
+    assert sum(bare["threads"][1]["histogram"].values()) + 302 == bare["threads"][1]["samples"]
+    assert data["gate"] == "fail" and make(max_latency=1000).gate_failed
+    assert make(max_latency=5000).to_json()["gate"] == "pass"
+    assert make().to_json()["gate"] is None
+
+
+def test_the_plot_is_a_valid_svg_with_a_log_axis_and_every_configuration() -> None:
+    text = plot.svg(runs(), "rtlibvirt probe of small-rt (TCG, not real-time figures)")
+    root = etree.fromstring(text.encode())
+    assert root.tag == f"{SVG}svg"
+    assert "TCG" in root.findtext(f"{SVG}title")
+    series = root.findall(f".//{SVG}g[@class='series']")
+    assert [g.get("data-configuration") for g in series] == ["bare metal", "rtlibvirt", "untuned"]
+    assert [g.get("data-max-us") for g in series] == ["23723", "4024", "9000"]
+    for group in series:
+        path = group.find(f"{SVG}path").get("d")
+        assert path.startswith("M") and path.count("L") > 10
+    labels = "".join(root.itertext())
+    assert "samples (log scale)" in labels and "latency (µs)" in labels
+    # decade labels 10^0 .. 10^k of the y axis
+    decades = [t for t in root.iter(f"{SVG}text") if t.text == "10"]
+    assert len(decades) >= 5
+    assert "refused (past the histogram)" in labels  # the bare-metal legend
