@@ -62,6 +62,7 @@ def lock(path: str | Path, timeout: float, *, directory: bool = False) -> int:
         os.close(fd)
         raise
 
+
 PATH_MAX = 4096  # bytes in a path, with its terminating NUL (linux/limits.h)
 READ_LIMIT = 1 << 20  # 1 MiB: every input and configuration file rtlibvirt reads is smaller
 
