@@ -107,7 +107,7 @@ def plan_target(xml: str, source: str) -> Target:
     host_cpus = tuple(host) if host else None
     host_main = None
     if host_cpus is not None:
-        helpers = sorted(info.emulator_cpus or ())
+        helpers = sorted(info.emulatorpin or ())
         others = sorted(c for c in info.pinned_cpu_set if c not in host_cpus)
         candidates = [c for c in helpers + others if c not in host_cpus]
         host_main = candidates[0] if candidates else None
