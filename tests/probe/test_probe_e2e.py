@@ -121,11 +121,10 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         # guest, and undid it when each stopped; the untuned guest is none of its business
         log = HOOK_LOG.read_text(errors="replace")[log_start:]
         for name in (f"{NAME}-probe-baseline", f"{NAME}-probe"):
-            isolating = log.find(f"{name} started begin: isolating CPUs 1 (IRQs, workqueues)")
-            moved = log.find(f"{name} started begin: unbound workqueue cpumask: 0-1 -> 0")
+            isolating = log.find(f"{name} started begin: isolating CPUs 1 ")
             releasing = log.find(f"{name} stopped end: releasing CPUs 1")
             restored = log.find(f"{name} stopped end: no real-time VM is left: every value is back")
-            assert 0 <= isolating < moved < releasing < restored, tail(log_start)
+            assert 0 <= isolating < releasing < restored, tail(log_start)
         assert f"{NAME}-probe-untuned" not in log
         # and the live host showed it while they ran: CPU 1 out of the workqueue mask
         assert frozenset({0}) in sampler.seen.get(f"{NAME}-probe", set()), sampler.seen
