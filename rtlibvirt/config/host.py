@@ -29,6 +29,7 @@ from rtlibvirt.config.model import (
     integer,
     json_pattern,
     list_of,
+    model,
     nested,
     optional,
     setting,
@@ -128,7 +129,7 @@ KERNEL_ARG = Scalar(
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Hugepages(Model):
     """Hugepages reserved for VMs: 1G pages at boot (kernel arguments), 2M pages at runtime."""
 
@@ -145,7 +146,7 @@ class _HugepagesList(ListOf[Hugepages]):
         return super().parse(value, path, errors)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class HostSpec(Model):
     """A real-time KVM host: the contents of ``host.yaml``."""
 
