@@ -18,7 +18,7 @@ from rtlibvirt.kernel import cpuset, mounts
 from rtlibvirt.kernel import files as fsutil
 from rtlibvirt.kernel.fs import CPU_DIR, HostFS
 
-CPUINFO_LIMIT = 32 << 20  # /proc/cpuinfo: about 1.5 KiB a CPU, 8192 CPUs at most
+CPUINFO_HEAD = 64 << 10
 VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
 UNIT_DIRS = (
     "/etc/systemd/system",
@@ -149,7 +149,12 @@ def _template(unit: str) -> str:
 
 def gather(fs: HostFS) -> HostFacts:
     """Read every fact under ``fs``; unreadable files raise HostError."""
-    cpuinfo = read_text(fs, "/proc/cpuinfo", CPUINFO_LIMIT)
+    # The first processor's vendor_id is all host-prep needs: the head of the file
+    # (it is ~1.5 KiB a CPU, and a tree's /proc/cpuinfo may be anything, /dev/zero too).
+    head = fsutil.read_bytes(
+        fs.path("/proc/cpuinfo"), HostError, limit=CPUINFO_HEAD, missing_ok=True, head=True
+    )
+    cpuinfo = head.decode("utf-8", "replace") if head is not None else None
     vendor_id = None
     if cpuinfo is not None:
         for line in cpuinfo.splitlines():
