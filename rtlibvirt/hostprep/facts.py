@@ -82,7 +82,8 @@ class HostFacts:
 
     @property
     def os_name(self) -> str:
-        return self.os_release.get("PRETTY_NAME") or self.os_release.get("NAME") or "unknown"
+        name = self.os_release.get("PRETTY_NAME") or self.os_release.get("NAME") or "unknown"
+        return fsutil.display_path(name[:200])  # a tree's text: no escape sequence or newline out
 
     def unit_file(self, unit: str) -> str | None:
         """The host path of a systemd unit's file, searched as systemd does; None if absent.
@@ -160,7 +161,7 @@ def gather(fs: HostFS) -> HostFacts:
         for line in cpuinfo.splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "vendor_id":
-                vendor_id = value.strip()
+                vendor_id = fsutil.display_path(value.strip()[:64])
                 break
     present_text = read_text(fs, f"{CPU_DIR}/present")
     present = None

@@ -220,6 +220,13 @@ def dry_run(
         for path in sorted(set(before) | set(after))
         if not before.get(path, FileState.absent()).same_as(after.get(path, FileState.absent()))
     ]
+    for change in changes:
+        if not change.path.isprintable():
+            raise HostError(
+                f"{fs.path('/', follow=False)}{ascii(change.path)[1:-1]}: a file name with a "
+                "control character, which systemctl would change: host-prep does not",
+                "rename or remove it, then run the command again",
+            )
     # Links before the folders that held them (removal), folders before links (creation).
     changes.sort(key=lambda c: (c.after.kind == "absent" and c.before.kind == "dir", c.path))
     return DryRun(tuple(changes), states)

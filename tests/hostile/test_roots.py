@@ -150,3 +150,28 @@ def test_the_host_root_variable_reads_inside_the_tree(tmp_path: Path) -> None:
     )
     assert ran.code in (0, 3), str(ran)
     assert '"isolated": [\n      2,\n      3\n    ]' in ran.out, ran.out[:3000]
+
+
+def test_a_tree_cannot_forge_output_lines(tmp_path: Path) -> None:
+    """Names and text from the tree reach the output only escaped."""
+    root = make_tree(tmp_path / "root", "debian")
+    release = root / "etc/os-release"
+    release.write_text(
+        release.read_text().replace(
+            'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"',
+            'PRETTY_NAME="Debian\x1b[2J\x1b]0;owned\x07"',
+        )
+    )
+    spec = tmp_path / "host.yaml"
+    spec.write_text(SPEC)
+    ran = run("host-prep", "plan", str(spec), "--root", str(root))
+    check(ran)
+    assert ran.code == 0 and "\x1b" not in ran.out + ran.err
+    assert "Debian\\x1b[2J" in ran.out
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    os.symlink("/lib/systemd/system/irqbalance.service", wants / "irq\nerror: forged.service")
+    ran = run("host-prep", "plan", str(spec), "--root", str(root))
+    check(ran)
+    # systemctl leaves a link whose name is no unit's name alone; whatever is said of it
+    # is said escaped
+    assert "\nerror: forged" not in ran.out + ran.err
