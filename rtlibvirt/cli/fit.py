@@ -94,7 +94,8 @@ def check(target: str, uri: str, as_json: bool, allow_shared: bool) -> None:
         click.echo(f"Checking {subject} on {uri}")
         click.echo(f"  host: {host.topology.describe()}; isolated CPUs: {isolated}")
         if fitted.placement is not None:
-            click.echo(f"  auto placement: {fitted.placement.describe(host.topology)}")
+            realtime = fitted.spec is None or bool(fitted.spec.realtime_vcpus)
+            click.echo(f"  auto placement: {fitted.placement.describe(host.topology, realtime)}")
         for finding in fitted.findings:
             click.echo(finding.render())
         for note in fitted.skipped:
@@ -163,7 +164,10 @@ def tune(
         spec, placement = place_spec(host, spec)
         new_xml = tune_xml(current, spec)
         if placement is not None:
-            click.echo(f"auto placement: {placement.describe(host.topology)}", err=True)
+            click.echo(
+                f"auto placement: {placement.describe(host.topology, bool(spec.realtime_vcpus))}",
+                err=True,
+            )
         if not no_host_check:
             from rtlibvirt.fit.checks import host_findings
 

@@ -124,7 +124,7 @@ KERNEL_ARG = Scalar(
     {
         "type": "string",
         "maxLength": KERNEL_ARG_MAX,
-        "pattern": f"^{_KERNEL_KEY.pattern}(={_KERNEL_VALUE.pattern})?$",
+        "pattern": json_pattern(f"{_KERNEL_KEY.pattern}(={_KERNEL_VALUE.pattern})?"),
     },
 )
 

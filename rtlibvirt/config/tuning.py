@@ -9,6 +9,7 @@ firmware and PCI devices) and checks the whole as a vm.yaml.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,15 @@ from rtlibvirt.config import units
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.loader import load
 from rtlibvirt.config.model import Model, model, setting, validate_model
-from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
+from rtlibvirt.config.vm import (
+    NAME_RE,
+    Cpu,
+    Isolation,
+    MemoryBacking,
+    Numa,
+    VmSpec,
+    validate_document,
+)
 from rtlibvirt.errors import InputError, Problem, SpecError
 
 if TYPE_CHECKING:
@@ -98,14 +107,36 @@ def spec_for(loaded: Loaded, dom: DomainFacts) -> tuple[VmSpec, list[Problem]]:
     the vCPU count, the memory, the machine, the firmware and the PCI devices.
     """
     doc = loaded.doc
+    notes: list[Problem] = []
+    backing = doc.data.get("memory_backing")
+    hugepages = backing.get("hugepages", "1G") if isinstance(backing, dict) else "1G"
+    memory_mib = -(-dom.memory_kib // units.MIB)  # whole MiB, rounded up
     if dom.memory_kib % units.MIB:
+        if hugepages != "none":
+            raise InputError(
+                f"the domain {dom.name!r} has {dom.memory_kib} KiB of memory, not a whole "
+                f"number of MiB, so not a whole number of {hugepages} hugepages; nothing was "
+                "changed",
+                "set its memory to a multiple of the page size first (virsh setmaxmem, or "
+                "virt-manager), or tune with `memory_backing.hugepages: none`",
+            )
+        notes.append(
+            Problem(
+                "(the domain's <memory>)",
+                f"{dom.memory_kib} KiB is not a whole number of MiB: counted as {memory_mib} MiB "
+                "(the locked-memory limit is set from that)",
+            )
+        )
+    if not NAME_RE.fullmatch(dom.name):
         raise InputError(
-            f"the domain's memory ({dom.memory_kib} KiB) is not a whole number of MiB",
-            "set it to whole MiB first (virsh setmaxmem / virt-manager)",
+            f"the domain's name {dom.name!r} is not one rtlibvirt can use (1-64 characters of "
+            "A-Z a-z 0-9 _ . + -, starting with a letter or digit): the hook names files and "
+            f"log lines after it; nothing was changed",
+            f"rename the domain first: virsh domrename {shlex.quote(dom.name)} NEW-NAME",
         )
     data: dict[str, Any] = {
         "name": dom.name,
-        "memory": dom.memory_kib // units.MIB,
+        "memory": memory_mib,
         "vcpus": dom.vcpus,
         **doc.data,
         "machine": machine_of(dom),
@@ -119,7 +150,7 @@ def spec_for(loaded: Loaded, dom: DomainFacts) -> tuple[VmSpec, list[Problem]]:
         loaded_spec = validate_document(merged)
     except SpecError as exc:
         raise SpecError(exc.source, [_about_domain(p, dom) for p in exc.problems]) from None
-    return loaded_spec.spec, [_about_domain(p, dom) for p in loaded_spec.warnings]
+    return loaded_spec.spec, notes + [_about_domain(p, dom) for p in loaded_spec.warnings]
 
 
 def _about_domain(problem: Problem, dom: DomainFacts) -> Problem:

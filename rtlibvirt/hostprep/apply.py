@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep import grub, services
 from rtlibvirt.hostprep.changes import Plan, RuntimeChange
 from rtlibvirt.hostprep.effects import Effects, FileState
@@ -86,7 +87,7 @@ def _apply_grubby(
     # grubby rewrites the boot entries and (--update-kernel=ALL, RHEL 9) GRUB_CMDLINE_LINUX
     # in /etc/default/grub: keep their originals, put back byte for byte on revert
     # unless edited since (then grubby --remove-args takes our arguments out).
-    touched = [GRUB_DEFAULTS, *sorted(grub.bls_entries(effects.fs))]
+    touched = [GRUB_DEFAULTS, grub.GRUBENV, *sorted(grub.bls_entries(effects.fs))]
     for path in touched:
         journal.record_file(path, effects.state(path), guarded=True)
     record = journal.grubby
@@ -99,14 +100,24 @@ def _apply_grubby(
                 effects.run(argv)
                 report.did(f"ran {grub.quote(argv)}")
         journal.set_grubby({**record, "args": sorted(set(record.get("args", [])) | set(args))})
-    argv = grub.grubby_apply_argv(args)
-    if effects.commands:
-        effects.run(argv)
-        report.did(f"ran {grub.quote(argv)}")
-    else:
-        report.did(f"not run (--root): {grub.quote(argv)}")
+    argvs = grub.grubby_apply_argvs(effects.fs, args)
+    for argv in argvs:
+        if effects.commands:
+            effects.run(argv)
+            report.did(f"ran {grub.quote(argv)}")
+        else:
+            report.did(f"not run (--root): {grub.quote(argv)}")
     for path in touched:
         journal.set_after(path, effects.state(path))
+    if effects.commands:
+        wrong = grub.grubby_check(effects.fs, args)
+        if wrong:
+            raise HostError(
+                "grubby did not give every boot entry each kernel argument exactly once: "
+                + "; ".join(wrong),
+                "this grubby handles arguments differently from the versions host-prep knows; "
+                "`rtlibvirt host-prep revert` puts the entries back (they are journaled)",
+            )
 
 
 def _set_value(

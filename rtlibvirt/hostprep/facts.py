@@ -18,7 +18,7 @@ from rtlibvirt.kernel import cpuset, mounts
 from rtlibvirt.kernel import files as fsutil
 from rtlibvirt.kernel.fs import CPU_DIR, HostFS
 
-CPUINFO_LIMIT = 32 << 20  # /proc/cpuinfo: about 1.5 KiB a CPU, 8192 CPUs at most
+CPUINFO_HEAD = 64 << 10
 VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
 UNIT_DIRS = (
     "/etc/systemd/system",
@@ -82,7 +82,8 @@ class HostFacts:
 
     @property
     def os_name(self) -> str:
-        return self.os_release.get("PRETTY_NAME") or self.os_release.get("NAME") or "unknown"
+        name = self.os_release.get("PRETTY_NAME") or self.os_release.get("NAME") or "unknown"
+        return fsutil.display_path(name[:200])  # a tree's text: no escape sequence or newline out
 
     def unit_file(self, unit: str) -> str | None:
         """The host path of a systemd unit's file, searched as systemd does; None if absent.
@@ -149,13 +150,18 @@ def _template(unit: str) -> str:
 
 def gather(fs: HostFS) -> HostFacts:
     """Read every fact under ``fs``; unreadable files raise HostError."""
-    cpuinfo = read_text(fs, "/proc/cpuinfo", CPUINFO_LIMIT)
+    # The first processor's vendor_id is all host-prep needs: the head of the file
+    # (it is ~1.5 KiB a CPU, and a tree's /proc/cpuinfo may be anything, /dev/zero too).
+    head = fsutil.read_bytes(
+        fs.path("/proc/cpuinfo"), HostError, limit=CPUINFO_HEAD, missing_ok=True, head=True
+    )
+    cpuinfo = head.decode("utf-8", "replace") if head is not None else None
     vendor_id = None
     if cpuinfo is not None:
         for line in cpuinfo.splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "vendor_id":
-                vendor_id = value.strip()
+                vendor_id = fsutil.display_path(value.strip()[:64])
                 break
     present_text = read_text(fs, f"{CPU_DIR}/present")
     present = None

@@ -97,7 +97,7 @@ class Preview:
     unchanged: list[FileChange] = field(default_factory=list)
     stale: list[dict[str, Any]] = field(default_factory=list)  # journal entries to restore
     stale_runtime: list[dict[str, Any]] = field(default_factory=list)
-    grubby: list[str] | None = None  # the grubby command, if needed
+    grubby: list[list[str]] | None = None  # the grubby commands, if needed
     commands: list[list[str]] = field(default_factory=list)  # after the files
     stops: list[str] = field(default_factory=list)
     mounts: list[MountChange] = field(default_factory=list)
@@ -157,7 +157,7 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
         grub.grubby_needed(effects.fs, plan.grubby.args)
         or (journal.grubby or {}).get("args") not in (None, list(plan.grubby.args))
     ):
-        out.grubby = grub.grubby_apply_argv(plan.grubby.args)
+        out.grubby = grub.grubby_apply_argvs(effects.fs, plan.grubby.args)
     if effects.commands:
         for unit in plan.stop_services:
             status, _ = effects.query(["systemctl", "is-active", "--quiet", unit])

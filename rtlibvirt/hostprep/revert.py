@@ -49,6 +49,8 @@ def revert(effects: Effects, journal: Journal) -> Report:
                 for argv in argvs:
                     effects.run(argv)
                     report.did(f"ran {grub.quote(argv)}")
+                for problem in grub.grubby_revert_check(effects.fs, record, restorable):
+                    report.warn(problem)
             else:
                 for argv in argvs:
                     report.did(f"not run (--root): {grub.quote(argv)}")

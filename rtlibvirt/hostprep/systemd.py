@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import stat
 import subprocess
@@ -193,12 +194,19 @@ def dry_run(
             "install systemd (it provides systemctl), or leave out disable_services",
         )
     with tempfile.TemporaryDirectory(prefix="rtlibvirt-units-") as scratch:
-        _copy_unit_dirs(fs, scratch)
-        _put_back(scratch, originals or {})
-        for host_path, data in (extra_files or {}).items():
-            target = Path(scratch + host_path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        try:
+            _copy_unit_dirs(fs, scratch)
+            _put_back(scratch, originals or {})
+            for host_path, data in (extra_files or {}).items():
+                target = _inside(scratch, host_path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        except OSError as exc:
+            raise HostError(
+                f"cannot copy the unit folders of {fs.root} for systemctl --root: "
+                f"{exc.strerror}: {exc.filename}",
+                f"check the links in {fs.path('/etc/systemd', follow=False)} and the unit folders",
+            ) from None
         before = _tree(scratch)
         for verb, units in (("disable", disable), ("mask", mask), ("enable", enable)):
             if units:
@@ -212,6 +220,13 @@ def dry_run(
         for path in sorted(set(before) | set(after))
         if not before.get(path, FileState.absent()).same_as(after.get(path, FileState.absent()))
     ]
+    for change in changes:
+        if not change.path.isprintable():
+            raise HostError(
+                f"{fs.path('/', follow=False)}{ascii(change.path)[1:-1]}: a file name with a "
+                "control character, which systemctl would change: host-prep does not",
+                "rename or remove it, then run the command again",
+            )
     # Links before the folders that held them (removal), folders before links (creation).
     changes.sort(key=lambda c: (c.after.kind == "absent" and c.before.kind == "dir", c.path))
     return DryRun(tuple(changes), states)
@@ -232,14 +247,14 @@ def _put_back(scratch: str, originals: dict[str, FileState]) -> None:
     """The journal's originals into the copy: the tree as it was before host-prep."""
     for host_path in sorted(originals, key=lambda p: (-p.count("/"), p)):
         if originals[host_path].kind == "absent":
-            path = Path(scratch + host_path)
+            path = _inside(scratch, host_path)
             if path.is_symlink() or path.is_file():
                 path.unlink()
             elif path.is_dir():
                 with contextlib.suppress(OSError):
                     path.rmdir()  # only if empty: what else is there stays
     for host_path in sorted(originals, key=lambda p: (p.count("/"), p)):
-        state, path = originals[host_path], Path(scratch + host_path)
+        state, path = originals[host_path], _inside(scratch, host_path)
         if state.kind == "absent":
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +265,7 @@ def _put_back(scratch: str, originals: dict[str, FileState]) -> None:
         if path.is_symlink() or path.is_file():
             path.unlink()
         if state.kind == "symlink":
-            os.symlink(state.target, path)
+            os.symlink(_safe_target(host_path, state.target), path)
         elif state.kind == "file":
             path.write_bytes(state.data)
             path.chmod(state.mode)
@@ -294,7 +309,7 @@ def _copy_unit_dirs(fs: HostFS, scratch: str) -> None:
         if resolved in done:
             continue  # the same folder through a link (/lib -> usr/lib)
         done.add(resolved)
-        target = Path(scratch + resolved)
+        target = _inside(scratch, resolved)
         for directory, dirs, files in os.walk(real):
             rel = os.path.relpath(directory, real)
             out = target / rel if rel != "." else target
@@ -306,7 +321,8 @@ def _copy_unit_dirs(fs: HostFS, scratch: str) -> None:
                     raise HostError(f"{fs.path(host_dir)}: more than {MAX_UNIT_FILES} unit files")
                 if os.path.islink(source):
                     link = os.readlink(source)
-                    os.symlink(link, out / name)
+                    host_link = f"{resolved}/{os.path.relpath(source, real)}"
+                    os.symlink(_safe_target(host_link, link), out / name)
                     if name in dirs:
                         dirs.remove(name)  # a link to a folder: not walked into
                     links.append(f"{host_dir}/{os.path.relpath(source, real)}")
@@ -334,7 +350,13 @@ def _mirror_links_above(fs: HostFS, host_dir: str, scratch: str) -> None:
             mirror = Path(scratch + above)
             if not mirror.is_symlink() and not mirror.exists():
                 mirror.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(os.readlink(fs.path(above, follow=False)), mirror)
+                target = os.readlink(fs.path(above, follow=False))
+                os.symlink(_safe_target(above, target), mirror)
+                with contextlib.suppress(OSError):
+                    if fs.path(above).is_dir():  # where it leads, so that it leads somewhere
+                        _inside(scratch, _resolved_host_path(fs, above)).mkdir(
+                            parents=True, exist_ok=True
+                        )
             return
 
 
@@ -354,11 +376,39 @@ def _copy_link_target(fs: HostFS, host_link: str, scratch: str) -> None:
     if not real.is_file() or real.stat().st_size > MAX_UNIT_BYTES:
         return
     host_target = _resolved_host_path(fs, host_link)
-    out = Path(scratch + host_target)
+    out = _inside(scratch, host_target)
     if out.exists() or out.is_symlink():
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(real, out)
+
+
+def _safe_target(host_link: str, target: str) -> str:
+    """A link's target for the scratch copy: relative, and never above its top.
+
+    The copy is an ordinary folder, not a chroot: an absolute target, or one with
+    more ".." than the link is deep, would lead out of it when this process writes
+    through the link (systemctl --root resolves either inside, so it reads the same).
+    """
+    base = posixpath.dirname(host_link)
+    parts: list[str] = []
+    for part in (target if target.startswith("/") else f"{base}/{target}").split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return posixpath.relpath("/" + "/".join(parts), base)
+
+
+def _inside(scratch: str, host_path: str) -> Path:
+    """``scratch + host_path``; HostError if its folder resolves out of ``scratch``."""
+    path = Path(scratch + host_path)
+    top = os.path.realpath(scratch)
+    folder = os.path.realpath(path.parent)
+    if folder != top and not folder.startswith(top + "/"):
+        raise HostError(f"{host_path}: leads out of the copy of the unit folders ({folder})")
+    return path
 
 
 def _tree(scratch: str) -> dict[str, FileState]:

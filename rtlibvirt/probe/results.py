@@ -31,10 +31,11 @@ from rtlibvirt.probe import guest
 MAX_OUTPUT = 16 * 1024 * 1024  # bytes of results read from a guest or a host run
 MAX_THREADS = 4096
 MAX_BUCKETS = 1_000_000  # -h is in µs: a second is far past any real-time question
-_WIDTH = re.compile(r"(?:^|\s)(?:-h\s*|--histogram[= ])(\d+)(?:\s|$)")
-_ROW = re.compile(r"^(\d{1,7})((?:\s+\d{1,12})+)$")
+# \Z, not $: "$" also matches before a final newline
+_WIDTH = re.compile(r"(?:^|\s)(?:-h\s*|--histogram[= ])(\d+)(?:\s|\Z)")
+_ROW = re.compile(r"^(\d{1,7})((?:\s+\d{1,12})+)\Z")
 _SUMMARY = re.compile(
-    r"^# (Total|Min Latencies|Avg Latencies|Max Latencies|Histogram Overflows):((?:\s+\d+)*)\s*$"
+    r"^# (Total|Min Latencies|Avg Latencies|Max Latencies|Histogram Overflows):((?:\s+\d+)*)\s*\Z"
 )
 
 

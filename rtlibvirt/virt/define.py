@@ -257,7 +257,7 @@ def prepare(
         assert fitted.spec is not None
         spec, placement = fitted.spec, fitted.placement
         if placement is not None:
-            placement_text = placement.describe(fitted.host.topology)
+            placement_text = placement.describe(fitted.host.topology, bool(spec.realtime_vcpus))
         findings, not_checked = tuple(fitted.findings), tuple(fitted.skipped)
     planned = plan(conn, spec, force=force)
     if planned.current_xml is None:

@@ -236,7 +236,9 @@ def test_usb_devices_that_need_the_controller_stop_tune(tmp_path: Path) -> None:
     spec = validate_data(
         {"name": "server", "memory": 2048, "vcpus": 2, "cpu": {"pinning": [2, 3], "emulator": 0}}
     )
-    with pytest.raises(TuneError, match="USB devices that need a USB controller: <hostdev>"):
+    with pytest.raises(
+        TuneError, match="USB devices that need a USB controller: <hostdev 046d:c52b>"
+    ):
         tune_xml(xml, spec)
 
 
