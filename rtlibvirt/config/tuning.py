@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rtlibvirt.config import units
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.loader import load
-from rtlibvirt.config.model import Model, setting, validate_model
+from rtlibvirt.config.model import Model, model, setting, validate_model
 from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
 from rtlibvirt.errors import InputError, Problem, SpecError
 
@@ -44,15 +44,14 @@ def _as_in_vm_yaml(name: str) -> Any:
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Tuning(Model):
     """The contents of TUNING.yaml: the real-time sections of a vm.yaml."""
 
-    # (RUF009: _as_in_vm_yaml returns a setting(), a field declaration, like setting() itself)
-    cpu: Cpu = _as_in_vm_yaml("cpu")  # noqa: RUF009
-    numa: Numa = _as_in_vm_yaml("numa")  # noqa: RUF009
-    memory_backing: MemoryBacking = _as_in_vm_yaml("memory_backing")  # noqa: RUF009
-    isolation: Isolation = _as_in_vm_yaml("isolation")  # noqa: RUF009
+    cpu: Cpu = _as_in_vm_yaml("cpu")
+    numa: Numa = _as_in_vm_yaml("numa")
+    memory_backing: MemoryBacking = _as_in_vm_yaml("memory_backing")
+    isolation: Isolation = _as_in_vm_yaml("isolation")
 
 
 def _missing_hint(path: KeyPath) -> str | None:

@@ -116,3 +116,15 @@ def test_modules_check_diff_apply_and_again(ansible: Any, tmp_path: Path) -> Non
         line[1:].strip()[:6] for line in run.output.splitlines() if line[:1] in "+-"
     ]
     assert results(tmp_path / "results")["vm"]["result"] == "updated"
+
+
+def test_hook_installed_again_removed(ansible: Any, tmp_path: Path) -> None:
+    """Asserted inside the play; the user's own hook (HOOKS/qemu) is never touched."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    own = hooks / "qemu"
+    own.write_text("#!/bin/sh\nexit 0\n")
+    run = ansible("hook.yml", inventory(tmp_path, "test:///default")).check()
+    assert run.changed("local") == 3, run.output  # installed, would remove (check), removed
+    assert own.read_text() == "#!/bin/sh\nexit 0\n"
+    assert not (hooks / "qemu.d/50-rtlibvirt").exists()
