@@ -45,6 +45,7 @@ bench: daemon
 	scripts/install-deps --bench
 	$(BIN)/python bench/render_vs_virtinstall.py
 	$(BIN)/python bench/placement.py
+	$(BIN)/python bench/facts.py
 	$(BIN)/python bench/hook.py
 
 clean:
