@@ -44,9 +44,12 @@ docs: setup
 bench: daemon
 	scripts/install-deps --bench
 	$(BIN)/python bench/render_vs_virtinstall.py
+	$(BIN)/python bench/import_floor.py
 	$(BIN)/python bench/placement.py
 	$(BIN)/python bench/facts.py
 	$(BIN)/python bench/hook.py
+	$(BIN)/python bench/big_host.py
+	$(BIN)/python bench/start_stop.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -39,23 +39,32 @@ FLOOR = "import click, jinja2, ruamel.yaml, lxml.etree"
 FLOOR_LIBVIRT = FLOOR + "; import libvirt; libvirt.open('test:///default').close()"
 
 
-def commands() -> dict[str, tuple[list[str], str]]:
+# rtlibvirt from another checkout, as its console script would run it
+OTHER = "import sys; sys.path.insert(0, sys.argv.pop(1)); from rtlibvirt.cli import main; main()"
+
+
+def commands(other: Path | None, label: str) -> dict[str, tuple[list[str], str]]:
     """label -> (argv, the floor it is compared with)."""
     found: dict[str, tuple[list[str], str]] = {
         "floor": ([PYTHON, "-c", FLOOR], ""),
         "floor + libvirt": ([PYTHON, "-c", FLOOR_LIBVIRT], ""),
     }
-    for spec in EXAMPLES:
-        found[f"render {spec.name}"] = ([RTLIBVIRT, "render", str(spec)], "floor")
     plc = str(REPO / "examples/plc.yaml")
-    found["check plc.yaml"] = (
-        [RTLIBVIRT, "check", plc, "-c", "test:///default"],
-        "floor + libvirt",
+    runs: list[tuple[str, list[str], str]] = [
+        (f"render {spec.name}", ["render", str(spec)], "floor") for spec in EXAMPLES
+    ]
+    runs.append(("check plc.yaml", ["check", plc, "-c", "test:///default"], "floor + libvirt"))
+    runs.append(
+        (
+            "define --dry-run plc.yaml",
+            ["define", plc, "-c", "test:///default", "--dry-run"],
+            "floor + libvirt",
+        )
     )
-    found["define --dry-run plc.yaml"] = (
-        [RTLIBVIRT, "define", plc, "-c", "test:///default", "--dry-run"],
-        "floor + libvirt",
-    )
+    for name, args, floor in runs:
+        found[name] = ([RTLIBVIRT, *args], floor)
+        if other is not None:
+            found[f"{name} ({label})"] = ([PYTHON, "-c", OTHER, str(other), *args], floor)
     return found
 
 
@@ -78,9 +87,16 @@ def run(argv: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        type=Path,
+        help="also time rtlibvirt from this checkout (e.g. `git worktree add DIR main`)",
+    )
+    parser.add_argument("--compare-label", default="other", help="its name in the table")
     options = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    table = commands()
+    table = commands(options.compare, options.compare_label)
     labels = list(table)
     for label in labels:  # warm up: page cache, bytecode, the jinja2 template cache
         run(table[label][0])
@@ -104,7 +120,7 @@ def main() -> None:
         f"{'CPU':>10}{'own part':>10}{'ratio':>7}"
     )
     for label in labels:
-        line = f"{label:<28}"
+        line = f"{label:<35}"
         for times in (wall, cpu):
             median = statistics.median(times[label])
             line += f"{median:>7.1f}ms"

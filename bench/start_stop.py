@@ -20,6 +20,10 @@ in ABBA order (with/without, then without/with), so that the drift of a shared
 machine falls on both sides alike. It prints the medians, the hook's added time
 (the median of the per-round differences) and the ratio with/without.
 
+``--compare-hook LABEL=FILE`` adds the hook file FILE (say, as installed by
+another version, or a script that only reads its stdin: the least any hook
+costs) as one more mode.
+
 ``--calls`` instead lists the hook calls libvirt makes for one start and one
 destroy of each domain, with how long the installed hook took for each: two
 probe scripts around it in ``qemu.d/`` (``00-`` and ``99-``; libvirt runs the
@@ -456,11 +460,12 @@ def main() -> None:
     parser.add_argument("--calls", action="store_true", help="list libvirt's hook calls")
     parser.add_argument(
         "--compare-hook",
-        metavar="FILE",
-        type=Path,
-        help="also time this installed hook file (e.g. one installed by another version)",
+        metavar="LABEL=FILE",
+        action="append",
+        default=[],
+        help="also time this hook file (e.g. one installed by another version) under LABEL; "
+        "repeatable",
     )
-    parser.add_argument("--compare-label", default="other", help="its name in the table")
     parser.add_argument(
         "--no-probes", action="store_true", help="time the virsh processes only (no probes)"
     )
@@ -488,8 +493,9 @@ def main() -> None:
                 list_calls(hook, options.pause)
             else:
                 modes: dict[str, bytes | None] = {"without": None, "with": hook.text.encode()}
-                if options.compare_hook:
-                    modes[options.compare_label] = options.compare_hook.read_bytes()
+                for item in options.compare_hook:
+                    label, _, path = item.rpartition("=")
+                    modes[label or Path(path).name] = Path(path).read_bytes()
                 raw = measure(hook, modes, options.rounds, options.pause, not options.no_probes)
                 if options.raw:
                     options.raw.write_text(json.dumps(raw, indent=1) + "\n")
