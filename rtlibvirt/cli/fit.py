@@ -141,7 +141,7 @@ def tune(
     from rtlibvirt.config.tuning import load_tuning, spec_for
     from rtlibvirt.domain import diff as xmldiff
     from rtlibvirt.domain.edit import tune_xml
-    from rtlibvirt.domain.facts import DomainXMLError, facts
+    from rtlibvirt.domain.facts import facts
     from rtlibvirt.fit.fitting import HostCheckError, place_spec
     from rtlibvirt.fit.host import gather
     from rtlibvirt.virt import connection as virt
@@ -157,14 +157,7 @@ def tune(
             )
         current = virt.inactive_xml(dom)
         host = gather(conn, uri)
-        try:
-            own = facts(current)
-        except DomainXMLError as exc:
-            raise InputError(
-                f"the definition of {domain!r} on {uri} cannot be read: {exc}; nothing was changed",
-                "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
-            ) from None
-        spec, warnings = spec_for(loaded, own)
+        spec, warnings = spec_for(loaded, defining.stored_facts(current, domain, uri))
         for problem in warnings:
             click.echo(f"warning: {problem.render(loaded.doc.source)}", err=True)
         spec, placement = place_spec(host, spec)

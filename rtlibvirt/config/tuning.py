@@ -8,6 +8,7 @@ firmware and PCI devices) and checks the whole as a vm.yaml.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rtlibvirt.config import units
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.loader import load
-from rtlibvirt.config.model import Model, nested, setting, validate_model
+from rtlibvirt.config.model import Model, model, setting, validate_model
 from rtlibvirt.config.vm import Cpu, Isolation, MemoryBacking, Numa, VmSpec, validate_document
 from rtlibvirt.errors import InputError, Problem, SpecError
 
@@ -23,18 +24,34 @@ if TYPE_CHECKING:
     from rtlibvirt.domain.facts import DomainFacts
 
 
-@dataclass(frozen=True, kw_only=True)
+# vm.yaml keys of these sections that TUNING.yaml refuses, and why.
+NOT_IN_TUNING = {
+    "cpu.iothreads": (
+        "tune keeps the domain's own I/O threads",
+        "remove `cpu.iothreads`; they are pinned to the emulator's CPUs",
+    ),
+}
+
+
+def _as_in_vm_yaml(name: str) -> Any:
+    """VmSpec's setting ``name`` again: the same parser, help text and default."""
+    (vm_field,) = [f for f in dataclasses.fields(VmSpec) if f.name == name]
+    return setting(
+        vm_field.metadata["parser"],
+        vm_field.metadata["help"],
+        default=vm_field.default,
+        default_factory=vm_field.default_factory,
+    )
+
+
+@model
 class Tuning(Model):
     """The contents of TUNING.yaml: the real-time sections of a vm.yaml."""
 
-    cpu: Cpu = setting(nested(Cpu), "vCPU placement, scheduling and model")
-    numa: Numa = setting(nested(Numa), "host NUMA placement", default_factory=Numa)
-    memory_backing: MemoryBacking = setting(
-        nested(MemoryBacking), "how guest RAM is backed", default_factory=MemoryBacking
-    )
-    isolation: Isolation = setting(
-        nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
-    )
+    cpu: Cpu = _as_in_vm_yaml("cpu")
+    numa: Numa = _as_in_vm_yaml("numa")
+    memory_backing: MemoryBacking = _as_in_vm_yaml("memory_backing")
+    isolation: Isolation = _as_in_vm_yaml("isolation")
 
 
 def _missing_hint(path: KeyPath) -> str | None:
@@ -56,18 +73,13 @@ def load_tuning(path: str | Path) -> Loaded:
     """Read TUNING.yaml and check its shape (every problem at once)."""
     doc = load(path)
     tuning = validate_model(doc, Tuning, _missing_hint)
-    if "iothreads" in tuning.cpu.fields_set:
-        raise SpecError(
-            doc.source,
-            [
-                Problem(
-                    "cpu.iothreads",
-                    "tune keeps the domain's own I/O threads",
-                    doc.line_of(("cpu", "iothreads")),
-                    "remove `cpu.iothreads`; they are pinned to the emulator's CPUs",
-                )
-            ],
-        )
+    refused = []
+    for key, (why, fix) in NOT_IN_TUNING.items():
+        section, name = key.split(".")
+        if name in getattr(tuning, section).fields_set:
+            refused.append(Problem(key, why, doc.line_of((section, name)), fix))
+    if refused:
+        raise SpecError(doc.source, refused)
     return Loaded(doc, tuning)
 
 

@@ -297,8 +297,3 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
 
     etree.indent(root, space="  ")
     return etree.tostring(root, encoding="unicode") + "\n"
-
-
-def is_tuned(domain_xml: str) -> bool:
-    """True when the domain's rtlibvirt metadata was written by ``tune``."""
-    return facts(domain_xml).origin == ORIGIN

@@ -8,6 +8,7 @@ so the output is always well-formed and never carries markup from the spec.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import jinja2
 from lxml import etree
 
-from rtlibvirt import __version__, resources
+from rtlibvirt import __version__
 from rtlibvirt.config import units
 from rtlibvirt.config.vm import AUTO, VmSpec, disk_format
 from rtlibvirt.domain import metadata
@@ -206,11 +207,26 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(directory)
 
 
+def _template_dir() -> str:
+    """The folder of the templates: the ``rtlibvirt.xml_templates`` package (package data).
+
+    Found through the package's ``__path__`` rather than importlib.resources,
+    whose import (zipfile and friends) cost every render ~1.5 ms.
+    """
+    paths = list(getattr(importlib.import_module("rtlibvirt.xml_templates"), "__path__", ()))
+    for entry in paths:
+        if os.path.isfile(os.path.join(entry, "domain.xml.j2")):
+            return str(entry)
+    raise RenderError(f"the domain templates are missing from {paths}")  # pragma: no cover
+
+
 @cache
 def _environment() -> jinja2.Environment:
+    directory = _template_dir()
+
     def load(name: str) -> tuple[str, str | None, Callable[[], bool]]:
-        text = resources.templates().joinpath(name).read_text(encoding="utf-8")
-        return text, None, lambda: True
+        with open(os.path.join(directory, name), encoding="utf-8") as handle:
+            return handle.read(), None, lambda: True
 
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(load),

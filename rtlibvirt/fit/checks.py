@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rtlibvirt.config.units import GIB, hugepage_name
 from rtlibvirt.domain.facts import DomainFacts
 from rtlibvirt.fit.findings import Finding, Severity
 from rtlibvirt.fit.host import HostModel, PciDevice
@@ -363,10 +364,6 @@ def _default_hugepage_kib(host: HostModel) -> int:
     return 2048
 
 
-def _page_name(kib: int) -> str:
-    return {2048: "2M", 1048576: "1G"}.get(kib, f"{kib}KiB")
-
-
 @check("hugepages-short", "warning", "host")
 def _hugepages_short(ctx: Context) -> Iterator[Found]:
     """Fewer free hugepages of the domain's page size on its node than its memory needs
@@ -395,14 +392,14 @@ def _hugepages_short(ctx: Context) -> Iterator[Found]:
         f"echo {needed} > /sys/devices/system/node/node{node}/hugepages/"
         f"hugepages-{page}kB/nr_hugepages"
     )
-    if page >= 1048576:
+    if page >= GIB:
         reserve += f", or at boot: hugepagesz=1G hugepages={needed} (1G pages are best reserved "
         reserve += "at boot, before memory fragments)"
     yield Found(
-        f"the domain needs {needed} free {_page_name(page)} hugepages on {where} for its "
+        f"the domain needs {needed} free {hugepage_name(page)} hugepages on {where} for its "
         f"{dom.memory_kib // 1024} MiB, but {free} "
         f"{'is' if free == 1 else 'are'} free"
-        + ("" if supported else f" ({_page_name(page)} pages are not available on this host)"),
+        + ("" if supported else f" ({hugepage_name(page)} pages are not available on this host)"),
         f"reserve them before starting the domain: {reserve}",
     )
 

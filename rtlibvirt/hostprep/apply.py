@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rtlibvirt.hostprep import grub
+from rtlibvirt.hostprep import grub, services
 from rtlibvirt.hostprep.changes import Plan, RuntimeChange
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.journal import Journal
@@ -24,6 +24,13 @@ def apply(plan: Plan, effects: Effects, journal: Journal) -> Report:
         for entry in reversed(pv.stale):
             restore_file(entry, effects, journal, report)
         for change, now in pv.files:
+            if (
+                change.want.kind == "absent"
+                and now.kind == "dir"
+                and effects.fs.listdir(change.path)
+            ):
+                report.warn(f"{change.path}: kept: systemctl would remove it, but it is not empty")
+                continue
             _ensure_parents(change.path, effects, journal)
             journal.record_file(change.path, now, change.then)
             if effects.commands:
@@ -42,9 +49,10 @@ def apply(plan: Plan, effects: Effects, journal: Journal) -> Report:
             journal.record_service(unit, was_active=True)
             effects.run(["systemctl", "stop", unit])
             report.did(f"stopped {unit}")
-        for unit in plan.host.services:
-            if any(c.topic == f"service {unit}" for c, _ in pv.files):
-                report.did(f"disabled {unit}")
+        if any(c.topic == services.TOPIC for c, _ in pv.files):
+            for verb, units in (("disabled", plan.host.services), ("masked", plan.host.masks)):
+                if units:
+                    report.did(f"{verb} {', '.join(units)}")
         if effects.runtime:
             for mount in pv.mounts:
                 journal.record_mount(mount.path, mount.fstype)

@@ -89,8 +89,10 @@ def restore_file(entry: dict[str, Any], effects: Effects, journal: Journal, repo
                 journal.add_pending(argv)
             else:
                 report.did(f"not run (--root): {grub.quote(argv)}")
+        if before.kind == "dir" and now.kind != "absent":
+            effects.put(path, FileState.absent())
         effects.put(path, before)
-        if before.kind == "file":
+        if before.kind in ("file", "dir"):
             effects.set_owner(path, entry["uid"], entry["gid"])
         report.did(f"{'removed' if before.kind == 'absent' else 'restored'} {path}")
     for stray in _strays(effects, path):

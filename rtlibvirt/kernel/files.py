@@ -29,6 +29,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms fo
 if TYPE_CHECKING:
     from rtlibvirt.errors import RtlibvirtError
 
+PATH_MAX = 4096  # bytes in a path, with its terminating NUL (linux/limits.h)
+READ_LIMIT = 1 << 20  # 1 MiB: every input and configuration file rtlibvirt reads is smaller
+
 
 class LockBusy(Exception):
     """Another process held the lock for longer than the caller would wait."""
@@ -61,10 +64,6 @@ def lock(path: str | Path, timeout: float, *, directory: bool = False) -> int:
     except BaseException:
         os.close(fd)
         raise
-
-
-PATH_MAX = 4096  # bytes in a path, with its terminating NUL (linux/limits.h)
-READ_LIMIT = 1 << 20  # 1 MiB: every input and configuration file rtlibvirt reads is smaller
 
 
 def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None:

@@ -95,14 +95,20 @@ def percentile(histogram: Mapping[int, int], samples: int, q: float) -> int | No
     return None
 
 
-def summarize(threads: Iterable[ThreadResult]) -> Summary:
-    threads = list(threads)
-    if not threads:
-        raise ResultError("cyclictest reported no measuring thread")
+def merged_histogram(threads: Iterable[ThreadResult]) -> dict[int, int]:
+    """The buckets of several threads added up."""
     merged: dict[int, int] = {}
     for thread in threads:
         for bucket, count in thread.histogram.items():
             merged[bucket] = merged.get(bucket, 0) + count
+    return merged
+
+
+def summarize(threads: Iterable[ThreadResult]) -> Summary:
+    threads = list(threads)
+    if not threads:
+        raise ResultError("cyclictest reported no measuring thread")
+    merged = merged_histogram(threads)
     samples = sum(t.samples for t in threads)
     past = any(t.past_histogram for t in threads)
     avg = sum(t.avg_us * t.samples for t in threads) / samples if samples else 0.0
@@ -291,6 +297,11 @@ class RunResult:
     @property
     def summary(self) -> Summary:
         return summarize(self.threads)
+
+    @property
+    def histogram(self) -> dict[int, int]:
+        """Every thread's buckets added up."""
+        return merged_histogram(self.threads)
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary
