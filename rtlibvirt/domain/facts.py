@@ -275,11 +275,6 @@ class DomainFacts:
     def realtime_vcpus(self) -> tuple[int, ...]:
         return tuple(sorted(v for v, (policy, _) in self.sched.items() if policy in RT_POLICIES))
 
-    @property
-    def emulator_cpus(self) -> frozenset[int] | None:
-        """Where QEMU's emulator threads may run (emulatorpin, else <vcpu cpuset>)."""
-        return self.emulatorpin if self.emulatorpin is not None else self.vcpu_cpuset
-
     def vcpu_claims(self) -> dict[int, set[int]]:
         """host CPU -> the vCPUs pinned there."""
         claims: dict[int, set[int]] = {}
