@@ -155,7 +155,16 @@ def gather(fs: HostFS) -> HostFacts:
     head = fsutil.read_bytes(
         fs.path("/proc/cpuinfo"), HostError, limit=CPUINFO_HEAD, missing_ok=True, head=True
     )
-    cpuinfo = head.decode("utf-8", "replace") if head is not None else None
+    cpuinfo = None
+    if head is not None:
+        try:
+            cpuinfo = head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if len(head) < CPUINFO_HEAD or exc.start < len(head) - 3:
+                raise HostError(
+                    f"{fs.path('/proc/cpuinfo')}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
+            cpuinfo = head[: exc.start].decode("utf-8")  # a character cut at the head's end
     vendor_id = None
     if cpuinfo is not None:
         for line in cpuinfo.splitlines():

@@ -140,7 +140,7 @@ _LINUX_LINE = re.compile(r"\s*linux(?:efi|16)?\s+\S+\s*(.*)")
 
 def grub_cfg_args(fs: HostFS) -> list[str] | None:
     """The arguments of the first ``linux`` line of grub.cfg (the default entry)."""
-    text = read_text(fs, GRUB_CFG)
+    text = read_text(fs, GRUB_CFG, 16 << 20)  # many kernels, many entries: more than 1 MiB
     if text is None:
         return None
     for line in text.splitlines():

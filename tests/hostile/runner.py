@@ -2,7 +2,8 @@
 
 Each case is a real process (``python -m rtlibvirt``): its exit status, its
 standard output and error, and its peak memory (max RSS, from ``wait4`` on that
-one child, so other tests' children do not count). A timeout is a hang
+one child, so other tests' children do not count, measured by a small go-between
+process so that this big one does not count either). A timeout is a hang
 detector, never a measure of speed: a case that needs more than HANG seconds
 is stuck, on any machine.
 """
@@ -40,33 +41,52 @@ class Ran:
         )
 
 
+# A small go-between measures the child: the kernel gives a child the peak RSS of the
+# memory it was forked from (exec_mmap keeps the old mm's high-water mark), so a child
+# of this pytest process (150 MB after a full run) would report at least that much.
+# The go-between is a fresh interpreter of a few MiB; its child is rtlibvirt.
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "rtlibvirt", *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+os.write(int(sys.argv[1]), f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}".encode())
+"""
+
+
 def run(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
     """``rtlibvirt ARGV`` in a child process; its exit status, output and max RSS."""
+    report_r, report_w = os.pipe()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(
-            [sys.executable, "-m", "rtlibvirt", *argv],
+            [sys.executable, "-c", _MEASURE, str(report_w), *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)},
             cwd=cwd,
             start_new_session=True,
+            pass_fds=(report_w,),
         )
+        os.close(report_w)
         timer = threading.Timer(HANG, lambda: os.killpg(child.pid, signal.SIGKILL))
         timer.start()
         try:
-            _, status, usage = os.wait4(child.pid, 0)
+            child.wait()
         finally:
             timer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        with os.fdopen(report_r, "rb") as report:
+            said = report.read().decode().split()
         out.seek(0)
         err.seek(0)
+        code, rss_kib = (int(said[0]), int(said[1])) if len(said) == 2 else (-signal.SIGKILL, 0)
         return Ran(
             tuple(argv),
-            child.returncode,
+            code,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
-            usage.ru_maxrss / 1024,  # KiB on Linux
+            rss_kib / 1024,  # KiB on Linux
         )
 
 
