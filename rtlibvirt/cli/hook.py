@@ -39,6 +39,7 @@ def hook() -> None:
     Examples:
       rtlibvirt hook install --restart
       rtlibvirt hook status
+      rtlibvirt hook restore
       rtlibvirt hook uninstall
     """
 
@@ -169,8 +170,13 @@ def status(hooks_dir: Path) -> None:
         echo(f"state      {st.state_file}: no value changed")
     if st.state_problem:
         echo(f"state      {st.state_problem}")
+    for line in st.recovered:
+        echo(f"recovered  {line}")
     for path in st.set_aside:
-        echo(f"state      a corrupt state file was set aside: {path}")
+        echo(
+            f"state      a damaged state file was set aside: {path} "
+            "(`rtlibvirt hook restore` takes in its originals once no VM runs)"
+        )
     echo(f"log        {st.log}")
     if st.rt_problem:
         from rtlibvirt.kernel.rtgroup import HINT
@@ -178,6 +184,43 @@ def status(hooks_dir: Path) -> None:
         echo(f"warning    {st.rt_problem}\n  hint: {HINT}")
     if not st.ok:
         raise click.exceptions.Exit(EXIT_DIFFERS)
+
+
+@hook.command(context_settings=CONTEXT)
+def restore() -> None:
+    """Put back every host value the hook changed, when no real-time VM runs.
+
+    Normally each VM's stop hook does this. Use it after something went wrong:
+    libvirtd died, the hook was uninstalled while VMs ran, or `hook status`
+    reports a damaged state. IRQ affinities, workqueue cpumasks, machine-check
+    intervals, resctrl groups and thread affinities go back to what they were
+    before the first VM started, including the originals of damaged state files
+    set aside earlier. Refused (exit 2) while a VM the hook isolates runs.
+
+    \b
+    Example:
+      rtlibvirt hook restore
+    """
+    from rtlibvirt.errors import HostError
+    from rtlibvirt.hook import install as hookinstall
+
+    result = hookinstall.restore()
+    for line in result.messages:
+        click.echo(f"  {line}")
+    if result.released:
+        click.echo(f"released the claims of VMs that no longer run: {', '.join(result.released)}")
+    for path in result.folded:
+        click.echo(f"took in the originals of {path}")
+    if result.left:
+        raise HostError(
+            f"{result.restored} values restored, {result.left} could not be "
+            "(they stay in the state; see the lines above)",
+            "run `rtlibvirt hook restore` again once the cause is fixed",
+        )
+    if result.restored:
+        click.echo(f"restored {result.restored} values: the host is as before the first VM")
+    else:
+        click.echo("nothing to restore: the hook has no value changed")
 
 
 def _when(stamp: float | None) -> str:

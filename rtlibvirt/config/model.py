@@ -224,9 +224,16 @@ def text(max_length: int = MAX_TEXT) -> Parser[str]:
     )
 
 
-def json_pattern(regex: re.Pattern[str]) -> str:
-    """The JSON Schema form of a pattern we full-match (JSON Schema's are not anchored)."""
-    return f"^(?:{regex.pattern})$"
+def json_pattern(regex: re.Pattern[str] | str) -> str:
+    """The JSON Schema form of a pattern we full-match.
+
+    JSON Schema's patterns are not anchored, and are searched with the
+    validator's own engine: "$" is the end in ECMA-262 but also "before a final
+    newline" in Python's re (python-jsonschema), so "(?!\\n)" follows it, which
+    means the same in both.
+    """
+    pattern = regex if isinstance(regex, str) else regex.pattern
+    return f"^(?:{pattern})$(?!\\n)"
 
 
 def matching(regex: re.Pattern[str], what: str, example: str) -> Parser[str]:
@@ -262,7 +269,14 @@ def check_path(value: Any) -> str:
 
 
 def host_path() -> Parser[str]:
-    return Scalar(check_path, {"type": "string", "pattern": "^/", "maxLength": PATH_MAX - 1})
+    return Scalar(
+        check_path,
+        {
+            "type": "string",
+            "pattern": json_pattern(r"/[^\x00-\x1f\x7f]*"),
+            "maxLength": PATH_MAX - 1,
+        },
+    )
 
 
 def cpu_list(value: Any) -> tuple[int, ...]:
@@ -304,7 +318,7 @@ CPU_LIST_SCHEMA: dict[str, Any] = {
         {"type": "integer", "minimum": 0, "maximum": MAX_CPU},
         {
             "type": "string",
-            "pattern": rf"^\s*{_RANGE}(\s*,\s*{_RANGE})*\s*$",
+            "pattern": json_pattern(rf" *{_RANGE}( *, *{_RANGE})* *"),
             "description": "a Linux cpulist such as '2-5,8'",
         },
     ]

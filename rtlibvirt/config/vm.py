@@ -111,7 +111,7 @@ MEMORY = Scalar(
     _memory,
     {
         "oneOf": [
-            {"type": "string", "pattern": f"^{_SIZE_TEXT}$"},
+            {"type": "string", "pattern": json_pattern(_SIZE_TEXT)},
             {
                 "type": "integer",
                 "minimum": 1,

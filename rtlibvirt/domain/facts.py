@@ -275,6 +275,11 @@ class DomainFacts:
     def realtime_vcpus(self) -> tuple[int, ...]:
         return tuple(sorted(v for v, (policy, _) in self.sched.items() if policy in RT_POLICIES))
 
+    @property
+    def emulator_cpus(self) -> frozenset[int] | None:
+        """Where QEMU's emulator threads may run (emulatorpin, else <vcpu cpuset>)."""
+        return self.emulatorpin if self.emulatorpin is not None else self.vcpu_cpuset
+
     def vcpu_claims(self) -> dict[int, set[int]]:
         """host CPU -> the vCPUs pinned there."""
         claims: dict[int, set[int]] = {}
@@ -315,7 +320,7 @@ class DomainFacts:
         """
         if self.metadata_text is None:
             return None
-        return metadata.decode(self.metadata_text)
+        return metadata.parse_text(self.metadata_text)
 
 
 def facts(xml: str, *, active: bool = False) -> DomainFacts:

@@ -73,15 +73,23 @@ def read_element(root: ET.Element) -> dict[str, Any] | None:
     element = find(root)
     if element is None:
         return None
-    return decode(element.text or "")
+    return parse_text(element.text or "")
 
 
-def decode(text: str) -> dict[str, Any]:
-    """The spec in our element's text; raises MetadataError unless it is a JSON mapping."""
+def parse_text(text: str) -> dict[str, Any]:
+    """The spec of our element's text; MetadataError when it is not a JSON mapping.
+
+    Untrusted input (anyone who may edit a domain writes it): deep nesting and
+    over-long integers end in MetadataError, not in RecursionError or a crash.
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MetadataError(f"rtlibvirt metadata is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MetadataError("rtlibvirt metadata is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise MetadataError(f"rtlibvirt metadata holds an invalid value: {exc}") from None
     if not isinstance(data, dict):
         raise MetadataError("rtlibvirt metadata does not hold a mapping")
     return data

@@ -51,6 +51,7 @@ ROOT_ENV = "RTLIBVIRT_HOST_ROOT"
 OPERATIONS = frozenset({"prepare", "started", "stopped", "release", "reconnect"})
 STOP_OPERATIONS = frozenset({"stopped", "release"})
 STATE_FILE = "run/rtlibvirt/state.json"  # = state.STATE_FILE, relative to the root
+JOURNAL_FILE = "run/rtlibvirt/journal"  # = state.JOURNAL_FILE, relative to the root
 
 USAGE = (
     "usage: 50-rtlibvirt DOMAIN OPERATION SUB-OPERATION [EXTRA] < domain.xml\n"
@@ -102,7 +103,10 @@ def main(args: list[str], stdin: TextIO, root: str = "/", fs: HostFS | None = No
         # isolated, or the last one's `stopped` restored everything before its
         # `release`) there is nothing to do, and no need to import the rest.
         state_root = str(fs.root) if fs is not None else root
-        if not os.path.exists(os.path.join(state_root, STATE_FILE)):
+        if not (
+            os.path.exists(os.path.join(state_root, STATE_FILE))
+            or os.path.exists(os.path.join(state_root, JOURNAL_FILE))
+        ):
             return 0
     elif NAMESPACE not in xml:
         return 0  # not ours (a stop of a domain that is not goes on: undo by name)

@@ -1,32 +1,62 @@
 """What the hook needs to know about a domain, read from the XML on its stdin.
 
-"The VM's CPUs" are the host CPUs its realtime vCPUs are pinned to. They come
-from the domain XML itself (``<cputune>``: ``<vcpupin>`` and ``<vcpusched>``),
-because that is what libvirt applies, even if someone edited the domain after
-``rtlibvirt define``; only a domain without ``<cputune>`` falls back to the
-spec stored in rtlibvirt's metadata. The isolation settings always come from
-the metadata.
+Everything here is untrusted input: libvirt hands the hook whatever XML the
+domain has, and anyone who may define or edit a domain writes its metadata.
 
-Standard library only.
+- The XML is bounded (:data:`MAX_XML`) and may not declare a DTD (libvirt
+  never writes one; expat also caps entity expansion).
+- "The VM's CPUs" are the host CPUs its realtime vCPUs are pinned to. They come
+  from the domain XML itself (``<cputune>``: ``<vcpupin>`` and
+  ``<vcpusched>``), because that is what libvirt applies, even if someone
+  edited the domain after ``rtlibvirt define``; only a domain without
+  ``<cputune>`` falls back to the pinning of the spec stored in the metadata.
+- The metadata (rtlibvirt's spec, as JSON) is validated by :func:`validate`
+  with the very model and rules of ``vm.yaml`` (``config.vm``): the isolation
+  settings are ``config.vm.Isolation``, defined once. Importing that model
+  costs ~15 ms, so :func:`parse` only reads the XML; the hook validates at
+  ``prepare`` and reuses the validated settings of the claim later, as long as
+  the metadata text has the same checksum (:attr:`DomainInfo.meta`).
+- A domain name becomes part of file paths (libvirt's pid file, a resctrl
+  group) only after :func:`name_problem` found nothing wrong with it.
+
+Standard library only (``config.vm`` and ``config.model`` are too).
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
+import zlib
 
 from rtlibvirt.domain import metadata
-from rtlibvirt.hook.state import Settings
-from rtlibvirt.kernel.cpuset import CpuListError, parse_cpulist
+from rtlibvirt.hook.state import Settings, valid_name
+from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for the hook)
 if TYPE_CHECKING:
     from typing import Any
 
 RT_SCHEDULERS = ("fifo", "rr")
+MAX_XML = 4 * 1024 * 1024  # bytes: a domain XML is kilobytes; libvirt's own limit is 10 MiB
+MAX_CPU = 8191  # the kernel's largest NR_CPUS (as config.model)
+_NUMBER = re.compile(r"\d+")
 
 
 class DomainError(ValueError):
     """The domain XML or its rtlibvirt metadata cannot be used."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why a domain name cannot be used by the hook (in paths and the state); None if it can.
+
+    libvirt refuses ``/`` in names; rtlibvirt does not rely on that.
+    """
+    if not valid_name(name):
+        return (
+            "its name is empty, longer than 200 bytes, or holds '/' or control characters: "
+            "rtlibvirt cannot use it in file names"
+        )
+    return None
 
 
 class Vcpu:
@@ -42,84 +72,147 @@ class Vcpu:
 
 
 class DomainInfo:
-    """A domain as the hook sees it."""
+    """A domain as the hook sees it, before its metadata is validated."""
 
-    __slots__ = ("name", "notes", "realtime", "settings", "spec", "uuid")
+    __slots__ = ("meta", "meta_text", "name", "notes", "realtime", "uuid")
 
     def __init__(
         self,
         name: str,
         uuid: str | None,
-        spec: dict[str, Any] | None,
-        settings: Settings,
-        realtime: list[Vcpu],
+        meta_text: str | None,
+        realtime: list[Vcpu] | None,
         notes: list[str],
     ) -> None:
         self.name = name
         self.uuid = uuid
-        self.spec = spec
-        self.settings = settings
-        self.realtime = realtime  # the realtime vCPUs, in vCPU order
+        self.meta_text = meta_text  # rtlibvirt's metadata, None when the domain has none
+        # a checksum of the metadata text: the claim remembers which text it validated
+        self.meta = None if meta_text is None else zlib.crc32(meta_text.encode("utf-8"))
+        self.realtime = realtime  # the realtime vCPUs of <cputune>; None without <cputune>
         self.notes = notes  # things worth a warning in the log
 
     @property
     def managed(self) -> bool:
         """The domain carries rtlibvirt metadata."""
-        return self.spec is not None
+        return self.meta_text is not None
+
+
+class Validated:
+    """What the validated metadata says: the settings and the realtime vCPUs."""
+
+    __slots__ = ("realtime", "settings")
+
+    def __init__(self, settings: Settings, realtime: list[Vcpu]) -> None:
+        self.settings = settings
+        self.realtime = realtime
 
     @property
     def cpus(self) -> frozenset[int]:
         """The VM's CPUs: host CPUs of its pinned realtime vCPUs."""
-        found: set[int] = set()
-        for vcpu in self.realtime:
-            if vcpu.cpus is not None:
-                found |= vcpu.cpus
-        return frozenset(found)
+        return cpus_of(self.realtime)
+
+
+def cpus_of(realtime: list[Vcpu]) -> frozenset[int]:
+    found: set[int] = set()
+    for vcpu in realtime:
+        if vcpu.cpus is not None:
+            found |= vcpu.cpus
+    return frozenset(found)
 
 
 def parse(domain_xml: str) -> DomainInfo:
-    """Read a domain's XML; raises DomainError when it or its metadata is unusable."""
+    """Read a domain's XML; raises DomainError when it is unusable."""
+    if len(domain_xml) > MAX_XML:
+        raise DomainError(f"the domain XML on stdin is larger than {MAX_XML // 1048576} MiB")
+    if "<!DOCTYPE" in domain_xml or "<!ENTITY" in domain_xml:
+        raise DomainError("the domain XML declares a DTD or entities, which libvirt never writes")
     try:
         root = ET.fromstring(domain_xml)
     except ET.ParseError as exc:
         raise DomainError(f"the domain XML on stdin is not well-formed: {exc}") from None
     if root.tag != "domain":
-        raise DomainError(f"stdin holds <{root.tag}>, not a <domain>")
+        raise DomainError(f"stdin holds <{_short(root.tag)}>, not a <domain>")
     name = (root.findtext("name") or "").strip()
-    uuid = (root.findtext("uuid") or "").strip() or None
+    uuid = (root.findtext("uuid") or "").strip()[:64] or None
+    element = metadata.find(root)
+    meta_text = None if element is None else (element.text or "")
+    notes: list[str] = []
+    realtime = _realtime_vcpus(root, notes)
+    return DomainInfo(name, uuid, meta_text, realtime, notes)
+
+
+def validate(domain: DomainInfo, online: frozenset[int]) -> Validated:
+    """Validate the metadata with vm.yaml's model and rules, and the CPUs against the host.
+
+    Raises DomainError with one line (the first problem, and how many more).
+    """
+    from rtlibvirt.config.vm import validate_data  # ~15 ms: only when validating
+    from rtlibvirt.errors import SpecError
+
+    if domain.meta_text is None:
+        raise DomainError("the domain has no rtlibvirt metadata")
     try:
-        spec = metadata.read_element(root)
+        data = metadata.parse_text(domain.meta_text)
     except metadata.MetadataError as exc:
         raise DomainError(str(exc)) from None
-    notes: list[str] = []
-    settings = Settings()
-    if spec is not None:
-        try:
-            settings = Settings.from_json(spec.get("isolation"))
-        except ValueError as exc:
-            raise DomainError(f"rtlibvirt metadata: {exc}") from None
-    realtime = _realtime_vcpus(root, spec, notes)
-    return DomainInfo(name, uuid, spec, settings, realtime, notes)
+    try:
+        spec = validate_data(data, source="rtlibvirt metadata")
+    except SpecError as exc:
+        first = exc.problems[0]
+        where = f"{first.path}: " if first.path else ""
+        more = len(exc.problems) - 1
+        tail = f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""
+        raise DomainError(f"invalid rtlibvirt metadata: {where}{first.message}{tail}") from None
+    realtime = domain.realtime
+    if realtime is None:
+        domain.notes.append(
+            "the domain XML has no <cputune>; the VM's CPUs are taken from rtlibvirt metadata"
+        )
+        realtime = _from_spec(spec)
+    cpus = cpus_of(realtime)
+    if online and not cpus <= online:
+        raise DomainError(
+            f"the real-time vCPUs are pinned to CPU {format_cpulist(cpus - online)}, which is "
+            f"not online on this host (online: {format_cpulist(online)})"
+        )
+    for key in ("pinning", "emulator"):
+        named = getattr(spec.cpu, key)
+        if online and isinstance(named, tuple) and not set(named) <= online:
+            raise DomainError(
+                f"rtlibvirt metadata: cpu.{key} names CPU {format_cpulist(set(named) - online)}, "
+                f"which is not online on this host (online: {format_cpulist(online)})"
+            )
+    return Validated(Settings.from_model(spec.isolation), realtime)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def _cpus(text: str | None, what: str) -> frozenset[int]:
+    """A cpulist attribute, range-checked before it is expanded."""
+    text = text or ""
+    numbers = _NUMBER.findall(text)
+    if len(text) > 4096 or any(len(n) > 5 or int(n) > MAX_CPU for n in numbers):
+        raise DomainError(f"{what}: {_short(text)!r} names a CPU beyond {MAX_CPU}")
     try:
-        return frozenset(parse_cpulist(text or ""))
+        return frozenset(parse_cpulist(text))
     except CpuListError as exc:
         raise DomainError(f"{what}: {exc}") from None
 
 
 def _int(text: str | None, what: str) -> int:
-    try:
-        return int(text or "")
-    except ValueError:
-        raise DomainError(f"{what}: {text!r} is not an integer") from None
+    text = (text or "").strip()
+    if not (text.isdigit() and text.isascii() and len(text) <= 5):
+        raise DomainError(f"{what}: {_short(text)!r} is not a small non-negative integer")
+    return int(text)
 
 
-def _realtime_vcpus(root: ET.Element, spec: dict[str, Any] | None, notes: list[str]) -> list[Vcpu]:
+def _realtime_vcpus(root: ET.Element, notes: list[str]) -> list[Vcpu] | None:
     cputune = root.find("cputune")
     if cputune is None:
-        return _from_spec(spec, notes)
+        return None
     pins: dict[int, frozenset[int]] = {}
     for pin in cputune.findall("vcpupin"):
         vcpu = _int(pin.get("vcpu"), "<vcpupin vcpu>")
@@ -146,31 +239,15 @@ def _realtime_vcpus(root: ET.Element, spec: dict[str, Any] | None, notes: list[s
     return realtime
 
 
-def _from_spec(spec: dict[str, Any] | None, notes: list[str]) -> list[Vcpu]:
-    """No <cputune> in the XML: fall back to the pinning in the stored spec."""
-    if spec is None:
+def _from_spec(spec: Any) -> list[Vcpu]:
+    """No <cputune> in the XML: the realtime vCPUs and pinning of the validated spec."""
+    rt = spec.cpu.realtime
+    pinning = spec.cpu.pinning
+    if rt is None:
         return []
-    cpu = spec.get("cpu")
-    if not isinstance(cpu, dict):
-        raise DomainError("rtlibvirt metadata: cpu is missing")
-    rt = cpu.get("realtime")
-    pinning = cpu.get("pinning")
-    if rt in (None, False):
-        return []
-    if not isinstance(rt, dict) or not isinstance(pinning, list):
-        raise DomainError("rtlibvirt metadata: cpu.realtime or cpu.pinning is malformed")
-    vcpus = rt.get("vcpus")
-    if vcpus is None:
-        vcpus = list(range(len(pinning)))
-    if not isinstance(vcpus, list) or not all(isinstance(v, int) for v in vcpus):
-        raise DomainError("rtlibvirt metadata: cpu.realtime.vcpus is malformed")
-    policy = rt.get("policy", "fifo")
-    priority = rt.get("priority", 1)
-    notes.append("the domain XML has no <cputune>; the VM's CPUs are taken from rtlibvirt metadata")
     realtime = []
-    for vcpu in sorted(set(vcpus)):
-        host = pinning[vcpu] if 0 <= vcpu < len(pinning) else None
-        cpus = frozenset([host]) if isinstance(host, int) else None
-        prio = priority if isinstance(priority, int) else None
-        realtime.append(Vcpu(vcpu, cpus, str(policy), prio))
+    for vcpu in spec.realtime_vcpus:
+        host = pinning[vcpu] if isinstance(pinning, tuple) and vcpu < len(pinning) else None
+        cpus = frozenset([host]) if host is not None else None
+        realtime.append(Vcpu(vcpu, cpus, rt.policy, rt.priority))
     return realtime

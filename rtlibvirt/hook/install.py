@@ -226,6 +226,7 @@ class Status:
     state_file: str = ""
     state_problem: str | None = None
     set_aside: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # what the hook rebuilt from its journal
     log: str = ""
     rt_problem: str | None = None
 
@@ -245,6 +246,7 @@ class Status:
             and self.needs_restart is not True
             and self.state_problem is None
             and not self.set_aside
+            and not self.recovered
             and self.rt_problem is None
         )
 
@@ -272,7 +274,8 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Sta
         state = State()
     for name, claim in sorted(state.claims.items()):
         result.claims[name] = f"CPUs {format_cpulist(claim.cpus)}, {claim.phase}"
-    result.unrestored = len(state.originals)
+    result.unrestored = len(state.originals) + len(state.tasks)
+    result.recovered = list(state.recovered)
     result.state_file = str(fs.path(STATE_FILE))
     result.set_aside = StateStore(fs).set_aside_files()
     result.log = (
@@ -312,6 +315,71 @@ def _daemon(fs: HostFS, pid: int) -> Daemon | None:
         return None  # gone, or a zombie of an earlier daemon
     started = procs.start_time(fs, pid)
     return None if started is None else Daemon(comm, pid, started)
+
+
+# ---- restore -------------------------------------------------------------------------
+
+
+@dataclass
+class RestoreResult:
+    restored: int  # values put back
+    left: int  # values that could not be put back (they stay in the state)
+    released: list[str]  # claims of VMs that no longer run, dropped
+    folded: list[str]  # set-aside state files whose originals were taken in
+    messages: list[str]  # what the log says about it
+
+
+def restore(fs: HostFS | None = None) -> RestoreResult:
+    """Put every saved original back, when no rtlibvirt VM runs.
+
+    The hook's state (rebuilt from its journal if it is damaged), and the
+    originals of damaged state files set aside earlier that the state no
+    longer holds: every value goes back, every group the hook made goes, a
+    resctrl the hook mounted is unmounted. Raises InputError while a VM the
+    hook isolates still runs (its stop does this) and HostError when the state
+    cannot be locked.
+    """
+    from rtlibvirt.hook import isolation, ops
+    from rtlibvirt.hook.isolation import Host
+    from rtlibvirt.hook.log import HookLog
+    from rtlibvirt.hook.state import StateStore, fold_set_aside
+
+    fs = fs or HostFS("/")
+    store = StateStore(fs)
+    log = HookLog(fs, "rtlibvirt hook restore")
+    try:
+        with store.locked(timeout=10):
+            state = store.load()
+            host = Host(fs, state, log, store)
+            running = sorted(c.name for c in state.claims.values() if ops.alive(fs, c))
+            if running:
+                raise InputError(
+                    f"real-time VMs run with the hook's isolation ({', '.join(running)}); "
+                    "nothing was changed",
+                    "stop them: their stop hooks restore what they need",
+                )
+            released = sorted(state.claims)
+            for name in released:
+                host.drop_claim(name)
+            folded = fold_set_aside(store, state, host.keep_original)
+            before = len(state.originals) + len(state.tasks)
+            isolation.reconcile(host)
+            host.commit()
+            left = len(state.originals) + len(state.tasks)
+            if not left:
+                for path in folded:
+                    os.replace(path, path + ".restored")
+            return RestoreResult(
+                restored=before - left,
+                left=left,
+                released=released,
+                folded=folded,
+                messages=[text for level, text in log.lines if level != "debug"],
+            )
+    except StateError as exc:
+        raise HostError(str(exc)) from None
+    finally:
+        log.close()
 
 
 # ---- restart -------------------------------------------------------------------------

@@ -5,19 +5,54 @@ Every line names the domain and the operation (``plc started begin: ...``), so
 tells what the hook did to the host for one VM. The lines are also kept in
 memory, for the caller (and tests) to look at.
 
+Each step logs one line (how many values it changed, restored or could not);
+the value of each file (``IRQ 24 affinity: 0-3 -> 0,2-3``) is a debug line,
+written only while ``/run/rtlibvirt/debug`` exists (``touch`` it to see them),
+since thousands of IRQs would otherwise mean thousands of lines per start.
+
+Control characters in a line (from a domain name, a value read from the
+host, an error message) are written escaped (``\n`` as ``\x0a``): nothing a
+domain carries can forge a log line.
+
 Standard library only, and cheap: the hook logs on every libvirt event.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from rtlibvirt.kernel.fs import HostFS
 
 IDENT = "rtlibvirt-hook"
 LOG_FILE = "/var/log/rtlibvirt/hook.log"
+DEBUG_FLAG = "/run/rtlibvirt/debug"
 LEVELS = ("debug", "info", "warning", "error")
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+MAX_LINE = 2000  # characters of one log line (a quoted value may be megabytes)
+
+
+def clip(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` cut to ``limit`` characters, saying how much more there was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}... ({len(text) - limit + 40} more characters)"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character written as ``\\xNN`` (``\\uNNNN``)."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
 
 
 class HookLog:
@@ -30,6 +65,7 @@ class HookLog:
         self._syslog = fs.is_live and os.path.exists("/dev/log")
         self._file_fd: int | None = None
         self._failed = False
+        self._debug: bool | None = None  # written out? (DEBUG_FLAG, looked up once)
         if self._syslog:
             import syslog
 
@@ -58,7 +94,12 @@ class HookLog:
 
     def _emit(self, level: str, message: str) -> None:
         self.lines.append((level, message))
-        text = f"{self.prefix}: {message}" if self.prefix else message
+        if level == "debug":
+            if self._debug is None:
+                self._debug = self.fs.exists(DEBUG_FLAG)
+            if not self._debug:
+                return
+        text = escape(clip(f"{self.prefix}: {message}" if self.prefix else message))
         if self._syslog:
             import syslog
 

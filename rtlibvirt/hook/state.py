@@ -1,27 +1,45 @@
-"""The hook's state: one JSON file under ``/run/rtlibvirt/``, locked and atomic.
+"""The hook's state under ``/run/rtlibvirt/``: locked, journaled first, recoverable.
 
-What it holds:
+What it holds (:class:`State`):
 
 - ``claims``: one per real-time VM the hook looks after, by domain name: its
-  CPUs, its isolation settings, its QEMU pid and vCPU thread ids, its cache
+  CPUs, its isolation settings (validated by ``config.vm``'s ``Isolation``
+  model, the one definition), its QEMU pid and vCPU thread ids, its cache
   ways. A claim is made at ``prepare`` (phase ``prepared``: the CPUs are
   reserved, nothing is changed yet) and becomes ``running`` at ``started``;
   ``stopped``/``release`` drop it.
 - ``originals``: the value of every host file the hook has changed, read
-  *before* the first change and saved (fsync, rename) before the write. A
-  value leaves this table only once it is back to its original.
+  *before* the first change. A value leaves this table only once it is back.
+- ``tasks``: the original CPU affinity of every thread the hook moved.
 - ``refused``: files whose write the kernel refused (e.g. an IRQ that cannot
   be moved); they are left alone until the last VM stops.
 - ``groups``: the resctrl groups the hook created, and by whom;
   ``resctrl_mounted``: the hook mounted resctrl (and unmounts it at the end).
 
-The file lives in /run, so it goes away at reboot together with every runtime
-value it describes. :meth:`StateStore.locked` holds an exclusive ``flock`` on
-a separate lock file for the whole hook call, so that hook processes of VMs
-starting at the same time run one after the other and lose no update.
+Two files keep it, so that no original is ever lost:
 
-A state file that cannot be read is renamed aside (``state.json.corrupt-*``)
-and reported; the hook goes on with an empty state and never crashes on it.
+- ``journal`` (append-only): one line per event, ``CRC32 JSON``: an original
+  read, a value restored, a claim made or dropped, a group made, a thread
+  moved. Every original is in it (written and fsynced) *before* the change it
+  describes. A line whose checksum does not match (torn by a kill, edited by
+  hand) is skipped and reported.
+- ``state.json``: a snapshot of the whole state, replaced atomically at the end
+  of each hook call, with the sequence number of the last journal line it
+  holds and a checksum of its body.
+
+Loading takes the snapshot and replays the journal lines after it. A snapshot
+that is unreadable, fails its checksum, or holds anything that does not
+validate is set aside (``state.json.damaged-*``, for inspection) and the whole
+state is rebuilt from the journal: a damaged state costs nothing but the
+``refused`` table. Nothing is saved that does not validate: every path must
+belong to an isolation step's kernel interface and every value must parse as
+that interface's format. When the state becomes empty (every value restored),
+both files are removed.
+
+:meth:`StateStore.locked` holds an exclusive ``flock`` (``kernel.files.lock``)
+for the whole hook call, so that hook processes of VMs starting at the same
+time run one after the other and lose no update. The files live in /run:
+they go away at reboot together with every runtime value they describe.
 
 Standard library only (no dataclasses either: they cost the hook ~10 ms).
 """
@@ -30,100 +48,171 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
-from rtlibvirt.kernel import files
-from rtlibvirt.kernel.cpuset import format_cpulist, parse_cpulist
+from rtlibvirt.kernel import cgroup, files, irq, machinecheck, resctrl, workqueue
+from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist, parse_mask
 from rtlibvirt.kernel.fs import HostFS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for the hook)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 STATE_DIR = "/run/rtlibvirt"
 STATE_FILE = f"{STATE_DIR}/state.json"
+JOURNAL_FILE = f"{STATE_DIR}/journal"
 LOCK_FILE = f"{STATE_DIR}/lock"
-FORMAT = 1
+FORMAT = 2
+HEADER = "rtlibvirt-hook-state"
 LOCK_TIMEOUT = 60.0  # seconds; libvirt waits for the hook meanwhile
+MAX_FILE = 64 * 1024 * 1024  # a state of 32 VMs, 2,000 IRQs and 10,000 threads is ~2 MiB
+MAX_VALUE = 4096  # the longest original we keep (a schemata line of 64 caches is ~1 KiB)
+MAX_CPU = 8191  # the kernel's largest NR_CPUS (as config.model)
 
 PHASE_PREPARED = "prepared"
 PHASE_RUNNING = "running"
+
+_SETTING_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_CACHE_ID = re.compile(r"[0-9]{1,5}")
+_HEX = re.compile(r"[0-9a-f]{1,64}")
 
 
 class StateError(Exception):
     """The state cannot be locked, read or written."""
 
 
+class Invalid(ValueError):
+    """A part of the state (or of a journal line) that does not validate."""
+
+
+# ---- what may be in a state --------------------------------------------------------
+
+
+def owned_path(path: str) -> bool:
+    """Does ``path`` belong to an isolation step (the only files the hook ever writes)?"""
+    return (
+        irq.owns(path)
+        or workqueue.owns(path)
+        or machinecheck.owns(path)
+        or resctrl.owns(path)
+        or cgroup.owns(path)
+    )
+
+
+def valid_value(path: str, value: str) -> bool:
+    """Is ``value`` in the format of ``path``'s kernel file (so that writing it back is sane)?"""
+    if len(value) > MAX_VALUE or "\0" in value:
+        return False
+    try:
+        if irq.owns(path) or workqueue.owns(path):
+            return bool(parse_mask(value))
+        if machinecheck.owns(path):
+            return value.strip().isdigit() and value.strip().isascii()
+        if path.endswith("/schemata"):
+            return resctrl.parse_l3(value) is not None
+        if path.endswith(("/cpus_list", "/cpuset.cpus")):
+            return _cpus(value) is not None
+    except (CpuListError, ValueError):
+        return False
+    return False
+
+
+def _cpus(text: str) -> frozenset[int] | None:
+    """A cpulist whose CPUs are within the kernel's range (checked before expanding)."""
+    if len(text) > MAX_VALUE or any(int(n) > MAX_CPU for n in re.findall(r"\d{1,6}", text)):
+        return None
+    if re.search(r"\d{7}", text):
+        return None
+    try:
+        return frozenset(parse_cpulist(text))
+    except CpuListError:
+        return None
+
+
+def _need(condition: bool, what: str) -> None:
+    if not condition:
+        raise Invalid(what)
+
+
+def _int(value: Any, what: str, low: int = 0, high: int = 2**62) -> int:
+    _need(
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+        f"{what} must be an integer {low}-{high}",
+    )
+    return int(value)
+
+
+def _str(value: Any, what: str, limit: int = MAX_VALUE) -> str:
+    _need(isinstance(value, str) and len(value) <= limit, f"{what} must be a string")
+    return str(value)
+
+
+# ---- the settings of a claim ---------------------------------------------------------
+
+
 class Settings:
-    """A VM's ``isolation`` section, with the defaults filled in."""
+    """A VM's ``isolation`` settings, as ``config.vm.Isolation.dump()`` gave them.
 
-    __slots__ = ("cache_ways", "irqs", "machine_check_polling", "strict", "workqueues")
+    A read-only view: the keys, their types, defaults and bounds are defined
+    once, by the ``Isolation`` model that validated them (see
+    ``hook.domain.validate``); this class only carries the validated values
+    between hook calls without importing the model (~15 ms a call).
+    """
 
-    def __init__(
-        self,
-        irqs: bool = True,
-        workqueues: bool = True,
-        machine_check_polling: bool | None = None,
-        cache_ways: int = 0,
-        strict: bool = False,
-    ) -> None:
-        self.irqs = irqs
-        self.workqueues = workqueues
-        self.machine_check_polling = machine_check_polling
-        self.cache_ways = cache_ways
-        self.strict = strict
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = dict(values)
+
+    @classmethod
+    def from_model(cls, isolation: Any) -> Settings:
+        """From a validated ``config.vm.Isolation``."""
+        return cls(isolation.dump())
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"isolation has no setting {key!r}") from None
 
     @property
     def machine_check_off(self) -> bool:
-        return self.machine_check_polling is False
+        return self._values.get("machine_check_polling") is False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "irqs": self.irqs,
-            "workqueues": self.workqueues,
-            "machine_check_polling": self.machine_check_polling,
-            "cache_ways": self.cache_ways,
-            "strict": self.strict,
-        }
+        return dict(sorted(self._values.items()))
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
-        """Parse the metadata's (or state's) ``isolation`` mapping; ValueError if malformed."""
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise ValueError("isolation must be a mapping")
-        settings = cls()
-        for key in ("irqs", "workqueues", "strict"):
-            if key in data:
-                value = data[key]
-                if not isinstance(value, bool):
-                    raise ValueError(f"isolation.{key} must be true or false, not {value!r}")
-                setattr(settings, key, value)
-        if "machine_check_polling" in data:
-            value = data["machine_check_polling"]
-            if value is not None and not isinstance(value, bool):
-                raise ValueError(
-                    f"isolation.machine_check_polling must be true, false or null, not {value!r}"
-                )
-            settings.machine_check_polling = value
-        if "cache_ways" in data:
-            value = data["cache_ways"]
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
-                raise ValueError(f"isolation.cache_ways must be an integer 0-64, not {value!r}")
-            settings.cache_ways = value
-        return settings
+        """Settings read back from the state or journal (written by :meth:`to_json`)."""
+        _need(isinstance(data, dict) and len(data) <= 64, "settings must be a mapping")
+        for key, value in data.items():
+            _need(
+                isinstance(key, str) and _SETTING_KEY.fullmatch(key) is not None,
+                "settings keys must be names",
+            )
+            _need(
+                value is None or (isinstance(value, bool | int) and -(2**31) < value < 2**31),
+                f"setting {key} must be true, false, null or a small integer",
+            )
+        return cls(data)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Settings) and self.to_json() == other.to_json()
+        return isinstance(other, Settings) and self._values == other._values
 
     def __hash__(self) -> int:  # pragma: no cover - not used as a key
-        return hash(tuple(self.to_json().items()))
+        return hash(tuple(sorted(self._values.items())))
 
     def __repr__(self) -> str:
         return f"Settings({self.to_json()!r})"
+
+
+# ---- claims ------------------------------------------------------------------------
 
 
 class Claim:
@@ -133,12 +222,14 @@ class Claim:
         "cache",
         "cache_error",
         "cpus",
+        "meta",
         "name",
         "phase",
         "pid",
         "settings",
         "since",
         "tids",
+        "unmoved",
         "uuid",
     )
 
@@ -155,6 +246,8 @@ class Claim:
         tids: list[int] | None = None,
         cache: dict[str, int] | None = None,
         cache_error: str | None = None,
+        meta: int | None = None,
+        unmoved: list[str] | None = None,
     ) -> None:
         self.name = name
         self.cpus = frozenset(cpus)
@@ -167,6 +260,10 @@ class Claim:
         # resctrl: cache id -> capacity bit mask of this VM's exclusive ways
         self.cache = dict(cache or {})
         self.cache_error = cache_error
+        # checksum of the metadata text validated for this claim (see hook.domain)
+        self.meta = meta
+        # host threads that stayed on this VM's CPUs after started, and why
+        self.unmoved = list(unmoved or [])
 
     @property
     def running(self) -> bool:
@@ -183,60 +280,128 @@ class Claim:
             "tids": self.tids,
             "cache": {domain: format(mask, "x") for domain, mask in sorted(self.cache.items())},
             "cache_error": self.cache_error,
+            "meta": self.meta,
+            "unmoved": self.unmoved,
         }
 
     @classmethod
     def from_json(cls, name: str, data: Any) -> Claim:
-        if not isinstance(data, dict):
-            raise ValueError(f"claim {name!r} is not a mapping")
+        _need(isinstance(data, dict), f"claim {name!r} is not a mapping")
+        what = f"claim {name!r}"
         phase = data.get("phase")
-        if phase not in (PHASE_PREPARED, PHASE_RUNNING):
-            raise ValueError(f"claim {name!r} has an unknown phase {phase!r}")
+        _need(phase in (PHASE_PREPARED, PHASE_RUNNING), f"{what} has an unknown phase")
+        cpus = _cpus(_str(data.get("cpus", ""), f"{what}: cpus"))
+        _need(cpus is not None, f"{what}: cpus is not a cpulist of CPUs 0-{MAX_CPU}")
         pid = data.get("pid")
-        if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
-            raise ValueError(f"claim {name!r}: pid must be an integer")
+        if pid is not None:
+            pid = _int(pid, f"{what}: pid", 1, 2**22)
         tids = data.get("tids") or []
-        if not isinstance(tids, list) or not all(
-            isinstance(t, int) and not isinstance(t, bool) for t in tids
-        ):
-            raise ValueError(f"claim {name!r}: tids must be a list of integers")
+        _need(isinstance(tids, list) and len(tids) <= 4096, f"{what}: tids must be a list")
+        tids = [_int(t, f"{what}: tids", 1, 2**22) for t in tids]
         cache = data.get("cache") or {}
-        if not isinstance(cache, dict):
-            raise ValueError(f"claim {name!r}: cache must be a mapping")
+        _need(isinstance(cache, dict) and len(cache) <= 256, f"{what}: cache must be a mapping")
+        for domain, mask in cache.items():
+            _need(
+                _CACHE_ID.fullmatch(str(domain)) is not None
+                and isinstance(mask, str)
+                and _HEX.fullmatch(mask) is not None,
+                f"{what}: cache must map cache ids to hex masks",
+            )
         since = data.get("since", 0.0)
-        if isinstance(since, bool) or not isinstance(since, int | float):
-            raise ValueError(f"claim {name!r}: since must be a number")
+        _need(
+            isinstance(since, int | float) and not isinstance(since, bool) and since >= 0,
+            f"{what}: since must be a number",
+        )
         cache_error = data.get("cache_error")
-        if cache_error is not None and not isinstance(cache_error, str):
-            raise ValueError(f"claim {name!r}: cache_error must be a string")
+        if cache_error is not None:
+            cache_error = _str(cache_error, f"{what}: cache_error")
+        uuid = data.get("uuid")
+        if uuid is not None:
+            uuid = _str(uuid, f"{what}: uuid", 64)
+        meta = data.get("meta")
+        if meta is not None:
+            meta = _int(meta, f"{what}: meta", 0, 2**32)
+        unmoved = data.get("unmoved") or []
+        _need(
+            isinstance(unmoved, list)
+            and len(unmoved) <= 64
+            and all(isinstance(u, str) and len(u) <= 512 for u in unmoved),
+            f"{what}: unmoved must be a list of strings",
+        )
         return cls(
             name,
-            frozenset(parse_cpulist(str(data.get("cpus", "")))),
+            cpus or frozenset(),
             Settings.from_json(data.get("settings")),
-            uuid=data.get("uuid") if isinstance(data.get("uuid"), str) else None,
-            phase=phase,
+            uuid=uuid,
+            phase=str(phase),
             pid=pid,
             since=float(since),
             tids=tids,
             cache={str(k): int(str(v), 16) for k, v in cache.items()},
             cache_error=cache_error,
+            meta=meta,
+            unmoved=list(unmoved),
         )
 
 
+def valid_name(name: Any) -> bool:
+    """Can ``name`` be a claim's (a domain's) name? See ``hook.domain.name_problem``."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name.encode("utf-8", "surrogatepass")) <= 200
+        and "/" not in name
+        and not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)
+    )
+
+
+class TaskOriginal:
+    """A thread the hook moved: its process, its start time (against pid reuse), its mask."""
+
+    __slots__ = ("cpus", "pid", "start")
+
+    def __init__(self, pid: int, start: int, cpus: frozenset[int]) -> None:
+        self.pid = pid
+        self.start = start
+        self.cpus = cpus
+
+    def to_json(self) -> list[Any]:
+        return [self.pid, self.start, format_cpulist(self.cpus)]
+
+    @classmethod
+    def from_json(cls, data: Any) -> TaskOriginal:
+        _need(isinstance(data, list) and len(data) == 3, "a task original is [pid, start, cpus]")
+        cpus = _cpus(_str(data[2], "task cpus"))
+        _need(bool(cpus), "task cpus must be a non-empty cpulist")
+        return cls(
+            _int(data[0], "task pid", 1, 2**22), _int(data[1], "task start"), cpus or frozenset()
+        )
+
+
+# ---- the state ---------------------------------------------------------------------
+
+
 class State:
-    """The hook's whole state, as loaded from (and saved to) the state file."""
+    """The hook's whole state."""
 
     def __init__(self) -> None:
         self.claims: dict[str, Claim] = {}
         self.originals: dict[str, str] = {}
+        self.tasks: dict[int, TaskOriginal] = {}  # thread id -> what it was
+        self.tasks_since: int | None = None  # boot ticks when the first thread was moved
         self.refused: dict[str, str] = {}
-        self.groups: dict[str, str] = {}  # resctrl group path -> owning domain name
+        self.groups: dict[str, str] = {}  # resctrl group directory -> owning domain name
         self.resctrl_mounted = False
-        self.set_aside: str | None = None  # where a corrupt state file was moved this call
+        self.recovered: list[str] = []  # what was recovered from the journal, and when
+        self.seq = 0  # the last journal sequence number this state holds
 
     def is_empty(self) -> bool:
         return not (
-            self.claims or self.originals or self.refused or self.groups or self.resctrl_mounted
+            self.claims
+            or self.originals
+            or self.tasks
+            or self.refused
+            or self.groups
+            or self.resctrl_mounted
         )
 
     def running(self) -> list[Claim]:
@@ -245,48 +410,215 @@ class State:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
+            "seq": self.seq,
             "claims": {name: claim.to_json() for name, claim in sorted(self.claims.items())},
             "originals": dict(sorted(self.originals.items())),
+            "tasks": {str(tid): t.to_json() for tid, t in sorted(self.tasks.items())},
+            "tasks_since": self.tasks_since,
             "refused": dict(sorted(self.refused.items())),
             "groups": dict(sorted(self.groups.items())),
             "resctrl_mounted": self.resctrl_mounted,
+            "recovered": self.recovered,
         }
 
     @classmethod
     def from_json(cls, data: Any) -> State:
-        if not isinstance(data, dict):
-            raise ValueError("the state is not a JSON object")
-        if data.get("format") != FORMAT:
-            raise ValueError(f"unknown state format {data.get('format')!r} (expected {FORMAT})")
+        """A state read back; :class:`Invalid` when any part of it does not validate."""
+        _need(isinstance(data, dict), "the state is not a JSON object")
+        _need(data.get("format") == FORMAT, f"unknown state format (expected {FORMAT})")
         state = cls()
+        state.seq = _int(data.get("seq", 0), "seq")
         claims = data.get("claims", {})
-        if not isinstance(claims, dict):
-            raise ValueError("claims is not a mapping")
-        state.claims = {str(name): Claim.from_json(str(name), c) for name, c in claims.items()}
+        _need(isinstance(claims, dict), "claims is not a mapping")
+        for name, claim in claims.items():
+            _need(valid_name(name), f"claim name {name!r} is not a domain name")
+            state.claims[name] = Claim.from_json(name, claim)
         for key in ("originals", "refused", "groups"):
             table = data.get(key, {})
-            if not isinstance(table, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in table.items()
-            ):
-                raise ValueError(f"{key} is not a mapping of strings")
+            _need(isinstance(table, dict), f"{key} is not a mapping")
+            for path, value in table.items():
+                _need(
+                    isinstance(path, str) and owned_path(path),
+                    f"{key}: {path!r} is no file of the hook",
+                )
+                _need(isinstance(value, str), f"{key}: the value of {path} is not a string")
+                if key == "originals":
+                    _need(valid_value(path, value), f"originals: {path} holds {value!r}")
+                elif key == "groups":
+                    _need(valid_name(value), f"groups: {path} has a bad owner")
             setattr(state, key, dict(table))
+        tasks = data.get("tasks", {})
+        _need(isinstance(tasks, dict), "tasks is not a mapping")
+        for tid, original in tasks.items():
+            _need(isinstance(tid, str) and tid.isdigit() and len(tid) <= 10, "bad task id")
+            state.tasks[int(tid)] = TaskOriginal.from_json(original)
+        since = data.get("tasks_since")
+        state.tasks_since = None if since is None else _int(since, "tasks_since")
         mounted = data.get("resctrl_mounted", False)
-        if not isinstance(mounted, bool):
-            raise ValueError("resctrl_mounted is not a boolean")
+        _need(isinstance(mounted, bool), "resctrl_mounted is not a boolean")
         state.resctrl_mounted = mounted
+        recovered = data.get("recovered", [])
+        _need(
+            isinstance(recovered, list)
+            and len(recovered) <= 64
+            and all(isinstance(r, str) and len(r) <= 1024 for r in recovered),
+            "recovered is not a list of strings",
+        )
+        state.recovered = list(recovered)
         return state
 
 
+# ---- the journal ---------------------------------------------------------------------
+
+
+def _line(record: dict[str, Any]) -> str:
+    body = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return f"{zlib.crc32(body.encode('utf-8')):08x} {body}\n"
+
+
+def apply_record(state: State, record: Any) -> None:
+    """Replay one journal record onto ``state``; :class:`Invalid` if it does not validate."""
+    _need(isinstance(record, dict), "a record is a mapping")
+    op = record.get("op")
+    if op == "orig":
+        path, value = record.get("path"), record.get("value")
+        _need(isinstance(path, str) and owned_path(path), "orig: not a file of the hook")
+        _need(isinstance(value, str) and valid_value(path, value), "orig: bad value")
+        state.originals.setdefault(path, value)  # the first value ever seen is the original
+    elif op == "done":
+        path = record.get("path")
+        _need(isinstance(path, str), "done: no path")
+        state.originals.pop(path, None)
+    elif op == "claim":
+        name = record.get("name")
+        _need(valid_name(name), "claim: bad name")
+        state.claims[name] = Claim.from_json(name, record.get("claim"))
+    elif op == "drop":
+        state.claims.pop(str(record.get("name")), None)
+    elif op == "group":
+        path, owner = record.get("path"), record.get("owner")
+        _need(isinstance(path, str) and resctrl.owns(path) and valid_name(owner), "bad group")
+        state.groups[path] = owner
+    elif op == "ungroup":
+        state.groups.pop(str(record.get("path")), None)
+    elif op == "mount":
+        state.resctrl_mounted = True
+    elif op == "umount":
+        state.resctrl_mounted = False
+    elif op == "task":
+        tid = _int(record.get("tid"), "task: tid", 1, 2**22)
+        state.tasks.setdefault(tid, TaskOriginal.from_json(record.get("was")))
+        since = record.get("since")
+        if since is not None and state.tasks_since is None:
+            state.tasks_since = _int(since, "task: since")
+    elif op == "taskdone":
+        state.tasks.pop(_int(record.get("tid"), "taskdone: tid", 1, 2**22), None)
+        if not state.tasks:
+            state.tasks_since = None
+    else:
+        raise Invalid(f"unknown journal record {op!r}")
+
+
+def parse_journal(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], int, bool]:
+    """(sequence number, record) of every intact line, how many lines were damaged,
+    and whether the last line was cut short (a kill while it was written)."""
+    records: list[tuple[int, dict[str, Any]]] = []
+    damaged = 0
+    torn = bool(data) and not data.endswith(b"\n")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for index, raw in enumerate(lines):
+        crc, _, body = raw.partition(b" ")
+        try:
+            if len(crc) != 8 or int(crc, 16) != zlib.crc32(body):
+                raise Invalid("checksum")
+            record = json.loads(body)
+            seq = _int(record.get("seq") if isinstance(record, dict) else None, "seq")
+        except (ValueError, RecursionError):
+            if not (torn and index == len(lines) - 1):
+                damaged += 1
+            continue
+        records.append((seq, record))
+    return records, damaged, torn
+
+
+class Journal:
+    """The append-only journal: records are buffered, then written and fsynced by :meth:`flush`."""
+
+    def __init__(self, path: str, seq: int = 0) -> None:
+        self.path = path
+        self.seq = seq
+        self.pending: list[str] = []
+        self.lines = 0  # lines in the file (for compaction)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.seq += 1
+        self.pending.append(_line({**record, "seq": self.seq}))
+
+    def flush(self) -> None:
+        """Write what is pending and make it durable (before the change it announces)."""
+        if not self.pending:
+            return
+        data = "".join(self.pending).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.lines += len(self.pending)
+        self.pending = []
+
+    def rewrite(self, state: State) -> None:
+        """Replace the journal (atomically) by the records that rebuild ``state``."""
+        self.pending = []
+        for record in records_of(state):
+            self.add(record)
+        data = "".join(self.pending).encode("utf-8")
+        files.atomic_write(self.path, data, mode=0o600)
+        self.lines = len(self.pending)
+        self.pending = []
+
+
+def records_of(state: State) -> list[dict[str, Any]]:
+    """Journal records from which :func:`apply_record` rebuilds ``state`` (but ``refused``)."""
+    records: list[dict[str, Any]] = [
+        {"op": "orig", "path": path, "value": value}
+        for path, value in sorted(state.originals.items())
+    ]
+    records += [
+        {"op": "task", "tid": tid, "was": t.to_json(), "since": state.tasks_since}
+        for tid, t in sorted(state.tasks.items())
+    ]
+    records += [{"op": "group", "path": p, "owner": o} for p, o in sorted(state.groups.items())]
+    if state.resctrl_mounted:
+        records.append({"op": "mount"})
+    records += [
+        {"op": "claim", "name": name, "claim": claim.to_json()}
+        for name, claim in sorted(state.claims.items())
+    ]
+    return records
+
+
+# ---- the store -------------------------------------------------------------------------
+
+
 class StateStore:
-    """The state file of a host (rooted, like every /run path)."""
+    """The state of a host (rooted, like every /run path)."""
 
     def __init__(self, fs: HostFS) -> None:
         self.fs = fs
         self.path = fs.path(STATE_FILE)
         self.lock_path = fs.path(LOCK_FILE)
+        self.journal = Journal(str(fs.path(JOURNAL_FILE)))
+        self._rewrite = False  # the journal must be rewritten from the state at the next save
+        self.notes: list[str] = []  # what the last load recovered (for the log)
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return self.path.exists() or os.path.exists(self.journal.path)
 
     @contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
@@ -306,63 +638,225 @@ class StateStore:
             os.close(fd)  # closing the descriptor releases the lock
 
     def load(self) -> State:
-        """The state; an unreadable file is set aside (see ``State.set_aside``)."""
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return State()
-        except OSError as exc:
-            raise StateError(f"cannot read {self.path}: {exc.strerror}") from None
-        try:
-            return State.from_json(json.loads(raw))
-        except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
-            aside = self._set_aside()
+        """The state: the snapshot plus the journal after it, or the journal alone.
+
+        A damaged snapshot is set aside and the state rebuilt from the journal;
+        what was recovered is in ``State.recovered``. Call under the lock.
+        """
+        data = _read(self.path)
+        raw_journal = _read(self.journal.path) or b""
+        records, damaged, _torn = parse_journal(raw_journal)
+        self.journal.lines = raw_journal.count(b"\n")
+        notes: list[str] = []
+        state: State | None = None
+        if data is not None:
+            try:
+                state = decode(data)
+            except Invalid as exc:
+                aside = self._set_aside()
+                notes.append(
+                    f"the state file was damaged ({exc}); set aside as {aside} and "
+                    f"rebuilt from the journal"
+                )
+        base = state.seq if state is not None else -1
+        if state is None:
             state = State()
-            state.set_aside = f"{aside} ({exc})"
-            return state
+        bad = 0
+        for seq, record in records:
+            if seq > base:
+                try:
+                    apply_record(state, record)
+                except Invalid:
+                    bad += 1
+        if damaged or bad:
+            notes.append(f"{damaged + bad} journal lines were damaged and skipped")
+        state.seq = max([state.seq, *(seq for seq, _ in records)])
+        self.journal.seq = state.seq
+        self.notes = notes
+        if notes:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            state.recovered = [*state.recovered, *(f"{stamp} {n}" for n in notes)][-64:]
+        # After a damage, or when the journal went missing beside a snapshot, the
+        # journal is rewritten so that it holds the whole state again.
+        self._rewrite = bool(notes) or (not records and not state.is_empty())
+        return state
 
     def _set_aside(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{os.getpid()}")
         os.replace(self.path, aside)
         return str(aside)
 
     def set_aside_files(self) -> list[str]:
-        """Corrupt state files set aside so far (for ``hook status``)."""
+        """Damaged state files set aside so far (for ``hook status``)."""
         try:
             names = os.listdir(self.path.parent)
         except FileNotFoundError:
             return []
+        prefixes = (f"{self.path.name}.damaged-", f"{self.path.name}.corrupt-")
         return sorted(
-            str(self.path.parent / n) for n in names if n.startswith(f"{self.path.name}.corrupt-")
+            str(self.path.parent / n)
+            for n in names
+            if n.startswith(prefixes) and not n.endswith(".restored")
         )
 
     def save(self, state: State) -> None:
-        """Write the state atomically (temp file, fsync, rename); remove it when empty."""
+        """Flush the journal and write the snapshot; remove both when the state is empty."""
         if state.is_empty():
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                return
+            self.journal.pending = []
+            for path in (str(self.path), self.journal.path):
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
             files.fsync_dir(self.path.parent)
+            self.journal.lines = 0
             return
-        data = json.dumps(state.to_json(), indent=1).encode("utf-8") + b"\n"
-        files.atomic_write(self.path, data, mode=0o600)
+        live = len(state.originals) + len(state.tasks) + len(state.claims) + len(state.groups)
+        unjournaled = self.journal.lines == 0 and not self.journal.pending  # state made by hand
+        if (
+            self._rewrite
+            or unjournaled
+            or self.journal.lines + len(self.journal.pending) > 2 * live + 256
+        ):
+            self.journal.rewrite(state)  # compaction (or a recovery): the live records only
+            self._rewrite = False
+        else:
+            self.journal.flush()
+        state.seq = self.journal.seq
+        files.atomic_write(self.path, encode(state), mode=0o600)
+
+
+def _read(path: object) -> bytes | None:
+    try:
+        with open(str(path), "rb") as handle:
+            data = handle.read(MAX_FILE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_FILE:
+        raise StateError(f"{path} is larger than {MAX_FILE // (1024 * 1024)} MiB")
+    return data
+
+
+def encode(state: State) -> bytes:
+    body = json.dumps(state.to_json(), indent=1).encode("utf-8")
+    return f"{HEADER} {FORMAT} {zlib.crc32(body):08x}\n".encode() + body + b"\n"
+
+
+def decode(data: bytes) -> State:
+    """A snapshot's state; :class:`Invalid` if it is damaged or does not validate."""
+    if data.lstrip()[:1] == b"{":
+        return _legacy(data)
+    head, _, body = data.partition(b"\n")
+    parts = head.split()
+    _need(len(parts) == 3 and parts[0] == HEADER.encode(), "no state header")
+    _need(parts[1] == str(FORMAT).encode(), f"unknown state format (expected {FORMAT})")
+    body = body[:-1] if body.endswith(b"\n") else body
+    _need(int(parts[2], 16) == zlib.crc32(body), "its checksum does not match (edited by hand?)")
+    try:
+        return State.from_json(json.loads(body))
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, Invalid):
+            raise
+        raise Invalid(str(exc)) from None
+
+
+def _legacy(data: bytes) -> State:
+    """A state file of rtlibvirt before the journal (format 1, plain JSON), validated.
+
+    A hook upgraded while VMs run finds one: its claims' settings are checked
+    by the ``Isolation`` model, its originals like any other; the next save
+    writes it in the current format, journal included.
+    """
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise Invalid(f"not JSON: {exc}") from None
+    _need(isinstance(raw, dict) and raw.get("format") == 1, "unknown state format")
+    from rtlibvirt.config.model import Errors
+    from rtlibvirt.config.vm import Isolation
+
+    claims = raw.get("claims", {})
+    _need(isinstance(claims, dict), "claims is not a mapping")
+    for claim in claims.values():
+        _need(isinstance(claim, dict), "a claim is not a mapping")
+        errors = Errors()
+        try:
+            isolation = Isolation.parse(claim.get("settings") or {}, ("settings",), errors)
+        except ValueError as exc:  # config.model.Invalid: not a mapping
+            raise Invalid(f"a claim's settings do not validate: {exc}") from None
+        _need(not errors.found, "a claim's settings do not validate")
+        claim["settings"] = Settings.from_model(isolation).to_json()
+    raw["format"] = FORMAT
+    return State.from_json(raw)
+
+
+def fold_set_aside(store: StateStore, state: State, keep: Callable[[str, str], None]) -> list[str]:
+    """Take the originals of set-aside state files that ``state`` lacks (``hook restore``).
+
+    A set-aside file is damaged, so each of its originals is taken only if its
+    path is a file of the hook and its value has that file's format; ``keep``
+    records it (and journals it). Returns the files read.
+    """
+    folded = []
+    for path in store.set_aside_files():
+        data = _read(path) or b""
+        if not data.lstrip().startswith(b"{"):
+            data = data.partition(b"\n")[2]  # our header; its checksum failed
+        try:
+            raw = json.loads(data)
+        except (ValueError, RecursionError):
+            folded.append(path)
+            continue
+        table = raw.get("originals") if isinstance(raw, dict) else None
+        if isinstance(table, dict):
+            for key, value in sorted(table.items()):
+                if (
+                    isinstance(key, str)
+                    and isinstance(value, str)
+                    and key not in state.originals
+                    and owned_path(key)
+                    and valid_value(key, value)
+                ):
+                    keep(key, value)
+        folded.append(path)
+    return folded
 
 
 def peek(fs: HostFS) -> State:
     """The state as it is on disk, read without the lock and without setting anything aside.
 
     For readers outside the hook (``rtlibvirt hook status``, ``rtlibvirt status``);
-    raises StateError when the file cannot be read or parsed.
+    a damaged snapshot is rebuilt from the journal in memory. Raises
+    StateError when neither can be read.
     """
-    path = fs.path(STATE_FILE)
-    try:
-        return State.from_json(json.loads(path.read_bytes()))
-    except FileNotFoundError:
-        return State()
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise StateError(f"{path} is unreadable: {exc}") from None
+    store = StateStore(fs)
+    data = _read(store.path)
+    raw = _read(store.journal.path) or b""
+    state: State | None = None
+    problem = None
+    if data is not None:
+        try:
+            state = decode(data)
+        except (Invalid, ValueError) as exc:
+            problem = str(exc)
+    if state is None:
+        if problem is not None and not raw:
+            raise StateError(f"{store.path} is unreadable: {problem}")
+        state = State()
+        base = -1
+    else:
+        base = state.seq
+    records, _damaged, _torn = parse_journal(raw)
+    for seq, record in records:
+        if seq > base:
+            try:
+                apply_record(state, record)
+            except Invalid:
+                continue
+    if problem is not None:
+        state.recovered = [*state.recovered, f"the state file is damaged ({problem})"]
+    return state
 
 
 def isolated_by_vm(fs: HostFS | None = None) -> dict[str, frozenset[int]] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from rtlibvirt.hook.domain import DomainInfo
+from rtlibvirt.hook.domain import Vcpu
 from rtlibvirt.kernel import procs
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.kernel.fs import HostFS
@@ -71,7 +71,7 @@ def thread_sched(fs: HostFS, pid: int, tid: int) -> tuple[str, int] | None:
     return None if info is None else (info.policy_name, info.rt_priority)
 
 
-def check(fs: HostFS, pid: int, domain: DomainInfo) -> tuple[list[str], list[str]]:
+def check(fs: HostFS, pid: int, realtime: list[Vcpu]) -> tuple[list[str], list[str]]:
     """Compare each realtime vCPU thread with the domain XML.
 
     Returns (what matches, mismatches), one line each.
@@ -82,7 +82,7 @@ def check(fs: HostFS, pid: int, domain: DomainInfo) -> tuple[list[str], list[str
     if not threads:
         bad.append(f"QEMU (pid {pid}) has no 'CPU n/KVM' threads to check")
         return good, bad
-    for vcpu in domain.realtime:
+    for vcpu in realtime:
         tid = threads.get(vcpu.vcpu)
         if tid is None:
             bad.append(f"vCPU {vcpu.vcpu}: no 'CPU {vcpu.vcpu}/KVM' thread in QEMU (pid {pid})")

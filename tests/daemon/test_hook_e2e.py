@@ -15,7 +15,6 @@ fails: libvirtd is shared with other tests.
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pytest
 
 from rtlibvirt import hook
 from rtlibvirt.hook import threads as vcputhreads
-from rtlibvirt.hook.state import STATE_FILE
+from rtlibvirt.hook.state import peek
 from rtlibvirt.kernel import rtgroup
 from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
@@ -102,11 +101,7 @@ def hook_log_tail() -> str:
 
 
 def claims() -> dict[str, object]:
-    path = Path(STATE_FILE)
-    if not path.exists():
-        return {}
-    data: dict[str, object] = json.loads(path.read_text())["claims"]
-    return data
+    return dict(peek(HostFS("/")).claims)
 
 
 def test_the_hook_isolates_a_real_vm_and_restores_the_host(

@@ -92,6 +92,7 @@ def test_vcpu_cpuset_is_the_default_pin() -> None:
     assert dom.vcpu_claims() == {0: {0}, 2: {0}, 3: {0}, 5: {1}}
     assert dom.pinned_cpu_set == {0, 2, 3, 5} and dom.helper_cpu_set == {0}
     assert dom.quota and dom.iothreads == (1, 2) and dom.emulatorpin is None
+    assert dom.emulator_cpus == {0, 2, 3}
 
 
 def test_iothread_ids_and_efi_loader() -> None:

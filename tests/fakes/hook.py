@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from rtlibvirt import hook
 from rtlibvirt.config.vm import validate_data
 from rtlibvirt.domain.render import render
-from rtlibvirt.hook.state import STATE_FILE
+from rtlibvirt.hook.state import StateStore, peek
 from rtlibvirt.kernel.fs import HostFS
 from tests.fakes.host import add_vm
 
@@ -96,11 +95,10 @@ class Hook:
         return self(name, "stopped", "end", xml), self(name, "release", "end", xml)
 
     def state(self) -> dict[str, Any] | None:
-        path = self.fs.path(STATE_FILE)
-        if not path.exists():
+        """The hook's state as on disk (snapshot + journal), in its JSON form; None if none."""
+        if not StateStore(self.fs).exists():
             return None
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
+        return peek(self.fs).to_json()
 
     def log(self) -> str:
         path = Path(self.root) / LOG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -99,12 +100,14 @@ def test_hook_isolation_reads_the_hooks_state_file(tmp_path: Path) -> None:
     fs = HostFS(tmp_path)
     assert status.hook_isolation(fs) == {}, "no state file: nothing isolated"
     state = State()
-    state.claims["plc"] = Claim("plc", frozenset({2, 3}), Settings(), phase=PHASE_RUNNING)
-    state.claims["later"] = Claim("later", frozenset({5}), Settings())  # prepared, not running
+    state.claims["plc"] = Claim("plc", frozenset({2, 3}), Settings({}), phase=PHASE_RUNNING)
+    state.claims["later"] = Claim("later", frozenset({5}), Settings({}))  # prepared, not running
     store = StateStore(fs)
     with store.locked():
         store.save(state)
     assert status.hook_isolation(fs) == {"plc": frozenset({2, 3})}
-    store.path.write_text("{not json")
+    store.path.write_text("{not json")  # the hook's journal still says who runs
+    assert status.hook_isolation(fs) == {"plc": frozenset({2, 3})}
+    os.unlink(store.journal.path)
     assert status.hook_isolation(fs) is None
     assert status.hook_isolation(None) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -97,7 +96,9 @@ def test_one_vm_is_isolated_while_it_runs_and_everything_comes_back(
     assert st is not None and st["claims"]["a"]["phase"] == "running"
     assert st["originals"][IRQ_DEFAULT] == "f"
     log = call.log()
-    assert "a started begin: IRQ 24 affinity: 0-3 -> 0,2-3" in log
+    assert "a started begin: irqs: 9 values: 9 changed" in log  # one line per step
+    assert "a started begin: workqueues: 2 values: 2 changed" in log
+    assert "IRQ 24 affinity" not in log  # the detail is at debug level only
     assert "checked: vCPU 1 (thread 1002) runs fifo 1" in log
     assert call.stop("a", A_XML) == (0, 0)
     assert snapshot(fs) == before
@@ -289,19 +290,37 @@ def test_a_hook_killed_during_undo_is_finished_by_the_next_call(fs: FakeKernel, 
     assert call.state() is None
 
 
-def test_a_corrupt_state_file_is_set_aside_and_reported(fs: FakeKernel, call: Hook) -> None:
-    path = fs.path(state.STATE_FILE)
-    path.parent.mkdir(parents=True)
-    path.write_text('{"format": 1, "claims": {"x": ')
+def test_the_per_value_detail_is_logged_when_debugging(fs: FakeKernel, call: Hook) -> None:
+    flag = fs.path("/run/rtlibvirt/debug")
+    flag.parent.mkdir(parents=True)
+    flag.touch()
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    assert "a started begin: IRQ 24 affinity: 0-3 -> 0,2-3" in call.log()
+    assert call.stop("a", A_XML) == (0, 0)
+    assert "a stopped end: IRQ 24 affinity: 0,2-3 -> 0-3" in call.log()
+
+
+def test_a_damaged_state_file_is_set_aside_and_rebuilt_from_the_journal(
+    fs: FakeKernel, call: Hook
+) -> None:
     before = snapshot(fs)
     assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
-    aside = list(path.parent.glob("state.json.corrupt-*"))
+    path = fs.path(state.STATE_FILE)
+    path.write_text('{"format": 1, "claims": {"x": ')
+    assert call.start("b", B_XML, {0: 0, 1: 2}, rt=[1]) == 0
+    aside = list(path.parent.glob("state.json.damaged-*"))
     assert len(aside) == 1
     assert aside[0].read_text() == '{"format": 1, "claims": {"x": '
-    assert "the state file was unreadable and has been set aside" in call.log()
-    assert_isolated(fs, {1})
+    assert "the state file was damaged" in call.log()
+    assert "rebuilt from the journal" in call.log()
+    st = call.state()
+    assert st is not None and sorted(st["claims"]) == ["a", "b"]
+    assert st["recovered"] and "rebuilt from the journal" in st["recovered"][0]
+    assert_isolated(fs, {1, 2})
     assert call.stop("a", A_XML) == (0, 0)
-    assert snapshot(fs) == before
+    assert_isolated(fs, {2})
+    assert call.stop("b", B_XML) == (0, 0)
+    assert snapshot(fs) == before  # no original was lost
 
 
 @pytest.mark.parametrize(
@@ -312,6 +331,9 @@ def test_a_corrupt_state_file_is_set_aside_and_reported(fs: FakeKernel, call: Ho
         '{"format": 1, "claims": {"a": {"phase": "dancing"}}}',
         '{"format": 1, "originals": {"x": 1}}',
         "[]",
+        "rtlibvirt-hook-state 2 00000000\n{}\n",
+        "",
+        "\0" * 100,
     ],
 )
 def test_any_unreadable_state_never_crashes_the_hook(fs: FakeKernel, call: Hook, text: str) -> None:
@@ -319,7 +341,8 @@ def test_any_unreadable_state_never_crashes_the_hook(fs: FakeKernel, call: Hook,
     path.parent.mkdir(parents=True)
     path.write_text(text)
     assert call("a", "release", "end", A_XML) == 0
-    assert len(list(path.parent.glob("state.json.corrupt-*"))) == 1
+    assert len(list(path.parent.glob("state.json.damaged-*"))) == 1
+    assert "the state file was damaged" in call.log()
 
 
 def test_irqs_that_refuse_writes_are_skipped_and_logged(tmp_path: Path) -> None:
@@ -330,8 +353,16 @@ def test_irqs_that_refuse_writes_are_skipped_and_logged(tmp_path: Path) -> None:
     assert parse_mask(fs.read("/proc/irq/9/smp_affinity")) == {0, 1, 2, 3}
     assert 1 not in parse_mask(fs.read("/proc/irq/24/smp_affinity"))
     log = call.log()
-    assert "IRQ 9 affinity: the kernel refused 0,2-3 (Input/output error); skipped" in log
-    assert "IRQ 25 affinity: the kernel refused" in log
+    assert (
+        "irqs: 9 values: 7 changed, 2 refused by the kernel and left alone "
+        "(IRQ 9 affinity, IRQ 25 affinity)"
+    ) in log
+    assert (
+        "Input/output error: the kernel does not let user space move this IRQ"
+        in (
+            call.state()["refused"]["/proc/irq/9/smp_affinity"]  # type: ignore[index]
+        )
+    )
     st = call.state()
     assert st is not None
     assert set(st["refused"]) == {"/proc/irq/9/smp_affinity", "/proc/irq/25/smp_affinity"}
@@ -386,6 +417,7 @@ def test_reconnect_takes_a_running_vm_back_in(fs: FakeKernel, call: Hook) -> Non
     before = snapshot(fs)
     assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
     fs.path(state.STATE_FILE).unlink()  # e.g. the hook was installed after the start
+    fs.path(state.JOURNAL_FILE).unlink()
     assert call("a", "reconnect", "begin", A_XML) == 0
     st = call.state()
     assert st is not None and st["claims"]["a"]["phase"] == "running"
@@ -458,10 +490,19 @@ def test_reconcile_is_stable_once_applied(fs: FakeKernel, call: Hook) -> None:
     assert isolation.verify(host) == []
 
 
-def test_state_on_disk_is_valid_json_with_every_claim(fs: FakeKernel, call: Hook) -> None:
+def test_a_lost_state_file_loses_nothing(fs: FakeKernel, call: Hook) -> None:
+    before = snapshot(fs)
     assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
-    data = json.loads(fs.path(state.STATE_FILE).read_text())
-    loaded = state.State.from_json(data)
+    fs.path(state.STATE_FILE).unlink()  # the journal has every original and the claim
+    assert call("a", "reconnect", "begin", A_XML) == 0
+    assert "taking the running VM into the state" not in call.log()
+    assert call.stop("a", A_XML) == (0, 0)
+    assert snapshot(fs) == before
+
+
+def test_state_on_disk_is_valid_with_every_claim(fs: FakeKernel, call: Hook) -> None:
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    loaded = state.decode(fs.path(state.STATE_FILE).read_bytes())
     assert loaded.claims["a"].cpus == {1}
     assert loaded.claims["a"].tids == [1002]
     assert not list(fs.path(state.STATE_DIR).glob("*.tmp"))

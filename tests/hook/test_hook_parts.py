@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from rtlibvirt.hook.domain import DomainError, parse
+from rtlibvirt.hook.domain import DomainError, cpus_of, parse, validate
 from rtlibvirt.hook.state import Claim, Settings, State, StateStore
 from rtlibvirt.kernel import rtgroup
 from rtlibvirt.kernel.fs import HostFS
@@ -15,18 +16,34 @@ from tests.fakes.host import FakeKernel, build_host
 
 # ---- the domain XML ---------------------------------------------------------------------
 
+ONLINE = frozenset(range(8))
+
+
+def settings(**isolation: object) -> Settings:
+    """Settings as the one model validates them (config.vm.Isolation)."""
+    from rtlibvirt.config.model import Errors
+    from rtlibvirt.config.vm import Isolation
+
+    errors = Errors()
+    model = Isolation.parse(isolation, (), errors)
+    assert not errors.found
+    return Settings.from_model(model)
+
 
 def test_the_vms_cpus_come_from_cputune() -> None:
     xml = domain_xml("plc", [2, 3, 4, 5], [1, 2, 3], isolation={"cache_ways": 2})
     info = parse(xml)
     assert info.managed
-    assert info.cpus == {3, 4, 5}
-    assert [(v.vcpu, v.policy, v.priority) for v in info.realtime] == [
+    assert info.realtime is not None and cpus_of(info.realtime) == {3, 4, 5}
+    checked = validate(info, ONLINE)
+    assert checked.cpus == {3, 4, 5}
+    assert [(v.vcpu, v.policy, v.priority) for v in checked.realtime] == [
         (1, "fifo", 1),
         (2, "fifo", 1),
         (3, "fifo", 1),
     ]
-    assert info.settings == Settings(cache_ways=2)
+    assert checked.settings == settings(cache_ways=2)
+    assert checked.settings.cache_ways == 2 and checked.settings.irqs is True
 
 
 def test_an_edited_cputune_wins_over_the_metadata() -> None:
@@ -34,7 +51,7 @@ def test_an_edited_cputune_wins_over_the_metadata() -> None:
     pin = '<vcpupin vcpu="1" cpuset="1"/>'
     assert pin in xml
     info = parse(xml.replace(pin, ""))
-    assert info.cpus == set()
+    assert validate(info, ONLINE).cpus == set()
     assert info.notes == [
         "realtime vCPU 1 has no <vcpupin>: it may run on any CPU, so no CPU is isolated for it"
     ]
@@ -44,37 +61,60 @@ def test_without_cputune_the_metadata_says() -> None:
     xml = domain_xml("plc", [0, 3], [1])
     start, end = xml.index("<cputune>"), xml.index("</cputune>") + len("</cputune>")
     info = parse(xml[:start] + xml[end:])
-    assert info.cpus == {3}
+    assert info.realtime is None
+    assert validate(info, ONLINE).cpus == {3}
     assert "no <cputune>" in info.notes[0]
 
 
 def test_a_domain_without_metadata_is_not_managed() -> None:
     info = parse(PLAIN_XML)
     assert not info.managed
-    assert info.cpus == {1}
+    assert info.realtime is not None and cpus_of(info.realtime) == {1}
+    with pytest.raises(DomainError, match="no rtlibvirt metadata"):
+        validate(info, ONLINE)
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (('"irqs": true', '"irqs": "yes"'), "isolation.irqs must be true or false, not 'yes'"),
-        (('"cache_ways": 0', '"cache_ways": 99'), "isolation.cache_ways must be an integer 0-64"),
+        (
+            ('"irqs": true', '"irqs": "yes"'),
+            "invalid rtlibvirt metadata: isolation.irqs: expected true or false, got the string",
+        ),
+        (('"cache_ways": 0', '"cache_ways": 99'), "isolation.cache_ways: 99 is out of range"),
         (('"name": ', '"name" '), "rtlibvirt metadata is not valid JSON"),
+        (('"pinning": [0, 1]', '"pinning": [0, -1]'), "cpu.pinning: CPU number -1 is out of"),
+        (('"pinning": [0, 1]', '"pinning": [0, true]'), "the boolean true is not one"),
     ],
 )
 def test_broken_metadata_is_one_clear_error(edit: tuple[str, str], message: str) -> None:
     xml = domain_xml("plc", [0, 1], [1])
     assert edit[0] in xml
-    with pytest.raises(DomainError, match=message):
-        parse(xml.replace(*edit, 1))
+    with pytest.raises(DomainError, match=re.escape(message)):
+        validate(parse(xml.replace(*edit, 1)), ONLINE)
 
 
-def test_broken_metadata_does_not_block_a_start_but_is_logged(tmp_path: Path) -> None:
+def test_broken_metadata_refuses_the_start_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     call = Hook(FakeKernel(tmp_path))
     xml = domain_xml("plc", [0, 1], [1]).replace('"irqs": true', '"irqs": "yes"', 1)
-    assert call("plc", "prepare", "begin", xml) == 0
-    assert "isolation.irqs must be true or false" in call.log()
+    assert call("plc", "prepare", "begin", xml) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "rtlibvirt: plc: invalid rtlibvirt metadata: isolation.irqs: expected true or false, "
+        "got the string 'yes'\n"
+    )
+    assert "start refused: invalid rtlibvirt metadata" in call.log()
     assert call.state() is None
+
+
+def test_cpus_must_be_online() -> None:
+    xml = domain_xml("plc", [0, 3], [1])
+    with pytest.raises(
+        DomainError, match=r"CPU 3, which is not online on this host \(online: 0-1\)"
+    ):
+        validate(parse(xml), frozenset({0, 1}))
 
 
 def test_not_a_domain() -> None:
@@ -136,7 +176,7 @@ def test_no_rt_group_scheduling_no_problem(tmp_path: Path) -> None:
 def test_state_round_trip_and_empty_state_removes_the_file(tmp_path: Path) -> None:
     store = StateStore(HostFS(tmp_path))
     state = State()
-    claim = Claim("plc", frozenset({3, 4, 5}), Settings(cache_ways=2), pid=7, tids=[8, 9])
+    claim = Claim("plc", frozenset({3, 4, 5}), settings(cache_ways=2), pid=7, tids=[8, 9])
     claim.cache = {"0": 0xF0000}
     state.claims["plc"] = claim
     state.originals["/proc/irq/5/smp_affinity"] = "ff"
@@ -146,7 +186,7 @@ def test_state_round_trip_and_empty_state_removes_the_file(tmp_path: Path) -> No
         loaded = store.load()
     assert loaded.to_json() == state.to_json()
     assert loaded.claims["plc"].cache == {"0": 0xF0000}
-    assert sorted(p.name for p in store.path.parent.iterdir()) == ["lock", "state.json"]
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["journal", "lock", "state.json"]
     store.save(State())
     assert not store.exists()
 
@@ -173,5 +213,7 @@ def test_isolated_by_vm_for_other_commands(tmp_path: Path) -> None:
     assert call.start("a", domain_xml("a", [0, 1], [1]), {0: 0, 1: 1}, rt=[1]) == 0
     assert call("b", "prepare", "begin", domain_xml("b", [0, 2], [1])) == 0  # not running yet
     assert isolated_by_vm(fs) == {"a": frozenset({1})}
-    fs.path("/run/rtlibvirt/state.json").write_text("{")
+    fs.path("/run/rtlibvirt/state.json").write_text("{")  # damaged: the journal still says
+    assert isolated_by_vm(fs) == {"a": frozenset({1})}
+    fs.path("/run/rtlibvirt/journal").unlink()
     assert isolated_by_vm(fs) is None

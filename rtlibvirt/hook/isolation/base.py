@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 
 
 class Host:
-    """What a step works with: the host's files, the hook's state, the log."""
+    """What a step works with: the host's files, the hook's state, the log.
+
+    Every change of the state goes through the methods below, which record it
+    in the journal too; :meth:`save` makes what was recorded durable, and a
+    step calls it before each change of the host that a record announces.
+    The snapshot is written once, at the end of the hook call (:meth:`commit`).
+    """
 
     __slots__ = ("fs", "log", "state", "store")
 
@@ -37,13 +43,51 @@ class Host:
         self.store = store
 
     def save(self) -> None:
+        """Make every recorded change durable (the journal, fsynced) before the next write."""
+        self.store.journal.flush()
+
+    def commit(self) -> None:
+        """The snapshot of the whole state, at the end of a hook call."""
         self.store.save(self.state)
+
+    def keep_original(self, path: str, value: str) -> None:
+        self.state.originals[path] = value
+        self.store.journal.add({"op": "orig", "path": path, "value": value})
+
+    def drop_original(self, path: str) -> bool:
+        if self.state.originals.pop(path, None) is None:
+            return False
+        self.store.journal.add({"op": "done", "path": path})
+        return True
+
+    def put_claim(self, claim: Claim) -> None:
+        """Add or update a claim (its new fields are journaled as a whole)."""
+        self.state.claims[claim.name] = claim
+        self.store.journal.add({"op": "claim", "name": claim.name, "claim": claim.to_json()})
+
+    def drop_claim(self, name: str) -> Claim | None:
+        claim = self.state.claims.pop(name, None)
+        if claim is not None:
+            self.store.journal.add({"op": "drop", "name": name})
+        return claim
+
+    def add_group(self, directory: str, owner: str) -> None:
+        self.state.groups[directory] = owner
+        self.store.journal.add({"op": "group", "path": directory, "owner": owner})
+
+    def remove_group(self, directory: str) -> None:
+        if self.state.groups.pop(directory, None) is not None:
+            self.store.journal.add({"op": "ungroup", "path": directory})
+
+    def set_mounted(self, mounted: bool) -> None:
+        self.state.resctrl_mounted = mounted
+        self.store.journal.add({"op": "mount" if mounted else "umount"})
 
 
 class ValuePlan:
     """Wanted values of plain kernel files: path -> value, or None = its original."""
 
-    __slots__ = ("describe", "notes", "read", "same", "show", "step", "wanted")
+    __slots__ = ("describe", "explain", "notes", "read", "same", "show", "step", "wanted", "write")
 
     def __init__(
         self,
@@ -55,9 +99,13 @@ class ValuePlan:
         show: Callable[[str], str] = str,
         notes: Iterable[str] = (),
         read: Callable[[HostFS, str], str | None] | None = None,
+        write: Callable[[HostFS, str, str], None] | None = None,
+        explain: Callable[[OSError], str] | None = None,
     ) -> None:
         self.step = step
         self.read = read or _read
+        self.write = write or _write
+        self.explain = explain or _explain
         self.wanted = wanted
         self.same = same
         self.describe = describe
@@ -118,25 +166,27 @@ def forget_refused(state: State, owns: Callable[[str], bool]) -> None:
 
 
 def converge(host: Host, plan: ValuePlan) -> None:
-    """Bring each file of ``plan`` to its wanted value; originals saved first."""
+    """Bring each file of ``plan`` to its wanted value; originals journaled first.
+
+    Logs one line for the step (what changed, what was restored, what the
+    kernel refused); the value of each file is a debug line.
+    """
     fs, state, log = host.fs, host.state, host.log
     for note in plan.notes:
         log.warning(note)
-    # 1. Save the original of every file about to change for the first time.
+    # 1. Journal the original of every file about to change for the first time.
     live: dict[str, str | None] = {}
-    new = False
     for path, want in plan.wanted.items():
-        live[path] = plan.read(fs, path)
-        current = live[path]
+        live[path] = current = plan.read(fs, path)
         if want is None or current is None or path in state.originals or path in state.refused:
             continue
         if not plan.same(current, want):
-            state.originals[path] = current
-            new = True
-    if new:
-        host.save()
+            host.keep_original(path, current)
+    host.save()  # durable before the first write
     # 2. Write.
-    dirty = False
+    changed = restored = gone = 0
+    refused: list[str] = []
+    failed: list[str] = []
     for path, want in plan.wanted.items():
         current = live[path]
         restoring = want is None
@@ -145,37 +195,55 @@ def converge(host: Host, plan: ValuePlan) -> None:
             continue
         what = plan.describe(path)
         if current is None:
-            if restoring:
-                log.info(f"{what}: gone; nothing to restore")
-                dirty |= state.originals.pop(path, None) is not None
+            if restoring and host.drop_original(path):
+                gone += 1
+                log.debug(f"{what}: gone; nothing to restore")
             continue
         if plan.same(current, target):
             if restoring:
-                dirty |= state.originals.pop(path, None) is not None
+                host.drop_original(path)
             continue
         try:
-            fs.write(path, target)
+            plan.write(fs, path, target)
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = plan.explain(exc)
             if restoring:
-                log.error(f"{what}: cannot restore {plan.show(target)}: {reason}")
+                failed.append(f"{what}: cannot restore {plan.show(target)}: {reason}")
                 continue
             after = plan.read(fs, path)
             original = state.originals.get(path)
             if after is not None and (original is None or plan.same(after, original)):
-                state.originals.pop(path, None)  # never changed: nothing to undo
+                host.drop_original(path)  # never changed: nothing to undo
                 state.refused[path] = reason
-                dirty = True
-                log.warning(f"{what}: the kernel refused {plan.show(target)} ({reason}); skipped")
+                refused.append(what)
+                log.debug(f"{what}: the kernel refused {plan.show(target)} ({reason}); skipped")
             else:
-                log.error(f"{what}: cannot write {plan.show(target)}: {reason}")
+                failed.append(f"{what}: cannot write {plan.show(target)}: {reason}")
             continue
-        log.info(f"{what}: {plan.show(current)} -> {plan.show(target)}")
+        log.debug(f"{what}: {plan.show(current)} -> {plan.show(target)}")
         if restoring:
-            state.originals.pop(path, None)
-            dirty = True
-    if dirty:
-        host.save()
+            host.drop_original(path)
+            restored += 1
+        else:
+            changed += 1
+    for line in failed:
+        log.error(line)
+    summary = []
+    if changed:
+        summary.append(f"{changed} changed")
+    if restored:
+        summary.append(f"{restored} restored")
+    if gone:
+        summary.append(f"{gone} gone (nothing to restore)")
+    if refused:
+        summary.append(f"{len(refused)} refused by the kernel and left alone ({_some(refused)})")
+    if summary:
+        log.info(f"{plan.step}: {len(plan.wanted)} values: {', '.join(summary)}")
+
+
+def _some(items: list[str], most: int = 3) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 def verify_values(host: Host, plan: ValuePlan) -> list[str]:
@@ -195,6 +263,14 @@ def verify_values(host: Host, plan: ValuePlan) -> list[str]:
     return problems
 
 
+def _write(fs: HostFS, path: str, value: str) -> None:
+    fs.write(path, value)
+
+
+def _explain(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 def _read(fs: HostFS, path: str) -> str | None:
     try:
         return fs.read(path)
@@ -210,6 +286,7 @@ def mask_plan(
     *,
     owns: Callable[[str], bool],
     describe: Callable[[str], str],
+    explain: Callable[[OSError], str] | None = None,
 ) -> ValuePlan:
     """The plan of hex cpumask files (IRQ affinities, workqueue cpumasks).
 
@@ -244,7 +321,15 @@ def mask_plan(
         forget_refused(state, owns)
     for path in owned(state, owns):
         wanted.setdefault(path, None)  # no longer wanted (or the file is gone): restore
-    return ValuePlan(step, wanted, same=same_mask, describe=describe, show=show_mask, notes=notes)
+    return ValuePlan(
+        step,
+        wanted,
+        same=same_mask,
+        describe=describe,
+        show=show_mask,
+        notes=notes,
+        explain=explain,
+    )
 
 
 class Step:

@@ -24,7 +24,9 @@ NAME = "irqs"
 
 def plan(host: Host, claims: list[Claim]) -> ValuePlan:
     paths = irq.paths(host.fs) if claims else ()
-    return mask_plan(host, NAME, paths, claims, owns=irq.owns, describe=irq.describe)
+    return mask_plan(
+        host, NAME, paths, claims, owns=irq.owns, describe=irq.describe, explain=irq.explain
+    )
 
 
 def check(host: Host, claim: Claim, others: list[Claim]) -> list[str]:

@@ -24,6 +24,7 @@ reports that it cannot apply.
 from __future__ import annotations
 
 import errno
+import zlib
 
 from rtlibvirt.hook.isolation.base import Host, Step, ValuePlan, converge, owned, verify_values
 from rtlibvirt.hook.state import Claim
@@ -50,6 +51,24 @@ from rtlibvirt.kernel.resctrl import (
 
 NAME = "cache_ways"
 GROUP_PREFIX = "rtlibvirt-"
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def group_name(domain: str) -> str:
+    """The resctrl group of a VM: ``rtlibvirt-`` and its name, encoded.
+
+    Every byte of the (UTF-8) name outside ``A-Z a-z 0-9 _ . -`` is written as
+    ``+XX``, so that no domain name can make the group a path of its own
+    (``/``, ``..``, control characters); a name too long for a directory is
+    cut and ends in its checksum. Distinct names give distinct groups.
+    """
+    encoded = "".join(
+        chr(b) if b in _PLAIN else f"+{b:02x}" for b in domain.encode("utf-8", "surrogatepass")
+    )
+    name = GROUP_PREFIX + encoded
+    if len(name) > 200:
+        name = f"{name[:190]}+{zlib.crc32(encoded.encode()):08x}"
+    return name
 
 
 def _same_cpus(a: str, b: str) -> bool:
@@ -95,7 +114,7 @@ def narrow(mask: int, taken: int, sparse: bool) -> int:
 
 def ensure_mounted(host: Host) -> str | None:
     """Mount resctrl if the kernel supports it and it is not mounted; why not, else None."""
-    fs, state = host.fs, host.state
+    fs, _state = host.fs, host.state
     if mounted(fs):
         return None
     if "resctrl" not in mounts.filesystems(fs):
@@ -103,13 +122,12 @@ def ensure_mounted(host: Host) -> str | None:
             "resctrl is not available: the kernel or CPU has no cache allocation "
             "(no 'resctrl' in /proc/filesystems)"
         )
-    state.resctrl_mounted = True  # recorded before the change, so it is undone
+    host.set_mounted(True)  # recorded before the change, so it is undone
     host.save()
     try:
         fs.mount("resctrl", RESCTRL)
     except OSError as exc:
-        state.resctrl_mounted = False
-        host.save()
+        host.set_mounted(False)
         return f"cannot mount resctrl on {RESCTRL}: {exc.strerror or exc}"
     host.log.info(f"mounted resctrl on {RESCTRL}")
     return None
@@ -187,7 +205,7 @@ def allocate(host: Host, info: Info, claim: Claim, others: list[Claim]) -> dict[
 
 def _closid_problem(host: Host, info: Info, claim: Claim) -> str | None:
     groups = ctrl_groups(host.fs)
-    if group_dir(GROUP_PREFIX + claim.name) in groups:
+    if group_dir(group_name(claim.name)) in groups:
         return None
     if len(groups) >= info.closids:
         return (
@@ -301,7 +319,7 @@ def plan(host: Host, claims: list[Claim]) -> Plan:
     for claim in active:
         masks = dict(default_masks)
         masks.update(claim.cache)
-        result.groups[group_dir(GROUP_PREFIX + claim.name)] = (claim, l3_line(masks, info.width))
+        result.groups[group_dir(group_name(claim.name))] = (claim, l3_line(masks, info.width))
     result.umount = (
         not active
         and state.resctrl_mounted
@@ -316,7 +334,7 @@ def _group_name(path: str) -> str:
 
 
 def apply(host: Host, the_plan: Plan) -> None:
-    fs, state, log = host.fs, host.state, host.log
+    fs, _state, log = host.fs, host.state, host.log
     for directory in the_plan.remove:
         try:
             fs.rmdir(directory)
@@ -326,8 +344,7 @@ def apply(host: Host, the_plan: Plan) -> None:
         except OSError as exc:
             log.error(f"cannot remove resctrl group {directory}: {exc.strerror or exc}")
             continue
-        state.groups.pop(directory, None)
-        host.save()
+        host.remove_group(directory)
     if the_plan.cpus is not None:
         converge(host, the_plan.cpus)
     if the_plan.foreign is not None:
@@ -341,31 +358,29 @@ def apply(host: Host, the_plan: Plan) -> None:
             log.error(f"cannot unmount {RESCTRL}: {exc.strerror or exc}")
             return
         log.info(f"unmounted {RESCTRL} (rtlibvirt had mounted it)")
-        state.resctrl_mounted = False
-        host.save()
+        host.set_mounted(False)
 
 
 def _make_group(host: Host, directory: str, claim: Claim, line: str) -> None:
     fs, state, log = host.fs, host.state, host.log
     if not fs.exists(directory):
-        state.groups[directory] = claim.name  # recorded before the change
+        host.add_group(directory, claim.name)  # recorded before the change
         host.save()
         try:
             fs.mkdir(directory)
         except OSError as exc:
             reason = "no free CLOS id" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
             log.error(f"{claim.name}: cannot create resctrl group {directory}: {reason}")
-            del state.groups[directory]
-            host.save()
+            host.remove_group(directory)
             return
         log.info(f"{claim.name}: created resctrl group {directory}")
-    state.groups.setdefault(directory, claim.name)
+    if directory not in state.groups:
+        host.add_group(directory, claim.name)
     if not same_l3(fs.read_or(f"{directory}/schemata", ""), line):
         _write(host, f"{directory}/schemata", line, f"{claim.name}: L3 ways {show_l3(line)}")
     # The VM's CPUs: save the CPU lists of other groups they are taken from.
     cpus = format_cpulist(claim.cpus)
     if not _same_cpus(fs.read_or(f"{directory}/cpus_list", ""), cpus):
-        new = False
         for other in ctrl_groups(fs):
             if other in (RESCTRL, directory) or other in state.groups:
                 continue
@@ -376,10 +391,8 @@ def _make_group(host: Host, directory: str, claim: Claim, line: str) -> None:
             except CpuListError:
                 continue
             if held & claim.cpus and key not in state.originals:
-                state.originals[key] = text
-                new = True
-        if new:
-            host.save()
+                host.keep_original(key, text)
+        host.save()
         _write(host, f"{directory}/cpus_list", cpus, f"{claim.name}: CPUs {cpus} into {directory}")
     present = set(fs.read_or(f"{directory}/tasks", "").split())
     for tid in claim.tids:
@@ -403,6 +416,8 @@ def reconcile(host: Host, claims: list[Claim]) -> None:
     state = host.state
     if not claims and not state.groups and not state.resctrl_mounted and not owned(state, owns):
         return
+    if not claims and state.resctrl_mounted and not mounted(host.fs):
+        host.set_mounted(False)  # the mount never happened (a kill), or someone else undid it
     if claims:
         info: Info | None = None
         problem = ensure_mounted(host)
@@ -416,8 +431,8 @@ def reconcile(host: Host, claims: list[Claim]) -> None:
             for claim in claims:
                 if claim.cache_error != problem:
                     claim.cache_error = problem
+                    host.put_claim(claim)
                     host.log.warning(f"{claim.name}: no exclusive cache ways: {problem}")
-            host.save()
         else:
             taken = [c for c in state.claims.values() if c.cache]
             for claim in claims:
@@ -431,7 +446,7 @@ def reconcile(host: Host, claims: list[Claim]) -> None:
                 else:
                     claim.cache, claim.cache_error = chosen, None
                     taken.append(claim)
-                host.save()
+                host.put_claim(claim)
     apply(host, plan(host, claims))
 
 
