@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -36,12 +35,26 @@ class RenderError(RuntimeError):
     """The template produced XML that does not parse: a bug in rtlibvirt."""
 
 
-@dataclass(frozen=True)
 class Identity:
-    """What an existing definition keeps across a redefine: UUID and NIC MACs."""
+    """What an existing definition keeps across a redefine: UUID and NIC MACs.
 
-    uuid: str | None = None
-    macs: tuple[str | None, ...] = ()
+    A plain class (not a dataclass, which compiles its methods at every start).
+    """
+
+    __slots__ = ("macs", "uuid")
+
+    def __init__(self, uuid: str | None = None, macs: tuple[str | None, ...] = ()) -> None:
+        self.uuid = uuid
+        self.macs = macs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and (self.uuid, self.macs) == (other.uuid, other.macs)
+
+    def __hash__(self) -> int:
+        return hash((self.uuid, self.macs))
+
+    def __repr__(self) -> str:
+        return f"Identity(uuid={self.uuid!r}, macs={self.macs!r})"
 
 
 def disk_target(bus: str, index: int) -> str:
