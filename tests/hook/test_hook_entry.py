@@ -449,3 +449,24 @@ def test_the_stop_shortcut_is_what_the_operations_would_do(tmp_path: Path) -> No
     assert snapshot(fs) == before
     assert not fs.path(STATE_FILE).exists()
     assert not (tmp_path / "var/log/rtlibvirt/hook.log").exists()
+
+
+def test_the_shell_and_python_entries_name_the_same_state_files() -> None:
+    from rtlibvirt import hook
+    from rtlibvirt.hook import state
+
+    text = (REPO / "hooks/qemu").read_text()
+    assert f"STATE_FILE={state.STATE_FILE}" in text
+    assert f"JOURNAL_FILE={state.JOURNAL_FILE}" in text
+    assert f"NAMESPACE='{hook.NAMESPACE}'" in text
+    assert f"MAX_XML={MAX_XML}" in text
+    assert "/" + hook.STATE_FILE == state.STATE_FILE
+    assert "/" + hook.JOURNAL_FILE == state.JOURNAL_FILE
+
+
+def test_a_journal_alone_sends_stops_to_python(entry: Entry) -> None:
+    journal = entry.root / "run/rtlibvirt/journal"
+    journal.parent.mkdir(parents=True)
+    journal.write_text("")
+    assert entry("plain", "release", "end", PLAIN_XML).returncode == 0
+    assert [c.split(" | ")[1] for c in entry.calls()] == ["plain release end -"]
