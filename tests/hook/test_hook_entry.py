@@ -277,6 +277,9 @@ def test_a_missing_rtlibvirt_never_stops_a_vm(tmp_path: Path, rt_xml: str) -> No
     hook = Entry(tmp_path, python=sys.executable)  # the package folder tmp/pkg is empty
     done = hook("rt", "prepare", "begin", rt_xml, PYTHONPATH="")
     assert (done.returncode, done.stdout) == (0, b"")
+    assert b"cannot import rtlibvirt (ModuleNotFoundError" in done.stderr
+    assert f"rt prepare begin: {sys.executable} cannot import rtlibvirt from " in hook.log()
+    assert "run `rtlibvirt hook install`" in hook.log()
 
 
 def test_usage(entry: Entry) -> None:
