@@ -67,7 +67,9 @@ from rtlibvirt.config.vm import validate_data  # noqa: E402
 from rtlibvirt.domain import metadata  # noqa: E402
 from rtlibvirt.domain.render import render  # noqa: E402
 from rtlibvirt.hook import install as hookinstall  # noqa: E402
+from rtlibvirt.hook import state as hookstate  # noqa: E402
 from rtlibvirt.hook.state import STATE_FILE  # noqa: E402
+from rtlibvirt.kernel.fs import HostFS  # noqa: E402
 
 URI = "qemu:///system"
 LOCK = Path("/run/lock/rtlibvirt-tests.lock")
@@ -183,12 +185,11 @@ def _remove_domains(conn: Any) -> None:
 
 
 def claims() -> dict[str, Any]:
+    """The hook's claims now (its state file plus its journal, as the hook reads them)."""
     try:
-        data = json.loads(Path(STATE_FILE).read_text())
-    except (FileNotFoundError, ValueError):
+        return dict(hookstate.peek(HostFS("/")).claims)
+    except hookstate.StateError:
         return {}
-    found: dict[str, Any] = data.get("claims", {})
-    return found
 
 
 def release_leftover() -> None:
