@@ -1,13 +1,14 @@
 # rtlibvirt: set up, demo, test.  Run as root (or with sudo) on Debian 12.
 #   make demo   install what is missing, then define examples/plc.yaml on libvirt's test driver
 #   make test   install what is missing, start libvirtd, then lint, type-check and run every test
+#   make docs   regenerate the key and check-code tables in docs/ from the code
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: all setup demo test lint unit daemon bench clean
+.PHONY: all setup demo test lint unit daemon bench docs clean
 
 all: test
 
@@ -37,11 +38,18 @@ unit: setup
 test: setup daemon lint
 	RTLIBVIRT_REQUIRE_DAEMON=1 $(BIN)/python -m pytest -q
 
+docs: setup
+	$(BIN)/python -m rtlibvirt.cli.docs docs
+
 bench: daemon
 	scripts/install-deps --bench
 	$(BIN)/python bench/render_vs_virtinstall.py
+	$(BIN)/python bench/import_floor.py
 	$(BIN)/python bench/placement.py
+	$(BIN)/python bench/facts.py
 	$(BIN)/python bench/hook.py
+	$(BIN)/python bench/big_host.py
+	$(BIN)/python bench/start_stop.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,10 +3,11 @@
     .venv/bin/python bench/hook.py [--runs N]
 
 The hook is installed into a temporary folder exactly as `rtlibvirt hook
-install` does it (same #! line, -IS), and run against a fake host with 100
-IRQs (RTLIBVIRT_HOST_ROOT), with the domain XML on stdin:
+install` does it (the shell entry, which starts Python with -I -S only for the
+calls that need it), and run against a fake host with 100 IRQs
+(RTLIBVIRT_HOST_ROOT), with the domain XML on stdin:
 
-- a call for a domain without rtlibvirt metadata (target: under 30 ms);
+- a call for a domain without rtlibvirt metadata (no Python; target: under 30 ms);
 - ``started begin`` of a real-time VM: 100 IRQ affinities, the default
   affinity and two workqueue masks change (target: under 60 ms);
 - ``release end`` of that VM: all of them restored (target: under 60 ms).

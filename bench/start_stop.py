@@ -20,6 +20,10 @@ in ABBA order (with/without, then without/with), so that the drift of a shared
 machine falls on both sides alike. It prints the medians, the hook's added time
 (the median of the per-round differences) and the ratio with/without.
 
+``--compare-hook LABEL=FILE`` adds the hook file FILE (say, as installed by
+another version, or a script that only reads its stdin: the least any hook
+costs) as one more mode.
+
 ``--calls`` instead lists the hook calls libvirt makes for one start and one
 destroy of each domain, with how long the installed hook took for each: two
 probe scripts around it in ``qemu.d/`` (``00-`` and ``99-``; libvirt runs the
@@ -63,7 +67,9 @@ from rtlibvirt.config.vm import validate_data  # noqa: E402
 from rtlibvirt.domain import metadata  # noqa: E402
 from rtlibvirt.domain.render import render  # noqa: E402
 from rtlibvirt.hook import install as hookinstall  # noqa: E402
+from rtlibvirt.hook import state as hookstate  # noqa: E402
 from rtlibvirt.hook.state import STATE_FILE  # noqa: E402
+from rtlibvirt.kernel.fs import HostFS  # noqa: E402
 
 URI = "qemu:///system"
 LOCK = Path("/run/lock/rtlibvirt-tests.lock")
@@ -179,14 +185,10 @@ def _remove_domains(conn: Any) -> None:
 
 
 def claims() -> dict[str, Any]:
-    """The hook's claims (its state is a checksummed snapshot plus a journal: read it so)."""
-    from rtlibvirt.hook.state import StateError, peek
-    from rtlibvirt.kernel.fs import HostFS
-
+    """The hook's claims now (its state file plus its journal, as the hook reads them)."""
     try:
-        return dict(peek(HostFS("/")).claims)
-    except StateError as exc:
-        print(f"cannot read the hook's state: {exc}", file=sys.stderr)
+        return dict(hookstate.peek(HostFS("/")).claims)
+    except hookstate.StateError:
         return {}
 
 
@@ -459,11 +461,12 @@ def main() -> None:
     parser.add_argument("--calls", action="store_true", help="list libvirt's hook calls")
     parser.add_argument(
         "--compare-hook",
-        metavar="FILE",
-        type=Path,
-        help="also time this installed hook file (e.g. one installed by another version)",
+        metavar="LABEL=FILE",
+        action="append",
+        default=[],
+        help="also time this hook file (e.g. one installed by another version) under LABEL; "
+        "repeatable",
     )
-    parser.add_argument("--compare-label", default="other", help="its name in the table")
     parser.add_argument(
         "--no-probes", action="store_true", help="time the virsh processes only (no probes)"
     )
@@ -491,8 +494,9 @@ def main() -> None:
                 list_calls(hook, options.pause)
             else:
                 modes: dict[str, bytes | None] = {"without": None, "with": hook.text.encode()}
-                if options.compare_hook:
-                    modes[options.compare_label] = options.compare_hook.read_bytes()
+                for item in options.compare_hook:
+                    label, _, path = item.rpartition("=")
+                    modes[label or Path(path).name] = Path(path).read_bytes()
                 raw = measure(hook, modes, options.rounds, options.pause, not options.no_probes)
                 if options.raw:
                     options.raw.write_text(json.dumps(raw, indent=1) + "\n")

@@ -6,6 +6,7 @@ message and an exit status (see ``errors``). ``--debug`` shows tracebacks.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 from collections.abc import Sequence
@@ -93,6 +94,13 @@ def cli(debug: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # The objects made so far (the interpreter's, click's) live until the process
+    # exits: keep the garbage collector from scanning them again at every full
+    # collection while the command imports and runs (5 ms of a 75 ms render here),
+    # and let it collect the young ones every 10,000 new objects instead of 700
+    # (the imports make tens of thousands that live as long: 1-2 ms more).
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     cli.main(args=list(argv) if argv is not None else None, prog_name="rtlibvirt")
 
 

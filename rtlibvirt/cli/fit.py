@@ -94,7 +94,8 @@ def check(target: str, uri: str, as_json: bool, allow_shared: bool) -> None:
         click.echo(f"Checking {subject} on {uri}")
         click.echo(f"  host: {host.topology.describe()}; isolated CPUs: {isolated}")
         if fitted.placement is not None:
-            click.echo(f"  auto placement: {fitted.placement.describe(host.topology)}")
+            realtime = fitted.spec is None or bool(fitted.spec.realtime_vcpus)
+            click.echo(f"  auto placement: {fitted.placement.describe(host.topology, realtime)}")
         for finding in fitted.findings:
             click.echo(finding.render())
         for note in fitted.skipped:
@@ -141,7 +142,7 @@ def tune(
     from rtlibvirt.config.tuning import load_tuning, spec_for
     from rtlibvirt.domain import diff as xmldiff
     from rtlibvirt.domain.edit import tune_xml
-    from rtlibvirt.domain.facts import DomainXMLError, facts
+    from rtlibvirt.domain.facts import facts
     from rtlibvirt.fit.fitting import HostCheckError, place_spec
     from rtlibvirt.fit.host import gather
     from rtlibvirt.virt import connection as virt
@@ -157,20 +158,16 @@ def tune(
             )
         current = virt.inactive_xml(dom)
         host = gather(conn, uri)
-        try:
-            own = facts(current)
-        except DomainXMLError as exc:
-            raise InputError(
-                f"the definition of {domain!r} on {uri} cannot be read: {exc}; nothing was changed",
-                "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
-            ) from None
-        spec, warnings = spec_for(loaded, own)
+        spec, warnings = spec_for(loaded, defining.stored_facts(current, domain, uri))
         for problem in warnings:
             click.echo(f"warning: {problem.render(loaded.doc.source)}", err=True)
         spec, placement = place_spec(host, spec)
         new_xml = tune_xml(current, spec)
         if placement is not None:
-            click.echo(f"auto placement: {placement.describe(host.topology)}", err=True)
+            click.echo(
+                f"auto placement: {placement.describe(host.topology, bool(spec.realtime_vcpus))}",
+                err=True,
+            )
         if not no_host_check:
             from rtlibvirt.fit.checks import host_findings
 

@@ -149,7 +149,9 @@ def probe(
         proberun.ensure_local(conn)
         planned = planned or proberun.target_from_domain(conn, target)
         proberun.check_free(virt.all_domains(conn), planned)
-        image = probeimage.ensure(guest_kernel, kernel=kernel, initrd=initrd, say=_say)
+        image = probeimage.ensure(
+            guest_kernel, kernel=kernel, initrd=initrd, host=baseline, say=_say
+        )
         for note in image.notes:
             _say(f"note: {note}")
         prober = proberun.Prober(

@@ -29,6 +29,7 @@ from rtlibvirt.config.model import (
     integer,
     json_pattern,
     list_of,
+    model,
     nested,
     optional,
     setting,
@@ -55,7 +56,8 @@ UNIT_NAME_MAX = 255
 # character: the argument is written into a shell string for GRUB, and into
 # grub.cfg's `linux` line, where `#` starts a comment, `$` a variable and `;`
 # a new command; and not "--", which ends the kernel's arguments.
-_KERNEL_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_KERNEL_KEY_MAX = 128
+_KERNEL_KEY = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{_KERNEL_KEY_MAX - 1}}}")
 _KERNEL_VALUE = re.compile(r"[A-Za-z0-9_.,:/=+@%~!^-]*")
 KERNEL_ARG_MAX = 1024
 # The kernel keeps the first COMMAND_LINE_SIZE - 1 bytes (2048 on x86) and drops
@@ -84,7 +86,7 @@ def _service(value: Any) -> str:
             f"an optional @instance, at most {UNIT_NAME_MAX} characters (e.g. irqbalance, "
             "getty@tty2, cups.socket)"
         )
-    if m.group("type") is None:
+    if not text.endswith(tuple(f".{t}" for t in _UNIT_TYPES)):
         text += ".service"
         if len(text) > UNIT_NAME_MAX:
             raise Invalid(f"{short(text)} is longer than {UNIT_NAME_MAX} characters")
@@ -102,13 +104,12 @@ def _kernel_arg(value: Any) -> str:
             (c for c in text if not (c.isascii() and (c.isalnum() or c in "_.,:/=+@%~!^-"))),
             None,
         )
-        why = (
-            f"{first!r} is not allowed"
-            if first is not None
-            else "a name starts with a letter, digit or _"
-            if not key or not _KERNEL_KEY.fullmatch(key)
-            else "the name is too long"
-        )
+        if first is not None:
+            why = f"{first!r} is not allowed"
+        elif not key or not (key[0].isalnum() or key[0] == "_"):
+            why = "a name starts with a letter, digit or _"
+        else:
+            why = f"the name is longer than {_KERNEL_KEY_MAX} characters"
         raise Invalid(
             f"{short(text)} is not one kernel argument: {why}",
             "one argument per list item, as name or name=value, of letters, digits and "
@@ -123,12 +124,12 @@ KERNEL_ARG = Scalar(
     {
         "type": "string",
         "maxLength": KERNEL_ARG_MAX,
-        "pattern": f"^{_KERNEL_KEY.pattern}(={_KERNEL_VALUE.pattern})?$",
+        "pattern": json_pattern(f"{_KERNEL_KEY.pattern}(={_KERNEL_VALUE.pattern})?"),
     },
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Hugepages(Model):
     """Hugepages reserved for VMs: 1G pages at boot (kernel arguments), 2M pages at runtime."""
 
@@ -145,7 +146,7 @@ class _HugepagesList(ListOf[Hugepages]):
         return super().parse(value, path, errors)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class HostSpec(Model):
     """A real-time KVM host: the contents of ``host.yaml``."""
 
@@ -185,7 +186,16 @@ class HostSpec(Model):
         default=None,
     )
     disable_services: tuple[str, ...] = setting(
-        list_of(SERVICE_NAME), "systemd services to stop and disable (e.g. irqbalance)", default=()
+        list_of(SERVICE_NAME),
+        "systemd units to stop and disable, as `systemctl disable` does (with their Also= "
+        "units, aliases and instances), e.g. irqbalance",
+        default=(),
+    )
+    mask_services: tuple[str, ...] = setting(
+        list_of(SERVICE_NAME),
+        "systemd units to stop and mask (`systemctl mask`): nothing can start them, also "
+        "static units that disable cannot touch",
+        default=(),
     )
     mitigations: str = setting(
         choice("keep", "off"), "off disables Spectre v2 mitigations (nospectre_v2)", default="keep"
@@ -210,8 +220,9 @@ class Resolved:
     vendor: str  # "intel" or "amd"
     isolated: frozenset[int]
     housekeeping: frozenset[int]
-    services: tuple[str, ...]  # installed services to disable
+    services: tuple[str, ...]  # installed units to disable
     missing_services: tuple[str, ...]
+    masks: tuple[str, ...]  # installed units to mask
     source: str
     text: bytes  # the file as written, installed for the boot-time unit
     warnings: tuple[Problem, ...]
@@ -237,7 +248,7 @@ def resolve(doc: Document, facts: HostFacts, text: bytes = b"") -> Resolved:
     isolated = frozenset(spec.isolated_cpus)
     housekeeping = _check_cpus(spec, facts, check)
     vendor = _check_vendor(spec, facts, check)
-    services, missing = _check_services(spec, facts, check)
+    services, missing, masks = _check_services(spec, facts, check)
     _check_rest(spec, check)
     check.raise_errors()
     assert vendor is not None and housekeeping is not None
@@ -248,6 +259,7 @@ def resolve(doc: Document, facts: HostFacts, text: bytes = b"") -> Resolved:
         housekeeping=housekeeping,
         services=services,
         missing_services=missing,
+        masks=masks,
         source=doc.source,
         text=text,
         warnings=tuple(check.warnings),
@@ -361,27 +373,43 @@ def _check_vendor(spec: HostSpec, facts: HostFacts, check: Checker) -> str | Non
 
 def _check_services(
     spec: HostSpec, facts: HostFacts, check: Checker
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    services: list[str] = []
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    found: dict[str, list[str]] = {"disable_services": [], "mask_services": []}
     missing: list[str] = []
-    for index, unit in enumerate(spec.disable_services):
-        path = check.item(("disable_services",), index)
-        if unit in services or unit in missing:
-            check.warn(path, f"{unit} is listed twice")
-            continue
-        if unit.startswith("rtlibvirt-host."):
-            check.error(path, f"{unit} is host-prep's own boot-time unit")
-            continue
-        if facts.unit_file(unit) is None:
-            check.warn(
-                path,
-                f"{unit} is not installed (no unit file under {facts.fs.root}); skipped",
-                "check the name with `systemctl list-unit-files`",
-            )
-            missing.append(unit)
-        else:
-            services.append(unit)
-    return tuple(services), tuple(missing)
+    seen: dict[str, str] = {}
+    for key in ("disable_services", "mask_services"):
+        for index, unit in enumerate(getattr(spec, key)):
+            path = check.item((key,), index)
+            if unit in seen:
+                if seen[unit] == key:
+                    check.warn(path, f"{unit} is listed twice")
+                else:
+                    check.error(
+                        path,
+                        f"{unit} is in both disable_services and mask_services",
+                        "a masked unit is disabled too: list it in mask_services only",
+                    )
+                continue
+            canonical = facts.canonical_unit(unit)
+            if canonical != unit:
+                check.warn(path, f"{unit} is an alias of {canonical}: {canonical} is meant")
+                unit = canonical
+                if unit in seen:
+                    continue
+            seen[unit] = key
+            if unit.startswith("rtlibvirt-host."):
+                check.error(path, f"{unit} is host-prep's own boot-time unit")
+                continue
+            if facts.unit_file(unit) is None:
+                check.warn(
+                    path,
+                    f"{unit} is not installed (no unit file under {facts.fs.root}); skipped",
+                    "check the name with `systemctl list-unit-files`",
+                )
+                missing.append(unit)
+            else:
+                found[key].append(unit)
+    return tuple(found["disable_services"]), tuple(missing), tuple(found["mask_services"])
 
 
 def _check_rest(spec: HostSpec, check: Checker) -> None:

@@ -72,3 +72,8 @@ def format_size_kib(kib: int) -> str:
         if kib and kib % size == 0:
             return f"{kib // size}{unit}"
     return f"{kib}KiB"
+
+
+def hugepage_name(kib: int) -> str:
+    """A hugepage size as vm.yaml and host.yaml name it: 2048 -> ``"2M"``, 1048576 -> ``"1G"``."""
+    return {2 * MIB: "2M", GIB: "1G"}.get(kib) or format_size_kib(kib)

@@ -41,6 +41,7 @@ from rtlibvirt.config.model import (
     json_pattern,
     list_of,
     matching,
+    model,
     nested,
     optional,
     setting,
@@ -110,7 +111,7 @@ MEMORY = Scalar(
     _memory,
     {
         "oneOf": [
-            {"type": "string", "pattern": f"^{_SIZE_TEXT}$"},
+            {"type": "string", "pattern": json_pattern(_SIZE_TEXT)},
             {
                 "type": "integer",
                 "minimum": 1,
@@ -229,7 +230,7 @@ CPUS_OR_AUTO = Scalar(
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Realtime(Model):
     """Real-time scheduling of vCPU threads (libvirt ``<vcpusched>``)."""
 
@@ -259,7 +260,7 @@ class _RealtimeOrOff(Parser["Realtime | None"]):
         return False if value is None else value.dump()
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Topology(Model):
     """Guest CPU topology; sockets * cores * threads must equal ``vcpus``."""
 
@@ -268,7 +269,7 @@ class Topology(Model):
     threads: int = setting(integer(1, MAX_VCPUS), default=1)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Cpu(Model):
     """vCPU placement, scheduling and model."""
 
@@ -303,7 +304,7 @@ class Cpu(Model):
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Numa(Model):
     """Host NUMA placement of the guest's memory."""
 
@@ -312,7 +313,7 @@ class Numa(Model):
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class MemoryBacking(Model):
     """How guest RAM is backed on the host."""
 
@@ -321,7 +322,7 @@ class MemoryBacking(Model):
     nosharepages: bool = setting(boolean(), "no KSM page sharing", default=True)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Disk(Model):
     """A disk image file or block device."""
 
@@ -335,7 +336,7 @@ class Disk(Model):
     readonly: bool = setting(boolean(), default=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Network(Model):
     """A NIC on a host bridge or a libvirt network (exactly one of the two)."""
 
@@ -345,7 +346,7 @@ class Network(Model):
     mac: str | None = setting(optional(MAC_ADDRESS), default=None)
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Hostdev(Model):
     """A PCI device passed through with VFIO."""
 
@@ -370,7 +371,7 @@ class _HostdevItem(Parser[Hostdev]):
         return value.dump()
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Devices(Model):
     """Disks, NICs and PCI passthrough devices."""
 
@@ -381,7 +382,7 @@ class Devices(Model):
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class Isolation(Model):
     """Host isolation that the rtlibvirt hook applies while the VM runs."""
 
@@ -410,7 +411,7 @@ class Isolation(Model):
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@model
 class VmSpec(Model):
     """A real-time VM: the contents of ``vm.yaml``."""
 

@@ -142,6 +142,35 @@ class TuneError(InputError):
     """The domain has something tune cannot change safely."""
 
 
+def _usb_device(device: etree._Element) -> str:
+    """Which device it is, in the words of its XML: ``<disk sdb>``, ``<hostdev 046d:c52b>``."""
+    tag = str(device.tag)
+    target = device.find("target")
+    vendor = device.find("source/vendor")
+    product = device.find("source/product")
+    address = device.find("source/address")
+    usb = device.find("address[@type='usb']")
+    alias = device.find("alias")
+    if target is not None and target.get("dev"):
+        what = target.get("dev")
+    elif vendor is not None and product is not None:
+        ids = (e.get("id", "?").removeprefix("0x") for e in (vendor, product))
+        what = ":".join(ids)
+    elif tag == "hostdev" and address is not None:
+        what = f"at USB bus {address.get('bus', '?')} device {address.get('device', '?')}"
+    elif tag == "controller":
+        what = f"type='{device.get('type')}' index='{device.get('index', '0')}'"
+    elif device.get("mode"):
+        what = f"mode='{device.get('mode')}'"
+    elif device.get("type"):
+        what = f"type='{device.get('type')}'"
+    else:
+        what = ""
+    where = f" on USB port {usb.get('port')}" if usb is not None and usb.get("port") else ""
+    name = f" ({alias.get('name')})" if alias is not None and alias.get("name") else ""
+    return f"<{tag}{' ' + what if what else ''}>{where}{name}"
+
+
 def _usb_off(devices: etree._Element) -> None:
     blocking = []
     controllers = []
@@ -160,10 +189,9 @@ def _usb_off(devices: etree._Element) -> None:
             (tag == "hostdev" and device.get("type") == "usb")
             or tag == "smartcard"
             or (device.find("address[@type='usb']") is not None)
+            or (device.find("target[@bus='usb']") is not None)  # a USB disk
         ):
-            target = device.find("target")
-            name = target.get("dev") if target is not None else None
-            blocking.append(f"<{tag}{' ' + name if name else ''}>")
+            blocking.append(_usb_device(device))
     if blocking:
         raise TuneError(
             f"the domain has USB devices that need a USB controller: {', '.join(blocking)}; "
@@ -297,8 +325,3 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
 
     etree.indent(root, space="  ")
     return etree.tostring(root, encoding="unicode") + "\n"
-
-
-def is_tuned(domain_xml: str) -> bool:
-    """True when the domain's rtlibvirt metadata was written by ``tune``."""
-    return facts(domain_xml).origin == ORIGIN

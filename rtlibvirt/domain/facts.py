@@ -315,7 +315,7 @@ class DomainFacts:
         """
         if self.metadata_text is None:
             return None
-        return metadata.decode(self.metadata_text)
+        return metadata.parse_text(self.metadata_text)
 
 
 def facts(xml: str, *, active: bool = False) -> DomainFacts:

@@ -11,10 +11,10 @@ pay for lxml or libvirt.
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the hook ~3 ms a call
 if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
     from typing import Any
 
 NAMESPACE = "http://rtlibvirt.org/xmlns/vm/1"
@@ -59,6 +59,8 @@ def read(domain_xml: str) -> dict[str, Any] | None:
     """The spec stored in a domain's XML; None when the domain is not rtlibvirt's."""
     if not has_metadata(domain_xml):
         return None
+    import xml.etree.ElementTree as ET  # not at import: render writes with lxml
+
     try:
         root = ET.fromstring(domain_xml)
     except ET.ParseError as exc:
@@ -71,11 +73,11 @@ def read_element(root: ET.Element) -> dict[str, Any] | None:
     element = find(root)
     if element is None:
         return None
-    return decode(element.text or "")
+    return parse_text(element.text or "")
 
 
-def decode(text: str) -> dict[str, Any]:
-    """The spec in our element's text; raises MetadataError unless it is a JSON mapping.
+def parse_text(text: str) -> dict[str, Any]:
+    """The spec of our element's text; MetadataError when it is not a JSON mapping.
 
     Untrusted input (anyone who may edit a domain writes it): deep nesting and
     over-long integers end in MetadataError, not in RecursionError or a crash.

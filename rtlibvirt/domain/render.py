@@ -8,16 +8,16 @@ so the output is always well-formed and never carries markup from the spec.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import jinja2
 from lxml import etree
 
-from rtlibvirt import __version__, resources
+from rtlibvirt import __version__
 from rtlibvirt.config import units
 from rtlibvirt.config.vm import AUTO, VmSpec, disk_format
 from rtlibvirt.domain import metadata
@@ -35,12 +35,26 @@ class RenderError(RuntimeError):
     """The template produced XML that does not parse: a bug in rtlibvirt."""
 
 
-@dataclass(frozen=True)
 class Identity:
-    """What an existing definition keeps across a redefine: UUID and NIC MACs."""
+    """What an existing definition keeps across a redefine: UUID and NIC MACs.
 
-    uuid: str | None = None
-    macs: tuple[str | None, ...] = ()
+    A plain class (not a dataclass, which compiles its methods at every start).
+    """
+
+    __slots__ = ("macs", "uuid")
+
+    def __init__(self, uuid: str | None = None, macs: tuple[str | None, ...] = ()) -> None:
+        self.uuid = uuid
+        self.macs = macs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and (self.uuid, self.macs) == (other.uuid, other.macs)
+
+    def __hash__(self) -> int:
+        return hash((self.uuid, self.macs))
+
+    def __repr__(self) -> str:
+        return f"Identity(uuid={self.uuid!r}, macs={self.macs!r})"
 
 
 def disk_target(bus: str, index: int) -> str:
@@ -206,11 +220,26 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(directory)
 
 
+def _template_dir() -> str:
+    """The folder of the templates: the ``rtlibvirt.xml_templates`` package (package data).
+
+    Found through the package's ``__path__`` rather than importlib.resources,
+    whose import (zipfile and friends) cost every render ~1.5 ms.
+    """
+    paths = list(getattr(importlib.import_module("rtlibvirt.xml_templates"), "__path__", ()))
+    for entry in paths:
+        if os.path.isfile(os.path.join(entry, "domain.xml.j2")):
+            return str(entry)
+    raise RenderError(f"the domain templates are missing from {paths}")  # pragma: no cover
+
+
 @cache
 def _environment() -> jinja2.Environment:
+    directory = _template_dir()
+
     def load(name: str) -> tuple[str, str | None, Callable[[], bool]]:
-        text = resources.templates().joinpath(name).read_text(encoding="utf-8")
-        return text, None, lambda: True
+        with open(os.path.join(directory, name), encoding="utf-8") as handle:
+            return handle.read(), None, lambda: True
 
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(load),

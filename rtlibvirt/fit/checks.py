@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rtlibvirt.config.units import GIB, hugepage_name
 from rtlibvirt.domain.facts import DomainFacts
 from rtlibvirt.fit.findings import Finding, Severity
 from rtlibvirt.fit.host import HostModel, PciDevice
@@ -301,10 +302,11 @@ def _numa_node_missing(ctx: Context) -> Iterator[Found]:
         return
     missing = ctx.dom.memory_nodes - set(nodes)
     if missing:
+        one = len(missing) == 1
         yield Found(
-            f"memory is bound to host NUMA node {format_cpulist(missing)}, which does not "
-            f"exist; the host has node{'s' if len(nodes) != 1 else ''} "
-            f"{format_cpulist(nodes)}",
+            f"memory is bound to host NUMA node{'' if one else 's'} {format_cpulist(missing)}, "
+            f"which {'does' if one else 'do'} not exist; the host has "
+            f"node{'s' if len(nodes) != 1 else ''} {format_cpulist(nodes)}",
             f"set `numa.node` to one of {format_cpulist(nodes)}",
         )
 
@@ -323,8 +325,15 @@ def _numa_split(ctx: Context) -> Iterator[Found]:
             node: [v for v in range(dom.vcpus) if topo.nodes_of(dom.vcpu_cpus(v) or ()) == {node}]
             for node in sorted(vcpu_nodes)
         }
-        detail = ", ".join(f"{_vcpus_label(v)} on node {n}" for n, v in per_node.items() if v)
-        problems.append(f"the vCPUs span NUMA nodes {format_cpulist(vcpu_nodes)} ({detail})")
+        spanning = [v for v in range(dom.vcpus) if len(topo.nodes_of(dom.vcpu_cpus(v) or ())) > 1]
+        parts = [f"{_vcpus_label(v)} on node {n}" for n, v in per_node.items() if v]
+        if spanning:  # pinned to CPUs of several nodes: no node of their own
+            nodes_of = format_cpulist(
+                topo.nodes_of(set().union(*(dom.vcpu_cpus(v) or () for v in spanning)))
+            )
+            parts.append(f"{_vcpus_label(spanning)} on CPUs of nodes {nodes_of}")
+        detail = f" ({', '.join(parts)})" if parts else ""
+        problems.append(f"the vCPUs span NUMA nodes {format_cpulist(vcpu_nodes)}{detail}")
     if dom.memory_nodes is not None and vcpu_nodes and not vcpu_nodes <= dom.memory_nodes:
         problems.append(
             f"memory is on node {format_cpulist(dom.memory_nodes)} but vCPUs run on node "
@@ -363,10 +372,6 @@ def _default_hugepage_kib(host: HostModel) -> int:
     return 2048
 
 
-def _page_name(kib: int) -> str:
-    return {2048: "2M", 1048576: "1G"}.get(kib, f"{kib}KiB")
-
-
 @check("hugepages-short", "warning", "host")
 def _hugepages_short(ctx: Context) -> Iterator[Found]:
     """Fewer free hugepages of the domain's page size on its node than its memory needs
@@ -395,14 +400,14 @@ def _hugepages_short(ctx: Context) -> Iterator[Found]:
         f"echo {needed} > /sys/devices/system/node/node{node}/hugepages/"
         f"hugepages-{page}kB/nr_hugepages"
     )
-    if page >= 1048576:
+    if page >= GIB:
         reserve += f", or at boot: hugepagesz=1G hugepages={needed} (1G pages are best reserved "
         reserve += "at boot, before memory fragments)"
     yield Found(
-        f"the domain needs {needed} free {_page_name(page)} hugepages on {where} for its "
+        f"the domain needs {needed} free {hugepage_name(page)} hugepages on {where} for its "
         f"{dom.memory_kib // 1024} MiB, but {free} "
         f"{'is' if free == 1 else 'are'} free"
-        + ("" if supported else f" ({_page_name(page)} pages are not available on this host)"),
+        + ("" if supported else f" ({hugepage_name(page)} pages are not available on this host)"),
         f"reserve them before starting the domain: {reserve}",
     )
 
@@ -530,7 +535,8 @@ def _vcpu_not_pinned(ctx: Context) -> Iterator[Found]:
     if unpinned:
         yield Found(
             f"{_vcpus_label(unpinned)} {'is' if len(unpinned) == 1 else 'are'} not pinned "
-            "(no <vcpupin>): the host scheduler moves them between CPUs",
+            f"(no <vcpupin>): the host scheduler moves {'it' if len(unpinned) == 1 else 'them'} "
+            "between CPUs",
             "pin every vCPU to a host CPU of its own: `rtlibvirt tune DOMAIN TUNING.yaml` "
             "with `cpu.pinning` (or `auto`)",
         )

@@ -39,20 +39,53 @@ PCI_DIR = "/sys/bus/pci/devices"
 NODE_DIR = "/sys/devices/system/node"
 
 
-@dataclass(frozen=True)
+# HostCpu, Topology and PciDevice are plain classes, not dataclasses: every
+# command that reads the host imports this module, and dataclasses compile their
+# methods at import (0.3 ms a class); a 512-CPU host makes 512 HostCpus.
+
+
 class HostCpu:
-    id: int
-    node: int
-    siblings: frozenset[int]  # SMT threads of its core, itself included
-    online: bool = True
+    __slots__ = ("id", "node", "online", "siblings")
+
+    def __init__(self, id: int, node: int, siblings: frozenset[int], online: bool = True) -> None:
+        self.id = id
+        self.node = node
+        self.siblings = siblings  # SMT threads of its core, itself included
+        self.online = online
+
+    def _key(self) -> tuple[int, int, frozenset[int], bool]:
+        return (self.id, self.node, self.siblings, self.online)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HostCpu) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"HostCpu(id={self.id}, node={self.node}, siblings={sorted(self.siblings)}, "
+            f"online={self.online})"
+        )
 
 
-@dataclass(frozen=True)
 class Topology:
-    """CPUs, NUMA nodes and SMT siblings of the host."""
+    """CPUs, NUMA nodes and SMT siblings of the host. Read-only."""
 
-    cpus: Mapping[int, HostCpu]
-    source: str  # where it came from, for messages
+    def __init__(self, cpus: Mapping[int, HostCpu], source: str) -> None:
+        self.cpus = cpus
+        self.source = source  # where it came from, for messages
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Topology) and (self.cpus, self.source) == (
+            other.cpus,
+            other.source,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # holds a mapping, like the dataclass did
+
+    def __repr__(self) -> str:
+        return f"Topology({self.describe()}, from {self.source})"
 
     @cached_property
     def nodes(self) -> dict[int, frozenset[int]]:
@@ -162,16 +195,41 @@ def topology_from_nodeinfo(info: list[int | str]) -> Topology:
     return Topology(dict(sorted(cpus.items())), "libvirt node info (test driver)")
 
 
-@dataclass(frozen=True)
 class PciDevice:
     """A PCI device as sysfs shows it."""
 
-    address: str
-    driver: str | None
-    iommu_group: str | None
-    group_members: tuple[str, ...]
-    numa_node: int | None
-    bridge: bool
+    __slots__ = ("address", "bridge", "driver", "group_members", "iommu_group", "numa_node")
+
+    def __init__(
+        self,
+        address: str,
+        driver: str | None,
+        iommu_group: str | None,
+        group_members: tuple[str, ...],
+        numa_node: int | None,
+        bridge: bool,
+    ) -> None:
+        self.address = address
+        self.driver = driver
+        self.iommu_group = iommu_group
+        self.group_members = group_members
+        self.numa_node = numa_node
+        self.bridge = bridge
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PciDevice) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"PciDevice({self.address!r}, driver={self.driver!r}, group={self.iommu_group!r}, "
+            f"node={self.numa_node}, bridge={self.bridge})"
+        )
 
 
 @dataclass(frozen=True)

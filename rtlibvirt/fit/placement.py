@@ -59,12 +59,13 @@ class Placement:
     whole_cores: bool  # every realtime vCPU has a core of its own
     kept: bool  # the previous placement was kept
 
-    def describe(self, topology: Topology) -> str:
-        where = f"NUMA node {format_cpulist(self.nodes)}"
+    def describe(self, topology: Topology, realtime: bool = True) -> str:
+        nodes = format_cpulist(self.nodes)
+        where = f"NUMA node{'s' if len(self.nodes) != 1 else ''} {nodes}"
         what = []
         if self.isolated:
             what.append("isolated CPUs")
-        if topology.smt and self.whole_cores:
+        if topology.smt and self.whole_cores and realtime:
             what.append("a whole core per realtime vCPU")
         detail = f" ({', '.join(what)})" if what else ""
         kept = "kept the current CPUs: " if self.kept else ""

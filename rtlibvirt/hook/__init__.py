@@ -98,17 +98,18 @@ def main(args: list[str], stdin: TextIO, root: str = "/", fs: HostFS | None = No
     if xml is None:
         _too_long(fs, root, name, op, subop)
         xml = ""  # no isolation from it; a stop still undoes by name below
-    if NAMESPACE not in xml:
-        # Not ours: nothing to do, unless a VM that lost its metadata while it ran
-        # (virsh edit) stops with a claim in the state: undo by name.
-        if op not in STOP_OPERATIONS:
-            return 0
+    if op in STOP_OPERATIONS:
+        # Everything a stop may undo is in the state file: without it (no VM is
+        # isolated, or the last one's `stopped` restored everything before its
+        # `release`) there is nothing to do, and no need to import the rest.
         state_root = str(fs.root) if fs is not None else root
         if not (
             os.path.exists(os.path.join(state_root, STATE_FILE))
             or os.path.exists(os.path.join(state_root, JOURNAL_FILE))
         ):
             return 0
+    elif NAMESPACE not in xml:
+        return 0  # not ours (a stop of a domain that is not goes on: undo by name)
     from rtlibvirt.hook import ops as hookops
     from rtlibvirt.kernel.fs import HostFS
 

@@ -163,7 +163,7 @@ def validate(domain: DomainInfo, online: frozenset[int]) -> Validated:
     if domain.meta_text is None:
         raise DomainError("the domain has no rtlibvirt metadata")
     try:
-        data = metadata.decode(domain.meta_text)
+        data = metadata.parse_text(domain.meta_text)
     except metadata.MetadataError as exc:
         raise DomainError(str(exc)) from None
     try:

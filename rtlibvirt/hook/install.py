@@ -41,6 +41,11 @@ _OLD_VERSION_LINE = re.compile(r'^RTLIBVIRT_VERSION = "([^"]*)"', re.MULTILINE)
 _OLD_PATH_LINE = re.compile(r"^RTLIBVIRT_PATH = (\".*\")$", re.MULTILINE)
 
 
+def host_fs() -> HostFS:
+    """The host whose hook state these commands read: / (RTLIBVIRT_HOST_ROOT in tests)."""
+    return HostFS(os.environ.get("RTLIBVIRT_HOST_ROOT") or "/")
+
+
 def package_dir() -> Path:
     """The folder that holds the rtlibvirt package (put on the hook's sys.path)."""
     return Path(__file__).resolve().parents[2]
@@ -172,7 +177,7 @@ def uninstall(
         return False
     if not _ours(target):
         raise HostError(f"{target} was not installed by rtlibvirt; nothing was removed")
-    claims = isolated_vms(fs or HostFS("/"))
+    claims = isolated_vms(fs or host_fs())
     if claims and not force:
         raise InputError(
             f"real-time VMs are isolated by the hook now ({', '.join(claims)}): without the "
@@ -247,7 +252,7 @@ class Status:
 
 
 def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Status:
-    fs = fs or HostFS("/")
+    fs = fs or host_fs()
     target = hooks_dir / HOOK_NAME
     result = Status(path=target, installed=target.is_file() and _ours(target))
     user = hooks_dir / "qemu"
@@ -382,7 +387,7 @@ def restore(fs: HostFS | None = None) -> RestoreResult:
 
 def restart_daemon(fs: HostFS | None = None) -> str:
     """Restart the daemon through systemd where it runs it; else say what to run."""
-    fs = fs or HostFS("/")
+    fs = fs or host_fs()
     systemctl = shutil.which("systemctl")
     if systemctl and os.path.isdir("/run/systemd/system"):
         for unit in ("virtqemud", "libvirtd"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from rtlibvirt.hostprep import grub
+from rtlibvirt.errors import HostError
+from rtlibvirt.hostprep import grub, services
 from rtlibvirt.hostprep.changes import Plan, RuntimeChange
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.journal import Journal
@@ -24,6 +25,13 @@ def apply(plan: Plan, effects: Effects, journal: Journal) -> Report:
         for entry in reversed(pv.stale):
             restore_file(entry, effects, journal, report)
         for change, now in pv.files:
+            if (
+                change.want.kind == "absent"
+                and now.kind == "dir"
+                and effects.fs.listdir(change.path)
+            ):
+                report.warn(f"{change.path}: kept: systemctl would remove it, but it is not empty")
+                continue
             _ensure_parents(change.path, effects, journal)
             journal.record_file(change.path, now, change.then)
             if effects.commands:
@@ -42,9 +50,10 @@ def apply(plan: Plan, effects: Effects, journal: Journal) -> Report:
             journal.record_service(unit, was_active=True)
             effects.run(["systemctl", "stop", unit])
             report.did(f"stopped {unit}")
-        for unit in plan.host.services:
-            if any(c.topic == f"service {unit}" for c, _ in pv.files):
-                report.did(f"disabled {unit}")
+        if any(c.topic == services.TOPIC for c, _ in pv.files):
+            for verb, units in (("disabled", plan.host.services), ("masked", plan.host.masks)):
+                if units:
+                    report.did(f"{verb} {', '.join(units)}")
         if effects.runtime:
             for mount in pv.mounts:
                 journal.record_mount(mount.path, mount.fstype)
@@ -78,7 +87,7 @@ def _apply_grubby(
     # grubby rewrites the boot entries and (--update-kernel=ALL, RHEL 9) GRUB_CMDLINE_LINUX
     # in /etc/default/grub: keep their originals, put back byte for byte on revert
     # unless edited since (then grubby --remove-args takes our arguments out).
-    touched = [GRUB_DEFAULTS, *sorted(grub.bls_entries(effects.fs))]
+    touched = [GRUB_DEFAULTS, grub.GRUBENV, *sorted(grub.bls_entries(effects.fs))]
     for path in touched:
         journal.record_file(path, effects.state(path), guarded=True)
     record = journal.grubby
@@ -91,14 +100,24 @@ def _apply_grubby(
                 effects.run(argv)
                 report.did(f"ran {grub.quote(argv)}")
         journal.set_grubby({**record, "args": sorted(set(record.get("args", [])) | set(args))})
-    argv = grub.grubby_apply_argv(args)
-    if effects.commands:
-        effects.run(argv)
-        report.did(f"ran {grub.quote(argv)}")
-    else:
-        report.did(f"not run (--root): {grub.quote(argv)}")
+    argvs = grub.grubby_apply_argvs(effects.fs, args)
+    for argv in argvs:
+        if effects.commands:
+            effects.run(argv)
+            report.did(f"ran {grub.quote(argv)}")
+        else:
+            report.did(f"not run (--root): {grub.quote(argv)}")
     for path in touched:
         journal.set_after(path, effects.state(path))
+    if effects.commands:
+        wrong = grub.grubby_check(effects.fs, args)
+        if wrong:
+            raise HostError(
+                "grubby did not give every boot entry each kernel argument exactly once: "
+                + "; ".join(wrong),
+                "this grubby handles arguments differently from the versions host-prep knows; "
+                "`rtlibvirt host-prep revert` puts the entries back (they are journaled)",
+            )
 
 
 def _set_value(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rtlibvirt.config.host import Resolved
 from rtlibvirt.hostprep.cmdline import CmdlinePlan
@@ -68,6 +69,9 @@ class Plan:
     runtime: list[RuntimeChange] = field(default_factory=list)
     mounts: list[MountChange] = field(default_factory=list)
     stop_services: list[str] = field(default_factory=list)
+    # what /etc/systemd/system held before host-prep changed it (from the journal)
+    originals: dict[str, FileState] = field(default_factory=dict)
+    unit_run: Any = None  # systemd.DryRun of enable/disable/mask, shared by two modules
     notes: list[tuple[str, str]] = field(default_factory=list)  # (topic, text)
 
     def note(self, topic: str, text: str) -> None:

@@ -168,7 +168,15 @@ class Effects:
     def put(self, host_path: str, want: FileState) -> None:
         """Make ``host_path`` be ``want`` (atomically, for files and symlinks)."""
         self._change(f"put {host_path}")
-        with self.fs.parent(host_path) as (parent, name):
+        try:
+            parent, name = self.fs.open_parent(host_path)
+        except FileNotFoundError:
+            raise HostError(
+                f"{self.fs.path(os.path.dirname(host_path))}: no such directory, "
+                f"so {host_path} cannot be put there",
+                "the tree changed under host-prep: create the folder, then run it again",
+            ) from None
+        try:
             if want.kind == "file":
                 _replace(parent, name, want)
             elif want.kind == "symlink":
@@ -180,8 +188,15 @@ class Effects:
                 _fsync_dir(parent)
             elif want.kind == "dir":
                 os.mkdir(name, want.mode, dir_fd=parent)
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+                try:
+                    os.fchmod(fd, want.mode)  # the mode as recorded, whatever the umask
+                finally:
+                    os.close(fd)
             else:
                 _remove(parent, name)
+        finally:
+            os.close(parent)
 
     def set_owner(self, host_path: str, uid: int, gid: int) -> None:
         with contextlib.suppress(OSError), self.fs.parent(host_path) as (parent, name):

@@ -117,7 +117,14 @@ class Journal:
             return FileState.file(data, entry["mode"])
         if kind == "symlink":
             return FileState.symlink(entry["target"])
+        if kind == "dir":
+            return FileState("dir", mode=entry["mode"])
         return FileState(kind)
+
+    def originals(self, under: str) -> dict[str, FileState]:
+        """The recorded original of every path under ``under`` (a folder), by host path."""
+        prefix = under.rstrip("/") + "/"
+        return {e["path"]: self.pre_image(e) for e in self.files if e["path"].startswith(prefix)}
 
     def empty(self) -> bool:
         return not any(
@@ -212,8 +219,9 @@ class Journal:
             entry.update(blob=digest, mode=now.mode, uid=uid, gid=gid)
         elif now.kind == "symlink":
             entry["target"] = now.target
-        elif now.kind == "dir":
-            raise HostError(f"{self.fs.path(host_path)}: is a directory, expected a file")
+        elif now.kind == "dir":  # a folder systemctl removes (an emptied .wants/)
+            uid, gid = self.effects.owner(host_path)
+            entry.update(mode=now.mode, uid=uid, gid=gid)
         self.files.append(entry)
         self.save()
 

@@ -73,7 +73,13 @@ def build_plan(
     ``need_bootloader`` is false (verify: the running kernel is still checked).
     """
     cl = cmdline.plan(host)
-    plan = Plan(host=host, facts=facts, cmdline=cl, runtime_only=runtime_only)
+    plan = Plan(
+        host=host,
+        facts=facts,
+        cmdline=cl,
+        runtime_only=runtime_only,
+        originals=facts.unit_originals,
+    )
     for note in cl.notes:
         plan.note("kernel command line", note)
     options = PlanOptions(program=program, need_bootloader=need_bootloader)
@@ -91,7 +97,7 @@ class Preview:
     unchanged: list[FileChange] = field(default_factory=list)
     stale: list[dict[str, Any]] = field(default_factory=list)  # journal entries to restore
     stale_runtime: list[dict[str, Any]] = field(default_factory=list)
-    grubby: list[str] | None = None  # the grubby command, if needed
+    grubby: list[list[str]] | None = None  # the grubby commands, if needed
     commands: list[list[str]] = field(default_factory=list)  # after the files
     stops: list[str] = field(default_factory=list)
     mounts: list[MountChange] = field(default_factory=list)
@@ -116,17 +122,10 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
     """Compare the plan with the host; HostError if a file in the way cannot be read."""
     out = Preview()
     planned = {change.path for change in plan.files}
-    # A service's links removed by an earlier apply are still to stay removed.
-    disabled = set(plan.host.services)
-    planned |= {
-        e["path"]
-        for e in journal.files
-        if e["kind"] == "symlink" and os.path.basename(e["target"]) in disabled
-    }
     for change in plan.files:
         _check_parents(effects, change.path)
         now = effects.state(change.path)
-        if now.kind == "dir":
+        if now.kind == "dir" and change.want.kind in ("file", "symlink"):
             raise HostError(
                 f"{effects.fs.path(change.path)}: is a directory; host-prep would write a "
                 "file there",
@@ -143,7 +142,10 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
         for entry in journal.files:
             if entry.get("guarded") and plan.grubby is not None:
                 continue
-            if entry["path"] not in planned and not _holds_planned(entry["path"], planned):
+            # A folder we created stays while a planned file is in it; one that
+            # systemctl removed (kind "dir") comes back unless its removal is planned.
+            holds = entry["kind"] == "absent" and _holds_planned(entry["path"], planned)
+            if entry["path"] not in planned and not holds:
                 out.stale.append(entry)
                 for argv in entry.get("then", []):
                     if argv not in out.commands:
@@ -155,7 +157,7 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
         grub.grubby_needed(effects.fs, plan.grubby.args)
         or (journal.grubby or {}).get("args") not in (None, list(plan.grubby.args))
     ):
-        out.grubby = grub.grubby_apply_argv(plan.grubby.args)
+        out.grubby = grub.grubby_apply_argvs(effects.fs, plan.grubby.args)
     if effects.commands:
         for unit in plan.stop_services:
             status, _ = effects.query(["systemctl", "is-active", "--quiet", unit])

@@ -91,7 +91,7 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
     add("\nCommands:\n")
     commands = list(pv.commands)
     if pv.grubby:
-        commands.insert(0, pv.grubby)
+        commands[0:0] = pv.grubby
     commands += [["systemctl", "stop", unit] for unit in pv.stops]
     commands += [["mount", "-t", m.fstype, m.fstype, m.path] for m in pv.mounts]
     for argv in commands:
@@ -211,7 +211,7 @@ def changes_json(plan: Plan, pv: Preview, effects: Effects) -> list[dict[str, An
                 "diff": "".join(diff(change.path, now, change.want)),
             }
         )
-    commands = ([pv.grubby] if pv.grubby else []) + list(pv.commands)
+    commands = list(pv.grubby or []) + list(pv.commands)
     for argv in commands:
         out.append({"kind": "command", "argv": list(argv), "run": effects.commands})
     for unit in pv.stops:

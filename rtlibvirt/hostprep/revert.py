@@ -49,6 +49,8 @@ def revert(effects: Effects, journal: Journal) -> Report:
                 for argv in argvs:
                     effects.run(argv)
                     report.did(f"ran {grub.quote(argv)}")
+                for problem in grub.grubby_revert_check(effects.fs, record, restorable):
+                    report.warn(problem)
             else:
                 for argv in argvs:
                     report.did(f"not run (--root): {grub.quote(argv)}")
@@ -89,8 +91,10 @@ def restore_file(entry: dict[str, Any], effects: Effects, journal: Journal, repo
                 journal.add_pending(argv)
             else:
                 report.did(f"not run (--root): {grub.quote(argv)}")
+        if before.kind == "dir" and now.kind != "absent":
+            effects.put(path, FileState.absent())
         effects.put(path, before)
-        if before.kind == "file":
+        if before.kind in ("file", "dir"):
             effects.set_owner(path, entry["uid"], entry["gid"])
         report.did(f"{'removed' if before.kind == 'absent' else 'restored'} {path}")
     for stray in _strays(effects, path):

@@ -32,7 +32,7 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
                 status = "differs" if have else "missing"
             rows.append(Row(f"cmdline {arg.key}", arg.text, found, status))
         for change in plan.files:
-            if change.topic.startswith("service "):
+            if change.topic == services.TOPIC:
                 continue
             now = effects.state(change.path)
             ok = now.same_as(change.want)
@@ -40,10 +40,20 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
             found = "as planned" if ok else describe_state(now)
             wanted = "as planned" if change.want.kind == "file" else describe_state(change.want)
             rows.append(Row(f"file {change.path}", wanted, found, status))
-        for unit in plan.host.services:
-            links = [link for link, _ in services.enable_links(plan, unit)]
-            found = f"enabled ({', '.join(links)})" if links else "disabled"
-            rows.append(Row(f"service {unit}", "disabled", found, "differs" if links else "ok"))
+        pending = [
+            c.path
+            for c in plan.files
+            if c.topic == services.TOPIC and not effects.state(c.path).same_as(c.want)
+        ]
+        for wanted, units in (("disabled", plan.host.services), ("masked", plan.host.masks)):
+            for unit in units:
+                state = services.is_enabled(plan, unit)
+                ok = not pending and (state in (wanted, "static", "not installed") or not state)
+                if pending:
+                    state = f"{state or 'not disabled'}: {len(pending)} link(s) to change"
+                rows.append(
+                    Row(f"service {unit}", wanted, state or "unknown", "ok" if ok else "differs")
+                )
         if facts.systemd_running and effects.commands:
             for unit in plan.stop_services:
                 code, state = effects.query(["systemctl", "is-active", unit])

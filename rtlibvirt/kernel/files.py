@@ -29,6 +29,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms fo
 if TYPE_CHECKING:
     from rtlibvirt.errors import RtlibvirtError
 
+PATH_MAX = 4096  # bytes in a path, with its terminating NUL (linux/limits.h)
+READ_LIMIT = 1 << 20  # 1 MiB: every input and configuration file rtlibvirt reads is smaller
+
 
 class LockBusy(Exception):
     """Another process held the lock for longer than the caller would wait."""
@@ -61,10 +64,6 @@ def lock(path: str | Path, timeout: float, *, directory: bool = False) -> int:
     except BaseException:
         os.close(fd)
         raise
-
-
-PATH_MAX = 4096  # bytes in a path, with its terminating NUL (linux/limits.h)
-READ_LIMIT = 1 << 20  # 1 MiB: every input and configuration file rtlibvirt reads is smaller
 
 
 def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None:
@@ -138,6 +137,7 @@ def read_bytes(
     limit: int,
     missing_ok: bool = False,
     kind: str = "a file",
+    head: bool = False,
 ) -> bytes | None:
     """At most ``limit`` bytes of a file; more is one ``error`` line naming the path.
 
@@ -145,6 +145,7 @@ def read_bytes(
     keeps writing into): it stops at ``limit + 1`` bytes. A FIFO is opened
     without waiting for a writer (none: it reads as empty). A directory, a
     path longer than PATH_MAX and any other failure are one ``error`` line.
+    With ``head``, a longer file gives its first ``limit`` bytes instead.
     """
     shown = display_path(path)
     if len(os.fsencode(path)) >= PATH_MAX:
@@ -165,7 +166,7 @@ def read_bytes(
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise error(f"{shown}: is a directory, not {kind}")
-        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit and not head:
             raise error(_too_large(shown, kind, limit))
         os.set_blocking(fd, True)  # a FIFO or a pipe: wait for its writer's data
         chunks: list[bytes] = []
@@ -176,9 +177,12 @@ def read_bytes(
                 break
             chunks.append(chunk)
             size += len(chunk)
+        data = b"".join(chunks)
         if size > limit:
+            if head:
+                return data[:limit]
             raise error(_too_large(shown, kind, limit))
-        return b"".join(chunks)
+        return data
     except OSError as exc:
         raise error(f"{shown}: cannot read: {exc.strerror}") from None
     finally:

@@ -122,15 +122,19 @@ class HostFS:
         the root even if the tree is changed meanwhile. FileNotFoundError if
         the directory does not exist.
         """
-        _check(host_path)
-        head, _, name = host_path.rstrip("/").rpartition("/")
-        if name in ("", ".", ".."):
-            raise OSError(errno.EINVAL, f"no file name in {host_path!r}")
-        fd = self._open_dir(head or "/")
+        fd, name = self.open_parent(host_path)
         try:
             yield fd, name
         finally:
             os.close(fd)
+
+    def open_parent(self, host_path: str) -> tuple[int, str]:
+        """:meth:`parent` without the ``with``: the caller closes the descriptor."""
+        _check(host_path)
+        head, _, name = host_path.rstrip("/").rpartition("/")
+        if name in ("", ".", ".."):
+            raise OSError(errno.EINVAL, f"no file name in {host_path!r}")
+        return self._open_dir(head or "/"), name
 
     def _open_dir(self, host_dir: str) -> int:
         flags = os.O_PATH | os.O_CLOEXEC

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from rtlibvirt.errors import HostError
 
-_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,99}$")
-_VERSION = re.compile(r"^[A-Za-z0-9.+~:-]{1,100}$")
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,99}\Z")  # \Z: "$" passes a final newline
+_VERSION = re.compile(r"^[A-Za-z0-9.+~:-]{1,100}\Z")
 MAX_MEMBER = 256 * 1024 * 1024  # no file the image takes is near this (a kernel is ~8 MB)
 MAX_LINK_HOPS = 40  # as the kernel's MAXSYMLINKS
 APT_TIMEOUT = 900.0  # seconds: a slow mirror and a 70 MB kernel package

@@ -104,10 +104,15 @@ def ensure(
     *,
     kernel: Path | None = None,
     initrd: Path | None = None,
+    host: bool = True,
     cache: Path | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> Image:
-    """The probe image: the user's files where given, else the cached builds (built first)."""
+    """The probe image: the user's files where given, else the cached builds (built first).
+
+    ``host``: also the cyclictest that runs on the host (``--baseline``); it comes
+    with rtlibvirt's initramfs, which is then built even when ``initrd`` is given.
+    """
     if flavour not in KERNELS:
         raise ImageError(f"unknown guest kernel {flavour!r}: choose one of {', '.join(KERNELS)}")
     cache = cache or cache_root()
@@ -125,25 +130,21 @@ def ensure(
     else:
         kernel = kernel.resolve()
         parts.append(f"kernel {kernel}")
-    # always: its cyclictest is also the one the baseline runs on the host
-    ours, text, new, note = _cached_part(cache, "initramfs", "initramfs", say)
-    built += ["initramfs"] if new else []
-    notes += [note] if note else []
+    host_files: Path | None = None
+    ours, text = None, ""
+    if initrd is None or host:
+        ours, text, new, note = _cached_part(cache, "initramfs", "initramfs", say)
+        built += ["initramfs"] if new else []
+        notes += [note] if note else []
+        host_files = ours.parent / "host" if (ours.parent / "host").is_dir() else None
     if initrd is None:
+        assert ours is not None
         initrd = ours
         parts.append(text)
     else:
         initrd = initrd.resolve()
         parts.append(f"initramfs {initrd}")
-    host = ours.parent / "host"
-    return Image(
-        kernel,
-        initrd,
-        "; ".join(parts),
-        host if host.is_dir() else None,
-        tuple(built),
-        tuple(notes),
-    )
+    return Image(kernel, initrd, "; ".join(parts), host_files, tuple(built), tuple(notes))
 
 
 def _cached_part(
@@ -312,8 +313,9 @@ def host_files(members: list[cpio.Member]) -> dict[str, bytes]:
 def _locked(cache: Path) -> Iterator[None]:
     """One builder at a time per cache folder."""
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        os.chmod(cache, 0o755)  # libvirt's QEMU user reads the images below
+        if not cache.exists():
+            cache.mkdir(parents=True)
+            os.chmod(cache, 0o755)  # libvirt's QEMU user reads the images below
         handle = open(cache / "lock", "a")  # noqa: SIM115 - held for the block
     except OSError as exc:
         raise ImageError(

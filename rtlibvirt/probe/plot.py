@@ -35,13 +35,7 @@ def _nice(value: float) -> int:
 
 def svg(runs: Sequence[RunResult], title: str) -> str:
     """The picture as SVG text."""
-    series = []
-    for run in runs:
-        counts: dict[int, int] = {}
-        for thread in run.threads:
-            for bucket, count in thread.histogram.items():
-                counts[bucket] = counts.get(bucket, 0) + count
-        series.append((run, counts))
+    series = [(run, run.histogram) for run in runs]
     top_us = max([r.summary.max_us for r in runs] + [1]) + 1
     x_step = _nice(top_us / 10)
     x_max = math.ceil(top_us / x_step) * x_step
@@ -104,7 +98,12 @@ def svg(runs: Sequence[RunResult], title: str) -> str:
         f'transform="rotate(-90 18 {TOP + plot_h / 2})">samples (log scale)</text>'
     )
     out.append("</g>")
-    # one step line per configuration, and its maximum marked
+    # one step line per configuration, and its maximum marked; the legend on a white box
+    legend = (
+        f'<rect class="legend" x="{LEFT + plot_w - 338}" y="{TOP + 4}" width="334" '
+        f'height="{18 * len(binned) + 6}" fill="white" fill-opacity="0.85" stroke="#ccc"/>'
+    )
+    lines: list[str] = []
     for index, (run, values) in enumerate(binned):
         color = COLORS.get(run.label, OTHER_COLORS[index % len(OTHER_COLORS)])
         points = [f"M{x(0):.1f},{y(0):.1f}"]
@@ -124,14 +123,14 @@ def svg(runs: Sequence[RunResult], title: str) -> str:
             f'<line x1="{worst:.1f}" y1="{TOP}" x2="{worst:.1f}" y2="{TOP + plot_h}" '
             f'stroke="{color}" stroke-dasharray="4 3"/>'
         )
-        ly = TOP + 16 + 18 * index
+        out.append("</g>")
+        ly = TOP + 20 + 18 * index
         label = f"{run.label}: worst case {s.max_us} µs, p99.9 "
         label += f"{s.p999_us} µs" if s.p999_us is not None else "refused (past the histogram)"
-        out.append(
+        lines.append(
             f'<line x1="{LEFT + plot_w - 330}" y1="{ly - 4}" x2="{LEFT + plot_w - 310}" '
             f'y2="{ly - 4}" stroke="{color}" stroke-width="3"/>'
         )
-        out.append(f'<text x="{LEFT + plot_w - 304}" y="{ly}">{escape(label)}</text>')
-        out.append("</g>")
-    out.append("</svg>")
+        lines.append(f'<text x="{LEFT + plot_w - 304}" y="{ly}">{escape(label)}</text>')
+    out += [legend, *lines, "</svg>"]
     return "\n".join(out) + "\n"

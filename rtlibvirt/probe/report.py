@@ -100,7 +100,7 @@ def _row(label: str, where: str, s: Summary) -> tuple[str, ...]:
     return (
         label,
         where,
-        f"{s.max_us} µs",
+        str(s.max_us),
         _us(s.p999_us),
         _us(s.p99_us),
         _us(s.avg_us),
@@ -120,20 +120,14 @@ def histogram(runs: Sequence[RunResult]) -> list[str]:
     """Samples per latency range, one column per configuration, bars on a log scale."""
     if not runs:
         return []
-    merged = []
-    for run in runs:
-        counts: dict[int, int] = {}
-        for thread in run.threads:
-            for bucket, count in thread.histogram.items():
-                counts[bucket] = counts.get(bucket, 0) + count
-        merged.append((counts, run.summary.overflows))
+    merged = [(run.histogram, run.summary.overflows) for run in runs]
     top = max(max(c, default=0) for c, _ in merged)
     edges = [e for e in EDGES if e <= top] + [next((e for e in EDGES if e > top), top + 1)]
     column = BAR_MAX + 9
-    header = "latency µs".rjust(13) + "  " + "".join(r.label.ljust(column) for r in runs)
+    header = "latency µs".rjust(14) + "  " + "".join(r.label.ljust(column) for r in runs)
     lines = [header.rstrip()]
     for low, high in itertools.pairwise(edges):
-        label = f"{low}-{high - 1}".rjust(13)
+        label = f"{low}-{high - 1}".rjust(14)
         cells = []
         for counts, _ in merged:
             n = sum(c for b, c in counts.items() if low <= b < high)
@@ -141,9 +135,9 @@ def histogram(runs: Sequence[RunResult]) -> list[str]:
         lines.append((label + "  " + "".join(cells)).rstrip())
     if any(over for _, over in merged):
         cells = [(f"{_bar(over)} {over}" if over else "").ljust(column) for _, over in merged]
-        lines.append(("past histogram".rjust(13) + "  " + "".join(cells)).rstrip())
+        lines.append(("past histogram".rjust(14) + "  " + "".join(cells)).rstrip())
     lines.append(
-        f"{'':13}  (bars on a log scale: each # is a factor of "
+        f"{'':14}  (bars on a log scale: each # is a factor of "
         f"{10 ** (1 / BAR_STEPS_PER_DECADE):.1f} in samples)"
     )
     return lines
@@ -158,7 +152,7 @@ def text(report: Report) -> list[str]:
     ]
     if report.guest_cmdline:
         out.append(f"  guest isolation: {report.guest_cmdline}")
-    out.append("")
+    out += ["", "latency in µs:"]
     out += table(report.runs)
     ratio = report.ratio
     if ratio is not None:

@@ -31,10 +31,11 @@ from rtlibvirt.probe import guest
 MAX_OUTPUT = 16 * 1024 * 1024  # bytes of results read from a guest or a host run
 MAX_THREADS = 4096
 MAX_BUCKETS = 1_000_000  # -h is in µs: a second is far past any real-time question
-_WIDTH = re.compile(r"(?:^|\s)(?:-h\s*|--histogram[= ])(\d+)(?:\s|$)")
-_ROW = re.compile(r"^(\d{1,7})((?:\s+\d{1,12})+)$")
+# \Z, not $: "$" also matches before a final newline
+_WIDTH = re.compile(r"(?:^|\s)(?:-h\s*|--histogram[= ])(\d+)(?:\s|\Z)")
+_ROW = re.compile(r"^(\d{1,7})((?:\s+\d{1,12})+)\Z")
 _SUMMARY = re.compile(
-    r"^# (Total|Min Latencies|Avg Latencies|Max Latencies|Histogram Overflows):((?:\s+\d+)*)\s*$"
+    r"^# (Total|Min Latencies|Avg Latencies|Max Latencies|Histogram Overflows):((?:\s+\d+)*)\s*\Z"
 )
 
 
@@ -95,14 +96,20 @@ def percentile(histogram: Mapping[int, int], samples: int, q: float) -> int | No
     return None
 
 
-def summarize(threads: Iterable[ThreadResult]) -> Summary:
-    threads = list(threads)
-    if not threads:
-        raise ResultError("cyclictest reported no measuring thread")
+def merged_histogram(threads: Iterable[ThreadResult]) -> dict[int, int]:
+    """The buckets of several threads added up."""
     merged: dict[int, int] = {}
     for thread in threads:
         for bucket, count in thread.histogram.items():
             merged[bucket] = merged.get(bucket, 0) + count
+    return merged
+
+
+def summarize(threads: Iterable[ThreadResult]) -> Summary:
+    threads = list(threads)
+    if not threads:
+        raise ResultError("cyclictest reported no measuring thread")
+    merged = merged_histogram(threads)
     samples = sum(t.samples for t in threads)
     past = any(t.past_histogram for t in threads)
     avg = sum(t.avg_us * t.samples for t in threads) / samples if samples else 0.0
@@ -291,6 +298,11 @@ class RunResult:
     @property
     def summary(self) -> Summary:
         return summarize(self.threads)
+
+    @property
+    def histogram(self) -> dict[int, int]:
+        """Every thread's buckets added up."""
+        return merged_histogram(self.threads)
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary

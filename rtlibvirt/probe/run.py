@@ -107,7 +107,8 @@ def plan_target(xml: str, source: str) -> Target:
     host_cpus = tuple(host) if host else None
     host_main = None
     if host_cpus is not None:
-        helpers = sorted(info.emulatorpin or ())
+        emulator = info.emulatorpin if info.emulatorpin is not None else info.vcpu_cpuset
+        helpers = sorted(emulator or ())
         others = sorted(c for c in info.pinned_cpu_set if c not in host_cpus)
         candidates = [c for c in helpers + others if c not in host_cpus]
         host_main = candidates[0] if candidates else None
@@ -283,15 +284,18 @@ class Prober:
         kind = "TCG" if options.virt_type == "qemu" else "KVM"
         if label == LABEL_TUNED:
             pins = [
-                f"{v}->{format_cpulist(target.facts.vcpu_cpus(v) or ())}" for v in target.measured
+                f"{v} on host CPU {format_cpulist(target.facts.vcpu_cpus(v) or ())}"
+                if target.facts.vcpu_cpus(v)
+                else f"{v}, unpinned"
+                for v in target.measured
             ]
-            where = f"guest vCPU {', '.join(pins)} ({kind})"
+            where = f"vCPU {'; '.join(pins)}, {kind}"
             if not target.managed:
                 notes.append(NO_METADATA)
             elif not self.hook_installed:
                 notes.append(NO_HOOK)
         else:
-            where = f"guest vCPU {format_cpulist(target.measured)}, unpinned ({kind})"
+            where = f"vCPU {format_cpulist(target.measured)}, unpinned, {kind}"
         isolated = output.facts.get("isolated", "")
         if label == LABEL_TUNED and target.guest_isolation and not isolated:
             notes.append("the guest kernel isolated no vCPU (isolcpus had no effect)")

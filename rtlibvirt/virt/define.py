@@ -13,6 +13,7 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Any
 
+from rtlibvirt.config.units import hugepage_name
 from rtlibvirt.config.vm import VmSpec
 from rtlibvirt.domain import diff as xmldiff
 from rtlibvirt.domain.facts import DomainFacts, DomainXMLError, facts
@@ -52,19 +53,24 @@ class DefinePlan:
         )
 
 
+def stored_facts(domain_xml: str, name: str, uri: str) -> DomainFacts:
+    """The facts of a definition libvirt stores; LibvirtError when they cannot be read."""
+    try:
+        return facts(domain_xml)
+    except DomainXMLError as exc:
+        raise LibvirtError(
+            f"the definition of {name!r} on {uri} cannot be read: {exc}; nothing was changed",
+            "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
+        ) from None
+
+
 def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
     uri = virt.uri_of(conn)
     domain = virt.lookup(conn, spec.name)
     if domain is None:
         return DefinePlan(spec.name, uri, render(spec), None, managed=False, running=False)
     current = virt.inactive_xml(domain)
-    try:
-        found = facts(current)
-    except DomainXMLError as exc:
-        raise LibvirtError(
-            f"the definition of {spec.name!r} on {uri} cannot be read: {exc}; nothing was changed",
-            "`virsh dumpxml --inactive` shows it; fix it with virsh edit",
-        ) from None
+    found = stored_facts(current, spec.name, uri)
     managed = _created_by_rtlibvirt(found)
     if not managed and not force:
         raise LibvirtError(
@@ -117,7 +123,7 @@ def describe(domain_xml: str) -> list[str]:
     if dom.memory_kib:
         backing = []
         if dom.hugepage_kib is not None:
-            backing.append(f"{_page(dom.hugepage_kib)} hugepages")
+            backing.append(f"{hugepage_name(dom.hugepage_kib)} hugepages")
         elif dom.hugepages:
             backing.append("default hugepages")
         if dom.locked:
@@ -141,10 +147,6 @@ def describe(domain_xml: str) -> list[str]:
             f"NUMA       memory {dom.memory_mode} on host node {format_cpulist(dom.memory_nodes)}"
         )
     return lines
-
-
-def _page(kib: int) -> str:
-    return "1G" if kib == 1024**2 else "2M" if kib == 2048 else f"{kib}KiB"
 
 
 def _count(n: int, what: str) -> str:
@@ -255,7 +257,7 @@ def prepare(
         assert fitted.spec is not None
         spec, placement = fitted.spec, fitted.placement
         if placement is not None:
-            placement_text = placement.describe(fitted.host.topology)
+            placement_text = placement.describe(fitted.host.topology, bool(spec.realtime_vcpus))
         findings, not_checked = tuple(fitted.findings), tuple(fitted.skipped)
     planned = plan(conn, spec, force=force)
     if planned.current_xml is None:

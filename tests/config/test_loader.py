@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtlibvirt.config import loader
 from rtlibvirt.config.loader import load, loads
+from rtlibvirt.config.vm import validate_document
 from rtlibvirt.errors import InputError, SpecError
 
 
@@ -238,3 +242,47 @@ def test_a_file_name_with_a_newline_is_shown_escaped(tmp_path: Path) -> None:
         load(path)
     rendered = info.value.render()
     assert "\nerror: forged" not in rendered and "vm\\nerror: forged.yaml" in rendered
+
+
+# ---- any text: a document, or a SpecError; never another exception ----------------
+
+SEED = (
+    "name: plc\nmemory: 2GiB\nvcpus: 4\ncpu:\n  pinning: [2, 3, 4, 5]\n  emulator: 0-1\n"
+    "  realtime: {vcpus: 1-3}\nbase: &b {locked: false}\nmemory_backing:\n  <<: *b\n"
+    "devices:\n  disks:\n    - source: /var/lib/x.qcow2\n"
+)
+PIECES = [
+    *"{}[]:,-&*!|>'\"#%@`?\n \t.0123456789abcxyz<=~\\",
+    "\x00",
+    "\x85",
+    "\ufeff",
+    "---",
+    "!!str",
+    "!!python/object:x",
+    "&a",
+    "*a",
+    "*b",
+    "<<",
+    "%YAML 1.1\n",
+    "? ",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(SEED)), st.sampled_from(PIECES), st.booleans()), max_size=10
+    )
+)
+def test_mutated_documents_never_crash(edits: list[tuple[int, str, bool]]) -> None:
+    text = SEED
+    for position, piece, delete in edits:
+        position = min(position, len(text))
+        text = text[:position] + ("" if delete else piece) + text[position + (1 if delete else 0) :]
+    try:
+        doc = loads(text, "fuzz.yaml")
+    except SpecError:
+        return
+    if isinstance(doc.data, dict):
+        with contextlib.suppress(SpecError):
+            validate_document(doc)

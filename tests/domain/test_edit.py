@@ -20,7 +20,7 @@ from rtlibvirt.config.tuning import load_tuning, spec_for
 from rtlibvirt.config.vm import validate_data
 from rtlibvirt.domain import diff as xmldiff
 from rtlibvirt.domain import metadata
-from rtlibvirt.domain.edit import TuneError, is_tuned, tune_xml
+from rtlibvirt.domain.edit import TuneError, tune_xml
 from rtlibvirt.domain.facts import facts
 from rtlibvirt.errors import LibvirtError, SpecError
 from rtlibvirt.fit.fitting import place_spec
@@ -134,7 +134,7 @@ def test_tune_changes_only_the_realtime_parts(
     assert [c.get("model") for c in root.findall("devices/controller[@type='usb']")] == ["none"]
     assert root.find("devices/input[@type='tablet']") is None
     assert root.find("features/pmu").get("state") == "off"
-    assert is_tuned(new)
+    assert facts(new).origin == "tune"
     stored = metadata.read(new)
     assert stored is not None and stored["name"] == name and stored["isolation"]["irqs"]
 
@@ -236,7 +236,9 @@ def test_usb_devices_that_need_the_controller_stop_tune(tmp_path: Path) -> None:
     spec = validate_data(
         {"name": "server", "memory": 2048, "vcpus": 2, "cpu": {"pinning": [2, 3], "emulator": 0}}
     )
-    with pytest.raises(TuneError, match="USB devices that need a USB controller: <hostdev>"):
+    with pytest.raises(
+        TuneError, match="USB devices that need a USB controller: <hostdev 046d:c52b>"
+    ):
         tune_xml(xml, spec)
 
 

@@ -143,6 +143,89 @@ WantedBy=multi-user.target
 """
 
 
+# Units shaped like Debian's own (avahi-daemon, cups, getty@), for what
+# `systemctl disable` takes with a unit: Also= units, aliases, template instances.
+SERVICE_UNITS = {
+    "avahi-daemon.service": (
+        "[Unit]\nDescription=Avahi mDNS/DNS-SD Stack\nRequires=avahi-daemon.socket\n\n"
+        "[Service]\nType=dbus\nBusName=org.freedesktop.Avahi\nExecStart=/usr/sbin/avahi-daemon -s\n\n"
+        "[Install]\nWantedBy=multi-user.target\nAlso=avahi-daemon.socket\n"
+        "Alias=dbus-org.freedesktop.Avahi.service\n"
+    ),
+    "avahi-daemon.socket": (
+        "[Unit]\nDescription=Avahi mDNS/DNS-SD Stack Activation Socket\n\n"
+        "[Socket]\nListenStream=/run/avahi-daemon/socket\n\n[Install]\nWantedBy=sockets.target\n"
+    ),
+    "cups.service": (
+        "[Unit]\nDescription=CUPS Scheduler\n\n[Service]\nExecStart=/usr/sbin/cupsd -l\n\n"
+        "[Install]\nAlso=cups.socket cups.path\nWantedBy=printer.target multi-user.target\n"
+    ),
+    "cups.socket": (
+        "[Unit]\nDescription=CUPS Scheduler\n\n[Socket]\nListenStream=/run/cups/cups.sock\n\n"
+        "[Install]\nWantedBy=sockets.target\n"
+    ),
+    "cups.path": (
+        "[Unit]\nDescription=CUPS Scheduler\n\n[Path]\nPathExists=/var/cache/cups/org.cups.cupsd\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    ),
+    "getty@.service": (
+        "[Unit]\nDescription=Getty on %I\n\n[Service]\nExecStart=-/sbin/agetty -o '-p -- \\\\u' --noclear - $TERM\n\n"
+        "[Install]\nWantedBy=getty.target\nDefaultInstance=tty1\n"
+    ),
+    "thermald.service": (
+        "[Unit]\nDescription=Thermal Daemon Service\n\n[Service]\nExecStart=/usr/sbin/thermald\n\n"
+        "[Install]\nWantedBy=multi-user.target\nAlias=dbus-org.freedesktop.thermald.service\n"
+    ),
+    "ksm.service": "[Unit]\nDescription=a static unit\n\n[Service]\nExecStart=/bin/true\n",
+    "tuned.service": (
+        "[Unit]\nDescription=Dynamic System Tuning Daemon\n\n[Service]\nExecStart=/usr/sbin/tuned\n\n"
+        "[Install]\nWantedBy=multi-user.target\nRequiredBy=graphical.target\n"
+    ),
+}
+ENABLED_UNITS = (
+    "avahi-daemon.service",
+    "cups.service",
+    "getty@tty1.service",
+    "getty@tty2.service",
+    "thermald.service",
+    "tuned.service",
+)
+
+
+def add_service_units(root: Path, distro: str = "debian") -> None:
+    """Install :data:`SERVICE_UNITS` and enable :data:`ENABLED_UNITS` with the real
+    ``systemctl --root``, plus a unit linked in from /opt (``systemctl link``)."""
+    units = "/usr/lib/systemd/system" if distro == "rhel" else "/lib/systemd/system"
+    for name, text in SERVICE_UNITS.items():
+        write(root, f"{units}/{name}", text)
+    write(
+        root,
+        "/opt/plc/plc-bridge.service",
+        "[Unit]\nDescription=linked\n\n[Service]\nExecStart=/opt/plc/bridge\n\n"
+        "[Install]\nWantedBy=multi-user.target\n",
+    )
+    systemctl(root, "enable", *ENABLED_UNITS)
+    systemctl(root, "link", "/opt/plc/plc-bridge.service")
+    systemctl(root, "enable", "plc-bridge.service")
+
+
+def real_systemctl() -> str:
+    for candidate in ("/usr/bin/systemctl", "/bin/systemctl"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError("systemctl is not installed")
+
+
+def systemctl(root: Path, *args: str) -> None:
+    """The real ``systemctl --root=ROOT ARGS`` (offline: files only)."""
+    subprocess.run(
+        [real_systemctl(), f"--root={root}", *args],
+        check=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+    )
+
+
 def write(root: Path, host_path: str, text: str, mode: int = 0o644) -> None:
     path = root / host_path.lstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)

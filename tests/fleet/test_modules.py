@@ -89,7 +89,7 @@ def test_modules_check_diff_apply_and_again(ansible: Any, tmp_path: Path) -> Non
     assert got["host"]["result"] == "applied" and got["host"]["done"]
     assert (tmp_path / "root/etc/default/grub.d/99-rtlibvirt.cfg").is_file()
     assert (tmp_path / "hooks/qemu.d/50-rtlibvirt").is_file()
-    assert got["hook"]["version"] and got["hook"]["path"].endswith("qemu.d/50-rtlibvirt")
+    assert got["hook"]["version"] and got["hook"]["hook_file"].endswith("qemu.d/50-rtlibvirt")
     applied = tree(tmp_path / "root")
 
     # 3. Again, on the host as libvirt stored the domain: nothing changes.
@@ -116,3 +116,19 @@ def test_modules_check_diff_apply_and_again(ansible: Any, tmp_path: Path) -> Non
         line[1:].strip()[:6] for line in run.output.splitlines() if line[:1] in "+-"
     ]
     assert results(tmp_path / "results")["vm"]["result"] == "updated"
+
+
+def test_hook_installed_again_removed(ansible: Any, tmp_path: Path, live_host: None) -> None:
+    """Asserted inside the play; the user's own hook (HOOKS/qemu) is never touched.
+
+    Removal looks at the hook's live state (/run/rtlibvirt): a real-time VM that the
+    hook isolates now (another test's) would rightly block it, hence the host lock.
+    """
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    own = hooks / "qemu"
+    own.write_text("#!/bin/sh\nexit 0\n")
+    run = ansible("hook.yml", inventory(tmp_path, "test:///default")).check()
+    assert run.changed("local") == 3, run.output  # installed, would remove (check), removed
+    assert own.read_text() == "#!/bin/sh\nexit 0\n"
+    assert not (hooks / "qemu.d/50-rtlibvirt").exists()

@@ -56,33 +56,35 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
 
 
 def inventory(tmp: Path, server: sshd.Sshd, wheel: Path, name: str, priority: int = 1) -> Path:
-    hosts: dict[str, dict[str, Any]] = {}
-    for host in HOSTS:
-        base = tmp / host
-        variables: dict[str, Any] = {
-            "ansible_python_interpreter": sys.executable,
-            "rtlibvirt_src": str(wheel),
-            "rtlibvirt_venv": str(base / "venv"),
-            "rtlibvirt_venv_python": sys.executable,
-            "rtlibvirt_packages_install": False,  # this machine has them (scripts/install-deps)
-            "rtlibvirt_host_root": str(base / "root"),
-            "rtlibvirt_host_spec": HOST_SPEC,
-            "rtlibvirt_hooks_dir": str(base / "hooks"),
-            "rtlibvirt_vms": [{"spec": vm_spec(host, priority), "allow_shared": True}],
-        }
-        if host == "local":
-            variables["ansible_connection"] = "local"
-        else:
-            variables.update(
-                ansible_host=sshd.ADDRESS,
-                ansible_port=server.port,
-                ansible_user="root",
-                ansible_ssh_private_key_file=str(server.key),
-                ansible_ssh_common_args=" ".join(server.ssh_args()),
-                ansible_ssh_transfer_method="piped",  # Debian's sftp-server is not unpacked
-            )
-        hosts[host] = variables
-    return write_inventory(tmp / name, hosts)
+    """The README's inventory: the hosts, then what they share (per-host paths by name)."""
+    per_host = f"{tmp}/{{{{ inventory_hostname }}}}"
+    hosts: dict[str, dict[str, Any]] = {
+        "local": {"ansible_connection": "local"},
+        "remote": {
+            "ansible_host": sshd.ADDRESS,
+            "ansible_port": server.port,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(server.key),
+            "ansible_ssh_common_args": " ".join(server.ssh_args()),
+            "ansible_ssh_transfer_method": "piped",  # Debian's sftp-server is not unpacked
+        },
+    }
+    spec = vm_spec("{{ inventory_hostname }}", priority)
+    shared = {
+        "ansible_python_interpreter": sys.executable,
+        "rtlibvirt_src": str(wheel),
+        "rtlibvirt_venv": f"{per_host}/venv",
+        "rtlibvirt_venv_python": sys.executable,
+        "rtlibvirt_packages_install": False,  # this machine has them (scripts/install-deps)
+        "rtlibvirt_host_root": f"{per_host}/root",
+        "rtlibvirt_host_spec": HOST_SPEC,
+        "rtlibvirt_hooks_dir": f"{per_host}/hooks",
+        "rtlibvirt_vms": [{"spec": spec, "allow_shared": True}],
+    }
+    path = tmp / name
+    data = {"all": {"children": {"hypervisors": {"hosts": hosts, "vars": shared}}}}
+    path.write_text(json.dumps(data, indent=2))
+    return path
 
 
 def domain_xml(uri: str, name: str) -> str | None:

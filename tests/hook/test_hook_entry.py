@@ -277,6 +277,9 @@ def test_a_missing_rtlibvirt_never_stops_a_vm(tmp_path: Path, rt_xml: str) -> No
     hook = Entry(tmp_path, python=sys.executable)  # the package folder tmp/pkg is empty
     done = hook("rt", "prepare", "begin", rt_xml, PYTHONPATH="")
     assert (done.returncode, done.stdout) == (0, b"")
+    assert b"cannot import rtlibvirt (ModuleNotFoundError" in done.stderr
+    assert f"rt prepare begin: {sys.executable} cannot import rtlibvirt from " in hook.log()
+    assert "run `rtlibvirt hook install`" in hook.log()
 
 
 def test_usage(entry: Entry) -> None:
@@ -348,11 +351,12 @@ def test_an_old_installed_hook_still_works(tmp_path: Path) -> None:
 
 
 def test_status_says_an_old_hook_is_out_of_date_and_install_upgrades_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hooks_dir = tmp_path / "hooks"
     root = tmp_path / "root"
     build_host(root)
+    monkeypatch.setenv("RTLIBVIRT_HOST_ROOT", str(root))  # not the live host's state
     target = old_hook(hooks_dir)
     st = hookinstall.status(hooks_dir, HostFS(root))
     assert st.installed and not st.current and not st.ok
@@ -413,3 +417,59 @@ def test_the_shell_entry_parses() -> None:
     assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0
     if os.path.exists("/bin/dash"):
         assert subprocess.run(["/bin/dash", "-n"], input=text, text=True).returncode == 0
+
+
+# ---- the Python entry's own shortcuts ----------------------------------------------------------
+
+
+def test_a_stop_without_state_imports_nothing_more(tmp_path: Path, rt_xml: str) -> None:
+    build_host(tmp_path)
+    probe = (
+        "import io, sys; sys.path.insert(0, sys.argv[1]); from rtlibvirt import hook; "
+        "rcs = [hook.main(['rt', op, 'end', '-'], io.StringIO(sys.argv[2]), sys.argv[3]) "
+        "for op in ('stopped', 'release')]; "
+        "print(rcs, sorted(m for m in sys.modules if m.startswith('rtlibvirt')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-IS", "-c", probe, str(REPO), rt_xml, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "[0, 0] ['rtlibvirt', 'rtlibvirt.hook']"
+
+
+def test_the_stop_shortcut_is_what_the_operations_would_do(tmp_path: Path) -> None:
+    # the entry skips a stop when the state file is missing; the operations must agree
+    from rtlibvirt.hook import ops
+
+    fs = HostFS(tmp_path)
+    build_host(tmp_path)
+    before = snapshot(fs)
+    xml = domain_xml("rt", [0, 1], [1])
+    for op in ("stopped", "release"):
+        assert ops.handle(fs, "rt", op, "end", xml) == 0
+    assert snapshot(fs) == before
+    assert not fs.path(STATE_FILE).exists()
+    assert not (tmp_path / "var/log/rtlibvirt/hook.log").exists()
+
+
+def test_the_shell_and_python_entries_name_the_same_state_files() -> None:
+    from rtlibvirt import hook
+    from rtlibvirt.hook import state
+
+    text = (REPO / "hooks/qemu").read_text()
+    assert f"STATE_FILE={state.STATE_FILE}" in text
+    assert f"JOURNAL_FILE={state.JOURNAL_FILE}" in text
+    assert f"NAMESPACE='{hook.NAMESPACE}'" in text
+    assert f"MAX_XML={MAX_XML}" in text
+    assert "/" + hook.STATE_FILE == state.STATE_FILE
+    assert "/" + hook.JOURNAL_FILE == state.JOURNAL_FILE
+
+
+def test_a_journal_alone_sends_stops_to_python(entry: Entry) -> None:
+    journal = entry.root / "run/rtlibvirt/journal"
+    journal.parent.mkdir(parents=True)
+    journal.write_text("")
+    assert entry("plain", "release", "end", PLAIN_XML).returncode == 0
+    assert [c.split(" | ")[1] for c in entry.calls()] == ["plain release end -"]

@@ -171,7 +171,9 @@ def test_status_reports_a_set_aside_state_file(
     assert not st.ok
 
 
-def test_the_cli(hooks_dir: Path) -> None:
+def test_the_cli(hooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the hook state of a fake host, not the live one (where VMs may run meanwhile)
+    monkeypatch.setenv("RTLIBVIRT_HOST_ROOT", str(tmp_path / "root"))
     runner = CliRunner()
     result = runner.invoke(cli, ["hook", "status", "--hooks-dir", str(hooks_dir)])
     assert result.exit_code == 3

@@ -4,6 +4,7 @@ the user's own arguments kept, as grub-mkconfig (a real shell sourcing the files
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -57,26 +58,67 @@ def test_debian_runs_update_grub_and_the_boot_entry_has_the_args(
         assert f" {arg} " in grub_cfg or f" {arg}\n" in grub_cfg
 
 
-def test_rhel_uses_grubby_on_every_kernel(fake_host: Callable[..., Host]) -> None:
+def options(entry: Path) -> list[str]:
+    return next(
+        line.split()[1:] for line in entry.read_text().splitlines() if line.startswith("options")
+    )
+
+
+@pytest.mark.parametrize("grubby", ["bls", "c"])
+def test_rhel_uses_grubby_on_every_kernel(
+    fake_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch, grubby: str
+) -> None:
+    monkeypatch.setenv("RTLIBVIRT_FAKE_GRUBBY", grubby)
     host = fake_host("rhel")
     planned = host.plan().cmdline.texts
     host.apply()
-    grubby = [c for c in host.commands() if c.startswith("grubby")]
-    assert grubby == [
-        "grubby --update-kernel=ALL --remove-args=default_hugepagesz hugepagesz hugepages "
-        f"--args={' '.join(planned)}"
-    ]
+    ran = [c for c in host.commands() if c.startswith("grubby")]
+    # Two calls, never --remove-args and --args together: grubby.c adds before it
+    # removes, and would take out the hugepages=8 it had just put in.
+    assert ran[0] == "grubby --update-kernel=ALL --remove-args=hugepages=4"
+    assert ran[1].startswith("grubby --update-kernel=ALL --args=") and len(ran) == 2
+    added = ran[1].split("--args=", 1)[1].split()
+    assert sorted(added) == sorted(planned)
+    assert added.index("iommu=pt") < added.index("intel_iommu=on")  # "iommu=" is in it
     for entry in (host.root / "boot/loader/entries").iterdir():
-        options = next(
-            line.split()[1:]
-            for line in entry.read_text().splitlines()
-            if line.startswith("options")
-        )
-        assert all(options.count(arg) == 1 for arg in planned)
-        assert "rd.lvm.lv=rhel/swap" in options
+        words = options(entry)
+        assert all(words.count(arg) == 1 for arg in planned), words
+        assert "rd.lvm.lv=rhel/swap" in words and "hugepages=4" not in words
     host.revert()
     # The entries were put back byte for byte from the journal: no grubby needed.
-    assert [c for c in host.commands() if c.startswith("grubby")] == grubby
+    assert [c for c in host.commands() if c.startswith("grubby")] == ran
+
+
+REPEATED = (
+    "crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M resume=/dev/mapper/rhel-swap "
+    "hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512 default_hugepagesz=2M amd_iommu=on"
+)
+
+
+@pytest.mark.parametrize("grubby", ["bls", "c"])
+def test_rhel_repeated_hugepage_keys_are_all_replaced(
+    fake_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch, grubby: str
+) -> None:
+    """hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512: every occurrence goes,
+    ours come once and in order, under both of grubby's ways with arguments."""
+    monkeypatch.setenv("RTLIBVIRT_FAKE_GRUBBY", grubby)
+    host = fake_host("rhel")
+    for entry in (host.root / "boot/loader/entries").iterdir():
+        text = entry.read_text()
+        entry.write_text(
+            text.replace("rd.lvm.lv=rhel/swap hugepages=4", "rd.lvm.lv=rhel/swap " + REPEATED)
+        )
+    planned = host.plan().cmdline.texts
+    host.apply()
+    for entry in (host.root / "boot/loader/entries").iterdir():
+        words = options(entry)
+        hugepage_words = [
+            w for w in words if w.split("=")[0] in ("hugepagesz", "hugepages", "default_hugepagesz")
+        ]
+        assert sorted(hugepage_words) == ["default_hugepagesz=1G", "hugepages=8", "hugepagesz=1G"]
+        assert hugepage_words.index("hugepagesz=1G") < hugepage_words.index("hugepages=8")
+        assert all(words.count(arg) == 1 for arg in planned), words
+        assert "amd_iommu=on" in words  # the user's own stays
 
 
 def test_rhel_revert_uses_grubby_for_an_entry_edited_since(fake_host: Callable[..., Host]) -> None:
@@ -92,3 +134,41 @@ def test_rhel_revert_uses_grubby_for_an_entry_edited_since(fake_host: Callable[.
     assert "grub_class rhel-edited" in text  # the admin's edit is kept
     options = next(line for line in text.splitlines() if line.startswith("options")).split()
     assert "hugepages=4" in options and "isolcpus=managed_irq,domain,4" not in options
+
+
+@pytest.mark.parametrize("grubby", ["bls", "c"])
+def test_rhel_revert_of_an_edited_entry_with_repeated_keys(
+    fake_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch, grubby: str
+) -> None:
+    """grubby.c puts back hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512 as they
+    were; grubby-bls cannot add a name twice, and revert says so for the entry."""
+    monkeypatch.setenv("RTLIBVIRT_FAKE_GRUBBY", grubby)
+    host = fake_host("rhel")
+    entries = sorted((host.root / "boot/loader/entries").iterdir())
+    for entry in entries:
+        text = entry.read_text()
+        entry.write_text(
+            text.replace("rd.lvm.lv=rhel/swap hugepages=4", "rd.lvm.lv=rhel/swap " + REPEATED)
+        )
+    host.apply()
+    main = next(e for e in entries if "rescue" not in e.name)
+    main.write_text(main.read_text().replace("grub_class rhel", "grub_class rhel-edited"))
+    report = host.revert()
+    words = options(main)
+    mine = [
+        w for w in words if w.split("=")[0] in ("hugepagesz", "hugepages", "default_hugepagesz")
+    ]
+    if grubby == "c":
+        assert mine == [
+            "hugepagesz=1G",
+            "hugepages=4",
+            "hugepagesz=2M",
+            "hugepages=512",
+            "default_hugepagesz=2M",
+        ]
+        assert not [w for w in report.warnings if "did not put back" in w]
+    else:
+        assert any(main.name in w and "did not put back" in w for w in report.warnings), (
+            report.warnings
+        )
+    assert "isolcpus=managed_irq,domain,4" not in words and "amd_iommu=on" in words

@@ -12,6 +12,7 @@ from lxml import etree
 import rtlibvirt.virt.connection  # noqa: F401 - silences libvirt's default error printer
 from rtlibvirt.config.vm import load_spec
 from rtlibvirt.domain import metadata
+from rtlibvirt.domain.facts import facts
 from rtlibvirt.domain.render import render
 from rtlibvirt.hook.domain import parse as hook_parse
 from rtlibvirt.hook.domain import validate as hook_validate
@@ -76,11 +77,14 @@ def test_the_probe_keeps_every_real_time_element_and_nothing_else(
     assert canonical(probe.find("memory")) == canonical(base.find("memory"))
     # the spec, for the hook: byte for byte
     assert probe.find(f"metadata/{metadata.TAG}").text == base.find(f"metadata/{metadata.TAG}").text
-    # the hook sees the same VM: the same CPUs, the same isolation settings
-    real, probed = hook_parse(base_xml), hook_parse(xml)
-    assert probed.managed and probed.cpus == real.cpus
+    # the hook sees the same VM: the same realtime CPUs (from <cputune>) and spec
+    real, probed = facts(base_xml), facts(xml)
+    assert probed.managed and probed.realtime_cpu_set == real.realtime_cpu_set
+    assert probed.sched == real.sched and probed.vcpupins == real.vcpupins
+    assert probed.stored_spec() == real.stored_spec()
     online = frozenset(range(64))
-    assert hook_validate(probed, online).settings == hook_validate(real, online).settings
+    hook_real, hook_probed = hook_parse(base_xml), hook_parse(xml)
+    assert hook_validate(hook_probed, online).settings == hook_validate(hook_real, online).settings
     # direct kernel boot, no disk, NIC or host device, serial ports to files
     os_element = probe.find("os")
     assert os_element.findtext("kernel") == str(FILES.kernel)
@@ -132,7 +136,7 @@ def test_a_virt_manager_domain_loses_its_devices_and_keeps_its_cpu_and_clock(
     assert devices == {"controller", "serial", "memballoon"}
     # its balloon stays: the probe measures the VM as it is
     assert probe.find("devices/memballoon").get("model") == "virtio"
-    assert not hook_parse(xml).managed
+    assert not facts(xml).managed
 
 
 @pytest.mark.parametrize("virt_type", ["kvm", "qemu"])
@@ -159,8 +163,8 @@ def test_the_untuned_vm_is_what_virt_install_makes(
     shape = etree.parse(str(REPO / "tests/data/domains/virt-install-server.xml")).getroot()
     assert canonical(untuned.find("clock")) == canonical(shape.find("clock"))
     assert canonical(untuned.find("features")) == canonical(shape.find("features"))
-    hook = hook_parse(xml)
-    assert not hook.managed and not hook.cpus  # the hook leaves the host alone
+    seen = facts(xml)
+    assert not seen.managed and not seen.realtime_cpu_set  # the hook leaves the host alone
 
 
 def test_hostile_domain_xml_is_refused_without_expanding_it() -> None:

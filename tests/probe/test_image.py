@@ -213,3 +213,24 @@ def test_symbolic_links_resolve_inside_the_package_tree_only() -> None:
     assert debs.resolve(tree, "/usr/lib/a.so") == "lib/x/ld.so"
     assert debs.resolve(tree, "loop") is None
     assert debs.resolve(tree, "escape") is None  # "etc/passwd" is not in the tree
+
+
+def test_ones_own_kernel_and_initramfs_need_no_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(name: str) -> object:
+        raise PackageError(f"cannot look up {name}: no network")
+
+    monkeypatch.setattr(image, "candidate", offline)
+    monkeypatch.setattr(image, "kernel_package", offline)
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    kernel.write_bytes(b"k")
+    initrd.write_bytes(b"i")
+    got = image.ensure("rt", kernel=kernel, initrd=initrd, host=False, cache=tmp_path / "cache")
+    assert (got.kernel, got.initrd, got.host, got.built) == (kernel, initrd, None, ())
+    assert got.description == f"kernel {kernel}; initramfs {initrd}"
+    with pytest.raises(image.ImageError, match="no cyclictest for the host"):
+        got.host_cyclictest()
+    # --baseline needs the image's cyclictest: the packages again
+    with pytest.raises(PackageError, match="no network"):
+        image.ensure("rt", kernel=kernel, initrd=initrd, host=True, cache=tmp_path / "cache")

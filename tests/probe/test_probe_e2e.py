@@ -2,7 +2,8 @@
 
 The hook is installed (and libvirtd restarted to see it, by scripts/libvirtd-up),
 then `rtlibvirt probe` measures examples/small.yaml (renamed rtl-probe-e2e) with
-``--virt-type qemu --duration 5s --baseline --compare untuned --load --json``:
+``--virt-type qemu --duration 5s --baseline --compare untuned --load --json
+--max-latency 1`` (a gate that fails: exit 3):
 the probe image is built if it is not in the cache (a clean machine downloads
 its Debian packages here), the paused baseline domain and the tuned guest get
 the hook's isolation, the untuned guest does not. Checked: results for each
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +84,7 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         plot = tmp_path / "probe.svg"
         argv = [rtlibvirt, "probe", str(spec), "-c", system_uri, "--virt-type", "qemu"]
         argv += ["--duration", "5s", "--baseline", "--compare", "untuned", "--load"]
-        argv += ["--json", "--plot", str(plot)]
+        argv += ["--json", "--plot", str(plot), "--max-latency", "1"]  # a gate no VM passes
         done = subprocess.run(
             argv,
             capture_output=True,
@@ -89,9 +93,12 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         )
         sampler.stop.set()
         sampler.join()
-        assert done.returncode == 0, done.stderr + tail(log_start)
+        assert done.returncode == 3, done.stderr + tail(log_start)  # over --max-latency
         report = json.loads(done.stdout)  # stdout is the JSON alone
         assert "not real-time figures" in done.stderr  # said plainly for TCG
+        worst = report["configurations"][1]["summary"]["max_us"]
+        assert f"probe: worst case {worst} µs exceeds --max-latency 1 µs" in done.stderr
+        assert report["gate"] == "fail" and report["max_latency_us"] == 1
 
         # results for each configuration
         assert report["real_time_figures"] is False
@@ -143,3 +150,57 @@ def tail(start: int) -> str:
         return ""
     lines = HOOK_LOG.read_text(errors="replace")[start:].splitlines()[-40:]
     return "\nthe hook log of this test:\n" + "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("signal_number", "domain", "options"),
+    [
+        (signal.SIGINT, f"{NAME}-probe", []),  # Ctrl-C while the guest measures
+        (signal.SIGTERM, f"{NAME}-probe-baseline", ["--baseline"]),  # while the host measures
+    ],
+    ids=["ctrl-c-in-the-guest", "sigterm-in-the-baseline"],
+)
+def test_an_interrupted_probe_leaves_no_domain_and_the_host_as_it_was(
+    system_uri: str, tmp_path: Path, signal_number: int, domain: str, options: list[str]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("starts VMs and runs cyclictest: needs root (run `make test`)")
+    rtlibvirt = str(Path(sys.executable).with_name("rtlibvirt"))
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        (EXAMPLES / "small.yaml").read_text().replace("name: small-rt", f"name: {NAME}")
+    )
+    before = host_values()
+    workdirs = set(Path(tempfile.gettempdir()).glob("rtlibvirt-probe-*"))
+    fs = HostFS("/")
+    argv = [rtlibvirt, "probe", str(spec), "-c", system_uri, "--virt-type", "qemu"]
+    process = subprocess.Popen(
+        [*argv, "--duration", "120s", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while vcputhreads.qemu_pid(fs, domain) is None:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, f"{domain} did not start"
+            time.sleep(0.2)
+        time.sleep(2)  # the guest boots (or the host measures): a probe in full swing
+        process.send_signal(signal_number)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for name in PROBES:
+            subprocess.run(["virsh", "-q", "-c", system_uri, "destroy", name], capture_output=True)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and out == ""
+    listed = subprocess.run(
+        ["virsh", "-q", "-c", system_uri, "list", "--all", "--name"], capture_output=True, text=True
+    )
+    assert not set(PROBES) & set(listed.stdout.split())
+    assert not set(PROBES) & set(claims())
+    assert host_values() == before
+    assert set(Path(tempfile.gettempdir()).glob("rtlibvirt-probe-*")) == workdirs  # files gone

@@ -241,3 +241,13 @@ def test_libvirt_schema_validation_flag_is_used(test_conn: Any, mocker: MockerFi
     spy = mocker.spy(libvirt.virConnect, "defineXMLFlags")
     assert run("define", str(EXAMPLES / "plc.yaml"), "-c", TEST_URI)[0] == 0
     assert spy.call_args.args[2] == libvirt.VIR_DOMAIN_DEFINE_VALIDATE
+
+
+def test_an_unreadable_stored_definition_is_a_libvirt_error() -> None:
+    from rtlibvirt.errors import LibvirtError
+    from rtlibvirt.virt.define import stored_facts
+
+    bad = "<domain><name>x</name><vcpu>lots</vcpu></domain>"
+    with pytest.raises(LibvirtError, match="the definition of 'x' on test:///default cannot be"):
+        stored_facts(bad, "x", TEST_URI)
+    assert stored_facts("<domain><name>x</name></domain>", "x", TEST_URI).vcpus == 1

@@ -71,8 +71,8 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-path:
-  description: The hook file.
+hook_file:
+  description: The hook file (a key named C(path) would make Ansible stat it into the result).
   returned: always
   type: str
   sample: /etc/libvirt/hooks/qemu.d/50-rtlibvirt
@@ -226,7 +226,7 @@ def main():
 
     result = dict(
         changed=False,
-        path=os.path.join(module.params["hooks_dir"], HOOK_NAME),
+        hook_file=os.path.join(module.params["hooks_dir"], HOOK_NAME),
         restarted=False,
         version=None,
         needs_restart=None,

@@ -158,7 +158,7 @@ from ansible_collections.rtlibvirt.realtime.plugins.module_utils.common import (
 )
 
 
-def file_diffs(result_json, planned):
+def file_diffs(planned):
     """Ansible's diff list: each file as it is and as it would be."""
     diffs = []
     for change, now in planned.preview.files:
@@ -248,7 +248,7 @@ def main():
             result["changed"] = False
             result["would_change"] = data["changed"]
         if module._diff and data["changed"]:
-            result["diff"] = file_diffs(data, outcome)
+            result["diff"] = file_diffs(outcome)
     module.exit_json(**result)
 
 

@@ -388,6 +388,11 @@ def main():
             result["name"] = spec.name
         elif params["state"] != "absent":
             module.fail_json(msg="state %s needs spec or src" % params["state"], **result)
+        else:
+            from rtlibvirt.config.vm import NAME_RE
+
+            if not NAME_RE.match(params["name"]):
+                module.fail_json(msg="%r is not a domain name rtlibvirt defines" % params["name"], **result)
         with virt.connection(params["uri"]) as conn:
             if params["state"] == "absent":
                 remove(module, conn, result["name"], result)
