@@ -255,7 +255,7 @@ def _write_validated(path: Any, known: dict[str, tuple[Settings, frozenset[int]]
     }
     try:
         os.makedirs(os.path.dirname(str(path)), mode=0o755, exist_ok=True)
-        files.atomic_write(path, json.dumps(data).encode("utf-8"), mode=0o600)
+        files.atomic_write(path, json.dumps(data).encode("utf-8"), mode=0o600, durable=False)
     except OSError:
         pass  # only a cache: the next call validates again
 

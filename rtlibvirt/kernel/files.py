@@ -66,11 +66,18 @@ def lock(path: str | Path, timeout: float, *, directory: bool = False) -> int:
         raise
 
 
-def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None:
+def atomic_write(
+    path: str | Path, data: bytes, mode: int | None = None, *, durable: bool = True
+) -> None:
     """Replace ``path`` with ``data`` atomically.
 
     Without ``mode``, an existing file keeps its permissions and a new one gets
     0644. Ownership of an existing file is kept where we are allowed to.
+    ``durable`` (the default) fsyncs the file and its directory, so that the
+    new content survives a power loss; ``durable=False`` is for files under
+    /run that describe only the running kernel: other processes see the whole
+    new file or the old one either way, and a kill of this process loses
+    nothing that ``write`` returned.
     """
     path = Path(path)
     directory = path.parent
@@ -86,7 +93,8 @@ def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         if mode is not None:
@@ -102,7 +110,8 @@ def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def fsync_dir(directory: str | Path) -> None:

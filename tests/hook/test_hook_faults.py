@@ -98,9 +98,11 @@ def switch(monkeypatch: pytest.MonkeyPatch) -> KillSwitch:
             ks.tick(f"journal {self.path}")
         flush(self)
 
-    def killing_atomic_write(path: Any, data: bytes, mode: int | None = None) -> None:
+    def killing_atomic_write(
+        path: Any, data: bytes, mode: int | None = None, *, durable: bool = True
+    ) -> None:
         ks.tick(f"atomic write {path}")
-        atomic(path, data, mode)
+        atomic(path, data, mode, durable=durable)
 
     monkeypatch.setattr(hookstate.Journal, "flush", killing_flush)
     monkeypatch.setattr(hookstate.files, "atomic_write", killing_atomic_write)
@@ -207,6 +209,31 @@ def test_a_clean_life_restores_the_host(tmp_path: Path) -> None:
     assert live(call, LIVES["a-first"]) == []
     assert "0" in fs.read("/sys/devices/system/machinecheck/machinecheck0/check_interval")
     assert_restored(fs, before, call, "no fault")
+
+
+def test_the_state_is_never_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal and snapshot live in /run and guard against a killed hook process,
+    for which a write that returned suffices (the kill tests below): an fsync there only
+    cost time (~1 ms each, and up to 100 ms on a busy disk-backed /run)."""
+    synced: list[int] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+
+    fs = make_host(tmp_path)
+    call = Hook(fs)
+    before = snapshot(fs)
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(hookstate.os, "fsync", fsync)
+    assert live(call, LIVES["b-first"]) == []
+    assert synced == []
+    monkeypatch.undo()
+    assert_restored(fs, before, call, "no fsync")
+    # while the state's own writes are not durable, every other atomic write still is
+    target = tmp_path / "durable"
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    files.atomic_write(target, b"x")
+    assert len(synced) == 2 and target.read_bytes() == b"x"  # the file and its folder
 
 
 @pytest.mark.parametrize("life", sorted(LIVES))

@@ -46,7 +46,7 @@ class Host:
         self.converged: dict[str, tuple[tuple[tuple[str, frozenset[int]], ...], ValuePlan]] = {}
 
     def save(self) -> None:
-        """Make every recorded change durable (the journal, fsynced) before the next write."""
+        """Write the journal of every recorded change before the next write to the host."""
         self.store.journal.flush()
 
     def commit(self) -> None:
