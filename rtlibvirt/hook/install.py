@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rtlibvirt import __version__, resources
 from rtlibvirt.errors import HostError, InputError
-from rtlibvirt.hook.log import LOG_FILE
+from rtlibvirt.hook import log as hooklog
 from rtlibvirt.hook.state import STATE_FILE, State, StateError, StateStore, peek
 from rtlibvirt.kernel import procs, rtgroup
 from rtlibvirt.kernel.cpuset import format_cpulist
@@ -278,11 +278,7 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Sta
     result.recovered = list(state.recovered)
     result.state_file = str(fs.path(STATE_FILE))
     result.set_aside = StateStore(fs).set_aside_files()
-    result.log = (
-        "syslog (journalctl -t rtlibvirt-hook)"
-        if fs.is_live and os.path.exists("/dev/log")
-        else str(fs.path(LOG_FILE))
-    )
+    result.log = hooklog.destination(fs)
     result.rt_problem = rtgroup.diagnose(fs)
     return result
 

@@ -55,6 +55,16 @@ def escape(text: str) -> str:
     )
 
 
+def uses_syslog(fs: HostFS) -> bool:
+    """The hook logs to syslog on the live host when it has one, else to LOG_FILE."""
+    return fs.is_live and os.path.exists("/dev/log")
+
+
+def destination(fs: HostFS) -> str:
+    """Where the hook's lines go, for people (``rtlibvirt hook status``)."""
+    return "syslog (journalctl -t rtlibvirt-hook)" if uses_syslog(fs) else str(fs.path(LOG_FILE))
+
+
 class HookLog:
     """Log lines of one hook call, prefixed with the domain and operation."""
 
@@ -62,7 +72,7 @@ class HookLog:
         self.fs = fs
         self.prefix = prefix
         self.lines: list[tuple[str, str]] = []
-        self._syslog = fs.is_live and os.path.exists("/dev/log")
+        self._syslog = uses_syslog(fs)
         self._file_fd: int | None = None
         self._failed = False
         self._debug: bool | None = None  # written out? (DEBUG_FLAG, looked up once)
@@ -70,12 +80,6 @@ class HookLog:
             import syslog
 
             syslog.openlog(IDENT, syslog.LOG_PID, syslog.LOG_DAEMON)
-
-    @property
-    def destination(self) -> str:
-        return (
-            "syslog (journalctl -t rtlibvirt-hook)" if self._syslog else str(self.fs.path(LOG_FILE))
-        )
 
     def debug(self, message: str) -> None:
         self._emit("debug", message)
