@@ -102,7 +102,7 @@ def main(args: list[str], stdin: TextIO, root: str = "/", fs: HostFS | None = No
         # Everything a stop may undo is in the state file: without it (no VM is
         # isolated, or the last one's `stopped` restored everything before its
         # `release`) there is nothing to do, and no need to import the rest.
-        state_root = str(fs.root) if fs is not None else root
+        state_root = fs.root_str if fs is not None else root
         if not (
             os.path.exists(os.path.join(state_root, STATE_FILE))
             or os.path.exists(os.path.join(state_root, JOURNAL_FILE))

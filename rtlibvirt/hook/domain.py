@@ -213,7 +213,7 @@ def validated(fs: Any, domain: DomainInfo, online: frozenset[int]) -> Validated:
     any hook call since boot) takes the remembered settings: only its CPUs are
     checked against the host again. Raises DomainError like :func:`validate`.
     """
-    path = fs.path(VALIDATED_FILE)
+    path = fs.real(VALIDATED_FILE)
     known = _read_validated(path)
     entry = known.get(domain.meta or "")
     if entry is not None and domain.realtime is not None:

@@ -62,7 +62,7 @@ def uses_syslog(fs: HostFS) -> bool:
 
 def destination(fs: HostFS) -> str:
     """Where the hook's lines go, for people (``rtlibvirt hook status``)."""
-    return "syslog (journalctl -t rtlibvirt-hook)" if uses_syslog(fs) else str(fs.path(LOG_FILE))
+    return "syslog (journalctl -t rtlibvirt-hook)" if uses_syslog(fs) else fs.real(LOG_FILE)
 
 
 class HookLog:
@@ -122,8 +122,8 @@ class HookLog:
             return
         try:
             if self._file_fd is None:
-                path = self.fs.path(LOG_FILE)
-                os.makedirs(path.parent, mode=0o755, exist_ok=True)
+                path = self.fs.real(LOG_FILE)
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
                 self._file_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             line = f"{stamp} {IDENT}[{os.getpid()}] {level}: {text}\n"

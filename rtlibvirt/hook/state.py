@@ -651,20 +651,21 @@ class StateStore:
 
     def __init__(self, fs: HostFS) -> None:
         self.fs = fs
-        self.path = fs.path(STATE_FILE)
-        self.lock_path = fs.path(LOCK_FILE)
-        self.journal = Journal(str(fs.path(JOURNAL_FILE)))
+        # strings, not pathlib's paths: the hook does not import pathlib (~2.5 ms)
+        self.path = fs.real(STATE_FILE)
+        self.lock_path = fs.real(LOCK_FILE)
+        self.journal = Journal(fs.real(JOURNAL_FILE))
         self._rewrite = False  # the journal must be rewritten from the state at the next save
         self.notes: list[str] = []  # what the last load recovered (for the log)
         self.interrupted = False  # the last load found the work of a call that died half-way
 
     def exists(self) -> bool:
-        return self.path.exists() or os.path.exists(self.journal.path)
+        return os.path.exists(self.path) or os.path.exists(self.journal.path)
 
     @contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         """Hold the exclusive lock (waiting up to ``timeout`` seconds)."""
-        os.makedirs(self.lock_path.parent, mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(self.lock_path), mode=0o755, exist_ok=True)
         try:
             fd = files.lock(self.lock_path, timeout)
         except files.LockBusy:
@@ -735,19 +736,20 @@ class StateStore:
 
     def _set_aside(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{os.getpid()}")
+        aside = f"{self.path}.damaged-{stamp}-{os.getpid()}"
         os.replace(self.path, aside)
-        return str(aside)
+        return aside
 
     def set_aside_files(self) -> list[str]:
         """Damaged state files set aside so far (for ``hook status``)."""
         try:
-            names = os.listdir(self.path.parent)
+            folder, name = os.path.split(self.path)
+            names = os.listdir(folder)
         except FileNotFoundError:
             return []
-        prefixes = (f"{self.path.name}.damaged-", f"{self.path.name}.corrupt-")
+        prefixes = (f"{name}.damaged-", f"{name}.corrupt-")
         return sorted(
-            str(self.path.parent / n)
+            os.path.join(folder, n)
             for n in names
             if n.startswith(prefixes) and not n.endswith(".restored")
         )
@@ -756,7 +758,7 @@ class StateStore:
         """Flush the journal and write the snapshot; remove both when the state is empty."""
         if state.is_empty():
             self.journal.pending = []
-            for path in (str(self.path), self.journal.path):
+            for path in (self.path, self.journal.path):
                 with suppress(FileNotFoundError):
                     os.unlink(path)
             self.journal.lines = 0

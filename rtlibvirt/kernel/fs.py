@@ -26,32 +26,55 @@ import os
 import stat
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
 
 from rtlibvirt.kernel import cpuset
+
+TYPE_CHECKING = False  # pathlib (~2.5 ms with urllib and ipaddress) is imported only when asked for
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CPU_DIR = "/sys/devices/system/cpu"
 PATH_MAX = 4096  # bytes in a path, with its NUL (linux/limits.h)
 MAXSYMLINKS = 40  # links followed in one resolution before ELOOP (include/linux/namei.h)
 
 
+def _normalized(path: str) -> str:
+    """``str(Path(path))`` without pathlib: no empty or "." components, ".." kept
+    (a symlink before it decides where it leads), two leading slashes kept."""
+    lead = "//" if path.startswith("//") and not path.startswith("///") else "/"
+    if not path.startswith("/"):
+        lead = ""
+    return lead + "/".join(n for n in path.split("/") if n not in ("", ".")) or "."
+
+
 class HostFS:
     """The host's files under ``root``."""
 
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
-        self.root = Path(root)
-        # plain strings for the hot paths: the hook reads and writes hundreds of
-        # files per call, and pathlib costs ~10 us per path
-        self._prefix = str(self.root).rstrip("/")
+        # Plain strings: the hook reads and writes hundreds of files per call, and
+        # pathlib costs ~10 us per path and ~2.5 ms to import.
+        self._root = _normalized(os.fspath(root))
+        self._prefix = self._root.rstrip("/")
+        self._is_live = self._root == "/"
         # The live host needs no resolution of ours: the kernel's is the host's.
-        self._live = os.path.realpath(self.root) == "/"
+        self._live = os.path.realpath(self._root) == "/"
 
     def __repr__(self) -> str:
-        return f"HostFS({str(self.root)!r})"
+        return f"HostFS({self._root!r})"
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._root)
+
+    @property
+    def root_str(self) -> str:
+        return self._root
 
     @property
     def is_live(self) -> bool:
-        return self.root == Path("/")
+        return self._is_live
 
     def path(self, host_path: str, *, follow: bool = True) -> Path:
         """The real path of ``host_path`` (which must be absolute) under the root.
@@ -59,7 +82,13 @@ class HostFS:
         Symlinks are resolved inside the root; with ``follow=False`` the last
         component is not (for lstat, readlink, or replacing a link itself).
         """
+        from pathlib import Path
+
         return Path(self._real(host_path, follow))
+
+    def real(self, host_path: str, *, follow: bool = True) -> str:
+        """:meth:`path` as a string, for code that must not import pathlib (the hook)."""
+        return self._real(host_path, follow)
 
     def _real(self, host_path: str, follow: bool = True) -> str:
         _check(host_path)
@@ -247,20 +276,20 @@ class HostFS:
     # resctrl group is made by mkdir); a fake tree of a test overrides these.
 
     def mkdir(self, host_path: str, mode: int = 0o755) -> None:
-        os.mkdir(self.path(host_path, follow=False), mode)
+        os.mkdir(self._real(host_path, follow=False), mode)
 
     def rmdir(self, host_path: str) -> None:
-        os.rmdir(self.path(host_path, follow=False))
+        os.rmdir(self._real(host_path, follow=False))
 
     def mount(self, fstype: str, target: str) -> None:
         """``mount -t FSTYPE FSTYPE TARGET``; raises OSError on failure."""
         if not self.is_live:
-            raise OSError(errno.EPERM, f"cannot mount {fstype} in the fake tree {self.root}")
+            raise OSError(errno.EPERM, f"cannot mount {fstype} in the fake tree {self._root}")
         _run_mount(["mount", "-t", fstype, fstype, target])
 
     def umount(self, target: str) -> None:
         if not self.is_live:
-            raise OSError(errno.EPERM, f"cannot unmount {target} in the fake tree {self.root}")
+            raise OSError(errno.EPERM, f"cannot unmount {target} in the fake tree {self._root}")
         _run_mount(["umount", target])
 
 

@@ -131,7 +131,8 @@ def status(fs: HostFS, pid: int, tid: int | None = None) -> dict[str, str]:
 def cmdline(fs: HostFS, pid: int) -> list[bytes]:
     """The arguments of a process; empty for a kernel thread or a process that is gone."""
     try:
-        data = fs.path(f"/proc/{pid}/cmdline").read_bytes()
+        with open(fs.real(f"/proc/{pid}/cmdline"), "rb") as handle:
+            data = handle.read()
     except OSError:
         return []
     return data.split(b"\0")[:-1] if data.endswith(b"\0") else data.split(b"\0")

@@ -106,7 +106,7 @@ def test_hook_isolation_reads_the_hooks_state_file(tmp_path: Path) -> None:
     with store.locked():
         store.save(state)
     assert status.hook_isolation(fs) == {"plc": frozenset({2, 3})}
-    store.path.write_text("{not json")  # the hook's journal still says who runs
+    Path(store.path).write_text("{not json")  # the hook's journal still says who runs
     assert status.hook_isolation(fs) == {"plc": frozenset({2, 3})}
     os.unlink(store.journal.path)
     assert status.hook_isolation(fs) is None
