@@ -108,21 +108,10 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# Cycles known when this test was written, each owned by someone who is removing it;
-# the test fails on any other cycle, and when a known one is gone (drop it here then).
-KNOWN_CYCLES = [
-    # hostprep/report.py's Prepared.reboot_required imports verify inside the property;
-    # verify.py imports Row and describe_state from report at its top (fleet's --json API).
-    ["rtlibvirt.hostprep.report", "rtlibvirt.hostprep.verify"],
-]
-
-
 def test_the_package_has_no_import_cycle() -> None:
     edges = graph()
     assert len(edges) > 60 and sum(len(e) for e in edges.values()) > 150  # it read the package
-    found = cycles(edges)
-    assert [c for c in found if c not in KNOWN_CYCLES] == []
-    assert [c for c in KNOWN_CYCLES if c not in found] == [], "a known cycle is gone: drop it"
+    assert cycles(edges) == []
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

@@ -20,7 +20,7 @@ to the host's /sys) is listed in ``skipped``, not reported as a finding.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
 from rtlibvirt.config.units import GIB, hugepage_name
@@ -28,19 +28,22 @@ from rtlibvirt.domain.facts import DomainFacts
 from rtlibvirt.fit.findings import Finding, Severity
 from rtlibvirt.fit.host import HostModel, PciDevice
 from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.records import frozen_record, record
 
 VFIO = "vfio-pci"
 
 Subject = Literal["host", "domain"]
 
 
-@dataclass
+@record
 class Result:
+    """The findings of a run of checks, and what could not be checked."""
+
     findings: list[Finding] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Found:
     """What one check found: a finding without its code (the registry has it)."""
 
@@ -49,7 +52,7 @@ class Found:
     severity: Severity | None = None  # None: the check's own
 
 
-@dataclass
+@record
 class Context:
     """What a check looks at; ``host`` is None for the domain checks."""
 
@@ -75,8 +78,10 @@ class Context:
 CheckFunction = Callable[[Context], Iterable[Found]]
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Check:
+    """One registered check: its code, severity, subject and function."""
+
     code: str
     severity: Severity  # what it reports (a Found may say otherwise, e.g. --allow-shared)
     subject: Subject

@@ -8,15 +8,18 @@ machines and tests, what was found and how to fix it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from rtlibvirt.records import frozen_record
 
 Severity = Literal["error", "warning", "info"]
 _ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Finding:
+    """One thing a check found (``code``), how bad it is and how to fix it."""
+
     severity: Severity
     code: str
     what: str

@@ -6,8 +6,8 @@ the domain lacks) and ``tune``. No printing here: the CLI reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import TYPE_CHECKING, Any
 
 from rtlibvirt.config.vm import VmSpec
 from rtlibvirt.domain.facts import DomainFacts, facts
@@ -16,9 +16,12 @@ from rtlibvirt.errors import HostError, LibvirtError
 from rtlibvirt.fit import checks
 from rtlibvirt.fit.findings import Finding, errors, ordered
 from rtlibvirt.fit.host import HostModel, gather
-from rtlibvirt.fit.placement import Placement, Request, place, previous_of
 from rtlibvirt.kernel.fs import HostFS
+from rtlibvirt.records import record
 from rtlibvirt.virt import connection as virt
+
+if TYPE_CHECKING:
+    from rtlibvirt.fit.placement import Placement
 
 
 class HostCheckError(HostError):
@@ -38,7 +41,7 @@ class HostCheckError(HostError):
         return "\n".join([*lines, super().render()])
 
 
-@dataclass
+@record
 class Fitted:
     """The outcome of fitting one spec or domain to the host."""
 
@@ -68,6 +71,9 @@ def place_spec(host: HostModel, spec: VmSpec) -> tuple[VmSpec, Placement | None]
     """Resolve ``cpu.pinning: auto`` / ``cpu.emulator: auto`` on ``host``."""
     if not spec.needs_placement:
         return spec, None
+    # imported here: a spec that names its CPUs (the usual case) does not need placement
+    from rtlibvirt.fit.placement import Request, place, previous_of
+
     cpu = spec.cpu
     previous, previous_emulator = previous_of(host.domain(spec.name))
     request = Request(

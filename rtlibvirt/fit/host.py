@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ from rtlibvirt.kernel import rtgroup
 from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
 from rtlibvirt.kernel.fs import HostFS
 from rtlibvirt.kernel.rtgroup import RtGroupSched
+from rtlibvirt.records import frozen_record
 from rtlibvirt.virt import connection as virt
 
 HOST_ROOT_ENV = "RTLIBVIRT_HOST_ROOT"
@@ -42,6 +43,7 @@ NODE_DIR = "/sys/devices/system/node"
 # HostCpu, Topology and PciDevice are plain classes, not dataclasses: every
 # command that reads the host imports this module, and dataclasses compile their
 # methods at import (0.3 ms a class); a 512-CPU host makes 512 HostCpus.
+# HostModel is a frozen_record (rtlibvirt/records.py) for the same reason.
 
 
 class HostCpu:
@@ -232,7 +234,7 @@ class PciDevice:
         )
 
 
-@dataclass(frozen=True)
+@frozen_record
 class HostModel:
     """The libvirt host of one URI: its topology, its domains and, where they can be read,
     its kernel's files (isolated CPUs, hugepages, PCI devices, RT group scheduling)."""

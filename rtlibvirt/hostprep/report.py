@@ -11,13 +11,8 @@ from rtlibvirt.hostprep.changes import FileChange, Plan
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.journal import Journal
 from rtlibvirt.hostprep.plan import Preview
+from rtlibvirt.hostprep.verify import Row, describe_state, verify
 from rtlibvirt.kernel import cpuset
-
-
-def describe_state(state: FileState) -> str:
-    if state.kind == "symlink":
-        return f"symlink -> {state.target}"
-    return state.kind
 
 
 def diff(path: str, before: FileState, after: FileState) -> list[str]:
@@ -166,18 +161,6 @@ class Report:
         self.warnings.append(text)
 
 
-@dataclass(frozen=True)
-class Row:
-    what: str
-    wanted: str
-    found: str
-    status: str  # "ok", "reboot pending", "differs", "missing", "n/a"
-
-    @property
-    def drift(self) -> bool:
-        return self.status not in ("ok", "n/a")
-
-
 # ---- JSON forms (`host-prep plan|apply|verify|revert --json`, the Ansible module) ----
 
 
@@ -281,8 +264,6 @@ class PlanResult:
     @property
     def reboot_required(self) -> bool:
         """The changes need a reboot, or earlier ones still wait for one (``reboot pending``)."""
-        from rtlibvirt.hostprep.verify import verify
-
         if reboot_needed(self.prepared.plan, self.preview):
             return True
         if self.prepared.plan.runtime_only:

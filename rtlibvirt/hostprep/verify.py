@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rtlibvirt.hostprep import cmdline, grub, services
 from rtlibvirt.hostprep.changes import Plan
-from rtlibvirt.hostprep.effects import Effects
-from rtlibvirt.hostprep.report import Row, describe_state
+from rtlibvirt.hostprep.effects import Effects, FileState
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the verify table (rendered by hostprep.report)."""
+
+    what: str
+    wanted: str
+    found: str
+    status: str  # "ok", "reboot pending", "differs", "missing", "n/a"
+
+    @property
+    def drift(self) -> bool:
+        return self.status not in ("ok", "n/a")
+
+
+def describe_state(state: FileState) -> str:
+    if state.kind == "symlink":
+        return f"symlink -> {state.target}"
+    return state.kind
 
 
 def verify(plan: Plan, effects: Effects) -> list[Row]:

@@ -24,27 +24,33 @@ from pathlib import Path
 from lxml import etree
 
 from rtlibvirt.domain import metadata
+from rtlibvirt.domain.edit import ORDER
 from rtlibvirt.domain.facts import DomainFacts, DomainXMLError, facts
 from rtlibvirt.errors import InputError
 
-# Top-level elements taken over as they are, in libvirt's order.
-KEPT = (
-    "metadata",
-    "maxMemory",
-    "memory",
-    "currentMemory",
-    "blkiotune",
-    "memtune",
-    "memoryBacking",
-    "vcpu",
-    "vcpus",
-    "iothreads",
-    "iothreadids",
-    "cputune",
-    "numatune",
-    "resource",
+# Top-level elements taken over as they are. They are written in libvirt's order, the one
+# table of it (domain.edit.ORDER[""]), as is everything the probe writes itself.
+KEPT = frozenset(
+    {
+        "metadata",
+        "maxMemory",
+        "memory",
+        "currentMemory",
+        "blkiotune",
+        "memtune",
+        "memoryBacking",
+        "vcpu",
+        "vcpus",
+        "iothreads",
+        "iothreadids",
+        "cputune",
+        "numatune",
+        "resource",
+        "features",
+        "cpu",
+        "clock",
+    }
 )
-KEPT_AFTER_OS = ("features", "cpu", "clock")
 VIRT_TYPES = ("kvm", "qemu")
 MAX_XML = 4 * 1024 * 1024  # no real domain definition is near this
 
@@ -162,13 +168,12 @@ def probe_xml(base_xml: str, name: str, files: Files, virt_type: str = "kvm") ->
     base = parse(base_xml)
     domain = etree.Element("domain", type=virt_type)
     etree.SubElement(domain, "name").text = name
-    for tag in KEPT:
-        for element in base.findall(tag):
-            domain.append(copy.deepcopy(element))
-    domain.append(_os(base, files))
-    for tag in KEPT_AFTER_OS:
-        for element in base.findall(tag):
-            domain.append(copy.deepcopy(element))
+    for tag in ORDER[""]:
+        if tag == "os":
+            domain.append(_os(base, files))
+        elif tag in KEPT:
+            for element in base.findall(tag):
+                domain.append(copy.deepcopy(element))
     _ensure_acpi(domain)
     if virt_type == "qemu":
         _for_tcg(domain)

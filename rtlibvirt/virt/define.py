@@ -10,8 +10,8 @@ of the same name that rtlibvirt did not create is never replaced without
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from rtlibvirt.config.units import hugepage_name
 from rtlibvirt.config.vm import VmSpec
@@ -21,12 +21,15 @@ from rtlibvirt.domain.metadata import TUNE_ORIGIN
 from rtlibvirt.domain.render import Identity, render
 from rtlibvirt.errors import LibvirtError
 from rtlibvirt.fit.findings import Finding
-from rtlibvirt.fit.placement import Placement
 from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.records import frozen_record
 from rtlibvirt.virt import connection as virt
 
+if TYPE_CHECKING:
+    from rtlibvirt.fit.placement import Placement  # only fit/fitting.py makes one, for `auto`
 
-@dataclass(frozen=True)
+
+@frozen_record
 class DefinePlan:
     """What ``define`` would do; computed without changing anything."""
 
@@ -156,7 +159,7 @@ def _count(n: int, what: str) -> str:
 # ---- define in one call: the public API under `define --json` and the Ansible module ----
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Outcome:
     """What ``define`` did, or would do: the plan, the host step and the result.
 

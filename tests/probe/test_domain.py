@@ -12,6 +12,7 @@ from lxml import etree
 import rtlibvirt.virt.connection  # noqa: F401 - silences libvirt's default error printer
 from rtlibvirt.config.vm import load_spec
 from rtlibvirt.domain import metadata
+from rtlibvirt.domain.edit import ORDER
 from rtlibvirt.domain.facts import facts
 from rtlibvirt.domain.render import render
 from rtlibvirt.hook.domain import parse as hook_parse
@@ -165,6 +166,39 @@ def test_the_untuned_vm_is_what_virt_install_makes(
     assert canonical(untuned.find("features")) == canonical(shape.find("features"))
     seen = facts(xml)
     assert not seen.managed and not seen.realtime_cpu_set  # the hook leaves the host alone
+
+
+def in_libvirts_order(domain: etree._Element) -> None:
+    """Every element below <domain> that ORDER knows the parent of is where libvirt writes it."""
+    for path, order in ORDER.items():
+        for parent in [domain] if path == "" else domain.findall(path):
+            tags = [c.tag for c in parent if isinstance(c.tag, str)]
+            assert [t for t in tags if t not in order] == [], f"<{path}> children not in ORDER"
+            ranks = [order.index(t) for t in tags]
+            assert ranks == sorted(ranks), f"<{path or 'domain'}>: {tags}"
+
+
+def test_what_the_probe_keeps_is_in_the_one_element_order_table() -> None:
+    # probe_xml writes the kept elements in the order of domain.edit.ORDER[""]: one missing
+    # there would be dropped without a word
+    assert sorted(probedomain.KEPT - set(ORDER[""])) == []
+    assert {"name", "os", "on_poweroff", "on_reboot", "on_crash", "pm", "devices"} <= set(ORDER[""])
+
+
+@pytest.mark.parametrize("base", [*EXAMPLE_FILES, VIRT_MANAGER], ids=lambda p: p.stem)
+@pytest.mark.parametrize("virt_type", ["kvm", "qemu"])
+def test_the_probe_domains_are_written_in_libvirts_order(base: Path, virt_type: str) -> None:
+    base_xml = render(load_spec(base).spec) if base.suffix == ".yaml" else base.read_text()
+    for make in (probedomain.probe_xml, probedomain.untuned_xml):
+        in_libvirts_order(etree.fromstring(make(base_xml, "x", FILES, virt_type).encode()))
+
+
+def test_every_kept_element_is_kept_in_libvirts_order_whatever_the_base_order() -> None:
+    kept = sorted(probedomain.KEPT, reverse=True)  # not libvirt's order
+    base_xml = "<domain type='kvm'><name>b</name>" + "".join(f"<{t}/>" for t in kept) + "</domain>"
+    probe = etree.fromstring(probedomain.probe_xml(base_xml, "x", FILES).encode())
+    in_libvirts_order(probe)
+    assert {c.tag for c in probe} >= probedomain.KEPT
 
 
 def test_hostile_domain_xml_is_refused_without_expanding_it() -> None:
