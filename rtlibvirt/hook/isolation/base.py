@@ -34,7 +34,7 @@ class Host:
     The snapshot is written once, at the end of the hook call (:meth:`commit`).
     """
 
-    __slots__ = ("converged", "fs", "log", "state", "store")
+    __slots__ = ("converged", "fs", "log", "memo", "state", "store")
 
     def __init__(self, fs: HostFS, state: State, log: HookLog, store: StateStore) -> None:
         self.fs = fs
@@ -44,6 +44,9 @@ class Host:
         # step name -> (the claims it converged for, its plan): verify() right after
         # reconcile() in the same call needs no second reading of thousands of files
         self.converged: dict[str, tuple[tuple[tuple[str, frozenset[int]], ...], ValuePlan]] = {}
+        # what a step read once and may reuse within this hook call (e.g. each
+        # process's cgroup, which no write of the hook changes)
+        self.memo: dict[str, dict[int, str | None]] = {}
 
     def save(self) -> None:
         """Write the journal of every recorded change before the next write to the host."""

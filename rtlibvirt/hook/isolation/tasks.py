@@ -100,6 +100,9 @@ class Scan:
         self.where: dict[int, frozenset[int]] = {}  # pid -> CPUs of its cpuset cgroup
         self.libvirt: set[int] = set()  # pids in libvirt's cgroups
         self._effective: dict[str, frozenset[int]] = {}
+        # pid -> its cpuset cgroup, read once per hook call: the step writes only
+        # cpusets and affinities, which move no process to another group
+        self._groups = host.memo.setdefault(NAME, {})
         for pid in procs.pids(fs):
             if pid in excluded:
                 continue
@@ -116,8 +119,11 @@ class Scan:
     def _group(self, pid: int) -> str | None:
         if self.hierarchy is None:
             return None
+        if pid in self._groups:
+            return self._groups[pid]
         key = "cpuset" if self.hierarchy.version == 1 else ""
-        return procs.cgroup_of(self.fs, pid, key)
+        found = self._groups[pid] = procs.cgroup_of(self.fs, pid, key)
+        return found
 
     def _cpus_of(self, group: str | None) -> frozenset[int]:
         if group is None or self.hierarchy is None or not cgroup.valid_group(group):
