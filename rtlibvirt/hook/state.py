@@ -6,8 +6,9 @@ What it holds (:class:`State`):
   CPUs, its isolation settings (validated by ``config.vm``'s ``Isolation``
   model, the one definition), its QEMU pid and vCPU thread ids, its cache
   ways. A claim is made at ``prepare`` (phase ``prepared``: the CPUs are
-  reserved, nothing is changed yet) and becomes ``running`` at ``started``;
-  ``stopped``/``release`` drop it.
+  reserved and isolated before QEMU starts, so that the vCPUs never run beside
+  host work) and becomes ``running`` at ``started``, which adds the QEMU pid
+  and vCPU threads; ``stopped``/``release`` drop it.
 - ``originals``: the value of every host file the hook has changed, read
   *before* the first change. A value leaves this table only once it is back.
 - ``tasks``: the original CPU affinity of every thread the hook moved.
@@ -429,6 +430,10 @@ class State:
 
     def running(self) -> list[Claim]:
         return [c for _, c in sorted(self.claims.items()) if c.running]
+
+    def isolating(self) -> list[Claim]:
+        """The claims the host is isolated for: every VM from its ``prepare`` on."""
+        return [c for _, c in sorted(self.claims.items())]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -914,7 +919,7 @@ def peek(fs: HostFS) -> State:
 
 
 def isolated_by_vm(fs: HostFS | None = None) -> dict[str, frozenset[int]] | None:
-    """Domain name -> the host CPUs the hook isolates for it now (running VMs).
+    """Domain name -> the host CPUs the hook isolates for it now (running or starting VMs).
 
     An empty mapping when no VM is isolated; None when the state cannot be read.
     Never raises.
@@ -923,11 +928,11 @@ def isolated_by_vm(fs: HostFS | None = None) -> dict[str, frozenset[int]] | None
         state = peek(fs or HostFS("/"))
     except StateError:
         return None
-    return {claim.name: claim.cpus for claim in state.running()}
+    return {claim.name: claim.cpus for claim in state.isolating()}
 
 
 def unmoved_by_vm(fs: HostFS | None = None) -> dict[str, list[str]]:
-    """Domain name -> the host threads the hook could not move off its CPUs (running VMs).
+    """Domain name -> the host threads the hook could not move off its CPUs.
 
     Empty when there are none or the state cannot be read. Never raises.
     """
@@ -935,4 +940,4 @@ def unmoved_by_vm(fs: HostFS | None = None) -> dict[str, list[str]]:
         state = peek(fs or HostFS("/"))
     except StateError:
         return {}
-    return {claim.name: list(claim.unmoved) for claim in state.running() if claim.unmoved}
+    return {claim.name: list(claim.unmoved) for claim in state.isolating() if claim.unmoved}

@@ -101,13 +101,15 @@ def test_hook_isolation_reads_the_hooks_state_file(tmp_path: Path) -> None:
     assert status.hook_isolation(fs) == {}, "no state file: nothing isolated"
     state = State()
     state.claims["plc"] = Claim("plc", frozenset({2, 3}), Settings({}), phase=PHASE_RUNNING)
-    state.claims["later"] = Claim("later", frozenset({5}), Settings({}))  # prepared, not running
+    # prepared (starting): the hook isolates from prepare on
+    state.claims["later"] = Claim("later", frozenset({5}), Settings({}))
     store = StateStore(fs)
     with store.locked():
         store.save(state)
-    assert status.hook_isolation(fs) == {"plc": frozenset({2, 3})}
+    held = {"plc": frozenset({2, 3}), "later": frozenset({5})}
+    assert status.hook_isolation(fs) == held
     Path(store.path).write_text("{not json")  # the hook's journal still says who runs
-    assert status.hook_isolation(fs) == {"plc": frozenset({2, 3})}
+    assert status.hook_isolation(fs) == held
     os.unlink(store.journal.path)
     assert status.hook_isolation(fs) is None
     assert status.hook_isolation(None) is None

@@ -96,8 +96,11 @@ def test_one_vm_is_isolated_while_it_runs_and_everything_comes_back(
     assert st is not None and st["claims"]["a"]["phase"] == "running"
     assert st["originals"][IRQ_DEFAULT] == "f"
     log = call.log()
-    assert "a started begin: irqs: 9 values: 9 changed" in log  # one line per step
-    assert "a started begin: workqueues: 2 values: 2 changed" in log
+    # isolated at prepare, before QEMU starts: one line per step
+    assert "a prepare begin: isolating CPUs 1 (IRQs, workqueues, host tasks)" in log
+    assert "a prepare begin: irqs: 9 values: 9 changed" in log
+    assert "a prepare begin: workqueues: 2 values: 2 changed" in log
+    assert "a started begin: irqs:" not in log  # nothing left to change at started
     assert "IRQ 24 affinity" not in log  # the detail is at debug level only
     assert "checked: vCPU 1 (thread 1002) runs fifo 1" in log
     assert call.stop("a", A_XML) == (0, 0)
@@ -221,7 +224,9 @@ def test_a_vm_whose_qemu_is_gone_without_a_stop_call_is_released(
     clash = domain_xml("c", [0, 1], [1])
     assert call("c", "prepare", "begin", clash) == 0
     assert "VM 'a' (running, pid 1000) is gone without a stop call" in call.log()
-    assert masks(fs) == {p: frozenset({0, 1, 2, 3}) for p in masks(fs)}  # undone at once
+    st = call.state()
+    assert st is not None and list(st["claims"]) == ["c"]  # a's claim is gone, c isolates
+    assert_isolated(fs, {1})
     assert call.stop("c", clash) == (0, 0)
     assert snapshot(fs) == before
 
@@ -249,19 +254,19 @@ def test_prepare_refuses_when_rt_group_scheduling_would_fail_libvirt(
 
 
 @pytest.mark.parametrize("writes", [0, 3], ids=["before-any-write", "after-3-writes"])
-@pytest.mark.parametrize("then", ["release", "started-again"])
+@pytest.mark.parametrize("then", ["release", "started"])
 def test_a_hook_killed_half_way_is_finished_or_undone_by_the_next_call(
     fs: FakeKernel, call: Hook, then: str, writes: int
 ) -> None:
+    """prepare isolates; killed half-way, the shell entry lets the start go on (the
+    next call, started, finishes the work) or libvirt gives up (release undoes it)."""
     before = snapshot(fs)
-    assert call("a", "prepare", "begin", A_XML) == 0
-    call.qemu("a", {0: (frozenset({0}), "other", 0), 1: (frozenset({1}), "fifo", 1)})
     fs.kill_after("/proc/irq/", writes)
     with pytest.raises(Killed):
-        call("a", "started", "begin", A_XML)
+        call("a", "prepare", "begin", A_XML)
     st = call.state()
     assert st is not None
-    assert st["claims"]["a"]["phase"] == "running"
+    assert st["claims"]["a"]["phase"] == "prepared"
     # every original was on disk before the first write
     for irq in IRQS:
         assert st["originals"][f"/proc/irq/{irq}/smp_affinity"] == "f"
@@ -272,6 +277,7 @@ def test_a_hook_killed_half_way_is_finished_or_undone_by_the_next_call(
         assert snapshot(fs) == before
         assert call.state() is None
     else:
+        call.qemu("a", {0: (frozenset({0}), "other", 0), 1: (frozenset({1}), "fifo", 1)})
         assert call("a", "started", "begin", A_XML) == 0
         assert_isolated(fs, {1})
         assert call.stop("a", A_XML) == (0, 0)
@@ -295,7 +301,7 @@ def test_the_per_value_detail_is_logged_when_debugging(fs: FakeKernel, call: Hoo
     flag.parent.mkdir(parents=True)
     flag.touch()
     assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
-    assert "a started begin: IRQ 24 affinity: 0-3 -> 0,2-3" in call.log()
+    assert "a prepare begin: IRQ 24 affinity: 0-3 -> 0,2-3" in call.log()
     assert call.stop("a", A_XML) == (0, 0)
     assert "a stopped end: IRQ 24 affinity: (the hook's, not read) -> 0-3" in call.log()
 

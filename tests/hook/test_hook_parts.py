@@ -212,10 +212,10 @@ def test_isolated_by_vm_for_other_commands(tmp_path: Path) -> None:
     call = Hook(fs)
     assert isolated_by_vm(fs) == {}
     assert call.start("a", domain_xml("a", [0, 1], [1]), {0: 0, 1: 1}, rt=[1]) == 0
-    assert call("b", "prepare", "begin", domain_xml("b", [0, 2], [1])) == 0  # not running yet
-    assert isolated_by_vm(fs) == {"a": frozenset({1})}
+    assert call("b", "prepare", "begin", domain_xml("b", [0, 2], [1])) == 0  # starting
+    assert isolated_by_vm(fs) == {"a": frozenset({1}), "b": frozenset({2})}  # isolated already
     fs.path("/run/rtlibvirt/state.json").write_text("{")  # damaged: the journal still says
-    assert isolated_by_vm(fs) == {"a": frozenset({1})}
+    assert isolated_by_vm(fs) == {"a": frozenset({1}), "b": frozenset({2})}
     fs.path("/run/rtlibvirt/journal").unlink()
     assert isolated_by_vm(fs) is None
 

@@ -121,8 +121,8 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         # guest, and undid it when each stopped; the untuned guest is none of its business
         log = HOOK_LOG.read_text(errors="replace")[log_start:]
         for name in (f"{NAME}-probe-baseline", f"{NAME}-probe"):
-            isolating = log.find(f"{name} started begin: isolating CPUs 1 (IRQs, workqueues")
-            moved = log.find(f"{name} started begin: workqueues: 2 values: 2 changed")
+            isolating = log.find(f"{name} prepare begin: isolating CPUs 1 (IRQs, workqueues")
+            moved = log.find(f"{name} prepare begin: workqueues: 2 values: 2 changed")
             releasing = log.find(f"{name} stopped end: releasing CPUs 1")
             restored = log.find(f"{name} stopped end: no real-time VM is left: every value is back")
             assert 0 <= isolating < moved < releasing < restored, tail(log_start)

@@ -41,8 +41,8 @@ def steps() -> tuple[Step, ...]:
 
 
 def reconcile(host: Host) -> None:
-    """Bring the host to what the running claims want, step by step."""
-    running = host.state.running()
+    """Bring the host to what the claims want (VMs running or starting), step by step."""
+    running = host.state.isolating()
     for step in steps():
         claims = [c for c in running if step.wants(c.settings)]
         try:
@@ -52,7 +52,7 @@ def reconcile(host: Host) -> None:
 
 
 def verify(host: Host) -> list[str]:
-    running = host.state.running()
+    running = host.state.isolating()
     problems = []
     for step in steps():
         claims = [c for c in running if step.wants(c.settings)]
