@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rtlibvirt.errors import HostError
+from rtlibvirt.kernel import files
 from rtlibvirt.kernel.fs import HostFS
 
 MAX_FILE = 16 << 20  # a file host-prep changes (and keeps the original of) is kilobytes
@@ -185,7 +186,7 @@ class Effects:
                     os.unlink(tmp, dir_fd=parent)
                 os.symlink(want.target, tmp, dir_fd=parent)
                 os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-                _fsync_dir(parent)
+                files.fsync_dir(parent)
             elif want.kind == "dir":
                 os.mkdir(name, want.mode, dir_fd=parent)
                 fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
@@ -213,7 +214,7 @@ class Effects:
                 raise HostError(f"{self.fs.path(host_path, follow=False)}: not a directory")
             self._change(f"remove {host_path}")
             shutil.rmtree(name, dir_fd=parent)  # never follows a link inside
-            _fsync_dir(parent)
+            files.fsync_dir(parent)
 
     def write_value(self, host_path: str, value: str) -> None:
         """Write a kernel value the way ``echo VALUE > FILE`` does."""
@@ -276,7 +277,7 @@ def _replace(parent: int, name: str, want: FileState) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=parent)
         raise
-    _fsync_dir(parent)
+    files.fsync_dir(parent)
 
 
 def _remove(parent: int, name: str) -> None:
@@ -288,18 +289,4 @@ def _remove(parent: int, name: str) -> None:
         os.rmdir(name, dir_fd=parent)  # only ever an empty directory we created
     else:
         os.unlink(name, dir_fd=parent)
-    _fsync_dir(parent)
-
-
-def _fsync_dir(parent: int) -> None:
-    """Make a rename or unlink in the directory ``parent`` (an O_PATH descriptor) durable."""
-    try:
-        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
-    except OSError:  # pragma: no cover - a directory we may not open
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on dirs
-        pass
-    finally:
-        os.close(fd)
+    files.fsync_dir(parent)

@@ -116,10 +116,14 @@ def atomic_write(
         fsync_dir(directory)
 
 
-def fsync_dir(directory: str | Path) -> None:
-    """Make a rename or unlink in ``directory`` durable."""
+def fsync_dir(directory: str | Path | int) -> None:
+    """Make a rename or unlink in ``directory`` durable (a path, or an open
+    descriptor of the directory, e.g. an O_PATH one)."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        if isinstance(directory, int):
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory)
+        else:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:  # pragma: no cover - e.g. a directory we may not open
         return
     try:
