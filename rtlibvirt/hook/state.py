@@ -74,6 +74,11 @@ STATE_DIR = "/run/rtlibvirt"
 STATE_FILE = f"{STATE_DIR}/state.json"
 JOURNAL_FILE = f"{STATE_DIR}/journal"
 LOCK_FILE = f"{STATE_DIR}/lock"
+# The boot the state belongs to: on a host whose /run survives a reboot (not a
+# tmpfs), a state left by an earlier boot describes values that died with it.
+BOOT_FILE = f"{STATE_DIR}/boot_id"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+_BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FORMAT = 2
 HEADER = "rtlibvirt-hook-state"
 LOCK_TIMEOUT = 60.0  # seconds; libvirt waits for the hook meanwhile
@@ -660,6 +665,7 @@ class StateStore:
         self.path = fs.real(STATE_FILE)
         self.lock_path = fs.real(LOCK_FILE)
         self.journal = Journal(fs.real(JOURNAL_FILE))
+        self.boot_path = fs.real(BOOT_FILE)
         self._rewrite = False  # the journal must be rewritten from the state at the next save
         self.notes: list[str] = []  # what the last load recovered (for the log)
         self.interrupted = False  # the last load found the work of a call that died half-way
@@ -692,9 +698,24 @@ class StateStore:
         """
         data = _read(self.path)
         raw_journal = _read(self.journal.path) or b""
+        notes: list[str] = []
+        boot = boot_id(self.fs)
+        if boot is not None:
+            earlier = self._earlier_boot(boot) if data is not None or raw_journal else None
+            if earlier is not None:
+                aside = self._set_aside_earlier_boot()
+                notes.append(
+                    f"the state was left by an earlier boot ({earlier}; this boot is {boot}): "
+                    f"its values did not survive the reboot, so nothing of it is restored; "
+                    f"set aside as {aside}"
+                )
+                data, raw_journal = None, b""
+            if _read(self.boot_path) != boot.encode():
+                # before any journal line of this boot (this is the start of a call)
+                os.makedirs(os.path.dirname(self.boot_path), mode=0o755, exist_ok=True)
+                files.atomic_write(self.boot_path, boot.encode(), mode=0o600, durable=False)
         self.journal.lines = raw_journal.count(b"\n")
         self.journal.size = len(raw_journal)
-        notes: list[str] = []
         state: State | None = None
         if data is not None:
             try:
@@ -739,6 +760,25 @@ class StateStore:
         self._rewrite = bool(notes) or (not raw_journal and not state.is_empty())
         return state
 
+    def _earlier_boot(self, boot: str) -> str | None:
+        """The boot id the state on disk was written under, if it is not ``boot``
+        (None: this boot's, or unknown: a state from before boot ids were kept)."""
+        saved = _read(self.boot_path)
+        if saved is None:
+            return None
+        text = saved.decode("ascii", "replace").strip()
+        return None if text == boot else escape_id(text)
+
+    def _set_aside_earlier_boot(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        moved = []
+        for path in (self.path, self.journal.path):
+            aside = f"{path}.earlier-boot-{stamp}-{os.getpid()}"
+            with suppress(FileNotFoundError):
+                os.replace(path, aside)
+                moved.append(aside)
+        return " and ".join(moved) or "nothing"
+
     def _set_aside(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         aside = f"{self.path}.damaged-{stamp}-{os.getpid()}"
@@ -782,6 +822,22 @@ class StateStore:
         state.seq = self.journal.seq
         state.journal_at = self.journal.size
         files.atomic_write(self.path, encode(state), mode=0o600, durable=False)
+
+
+def boot_id(fs: HostFS) -> str | None:
+    """The kernel's id of this boot; None where the tree has none (fake hosts)."""
+    try:
+        with open(fs.real(BOOT_ID), "rb") as handle:
+            text = handle.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return text if _BOOT_ID.fullmatch(text) else None
+
+
+def escape_id(text: str) -> str:
+    """A boot id read back from a file, safe to quote in a log line."""
+    text = text[:40]
+    return text if _BOOT_ID.fullmatch(text) else repr(text)
 
 
 def _read(path: object) -> bytes | None:
@@ -892,6 +948,12 @@ def peek(fs: HostFS) -> State:
     store = StateStore(fs)
     data = _read(store.path)
     raw = _read(store.journal.path) or b""
+    boot = boot_id(fs)
+    earlier = store._earlier_boot(boot) if boot is not None and (data or raw) else None
+    if earlier is not None:
+        stale = State()
+        stale.recovered = [f"the state on disk was left by an earlier boot ({earlier}): ignored"]
+        return stale
     state: State | None = None
     problem = None
     if data is not None:

@@ -522,3 +522,62 @@ def test_prepared_claims_expire(
     assert call("c", "prepare", "begin", clash) == 1  # A is starting
     monkeypatch.setattr(hookops, "PREPARED_GRACE", 0.0)
     assert call("c", "prepare", "begin", clash) == 0  # A never came up
+
+
+# ---- a /run that survives a reboot ------------------------------------------------------
+
+BOOT_1 = "11111111-2222-4333-8444-555555555555"
+BOOT_2 = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+
+
+def set_boot(fs: FakeKernel, boot: str) -> None:
+    """The kernel's /proc/sys/kernel/random/boot_id: a UUID and a newline."""
+    path = fs.path(state.BOOT_ID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(boot + "\n")
+
+
+def test_a_state_left_by_an_earlier_boot_restores_nothing(fs: FakeKernel, call: Hook) -> None:
+    """/run is a tmpfs on systemd hosts, but not everywhere (it is on ext4 on the machine
+    these tests were written on). After a reboot the state's originals are values of a
+    kernel that is gone: writing them back would undo what this boot set up."""
+    from tests.fakes.host import remove_vm
+
+    set_boot(fs, BOOT_1)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    assert_isolated(fs, {1})
+    assert fs.path(state.BOOT_FILE).read_text() == BOOT_1
+    # the reboot: QEMU is gone without a stop call, the kernel has a new boot id, and
+    # this boot set IRQ 24 up on its own (irqaffinity=0 on the kernel command line)
+    remove_vm(fs.root, "a", call.pids.pop("a"))
+    set_boot(fs, BOOT_2)
+    for path in masks(fs):
+        fs.write(path, "f")  # the new kernel's defaults: every CPU
+    fs.write("/proc/irq/24/smp_affinity", "1")
+    seen = state.peek(fs)
+    assert not seen.claims and not seen.originals
+    assert "left by an earlier boot" in seen.recovered[0]
+    assert call("b", "prepare", "begin", B_XML) == 0
+    log = call.log()
+    assert f"the state was left by an earlier boot ({BOOT_1}; this boot is {BOOT_2})" in log
+    st = call.state()
+    assert st is not None and list(st["claims"]) == ["b"]
+    # this boot's IRQ 24 holds no CPU of b: untouched, and no original of it is kept
+    assert "/proc/irq/24/smp_affinity" not in st["originals"]
+    assert st["originals"]["/proc/irq/25/smp_affinity"] == "f"
+    assert fs.path(state.BOOT_FILE).read_text() == BOOT_2
+    aside = sorted(p.name for p in fs.path(state.STATE_DIR).iterdir() if "earlier-boot" in p.name)
+    assert [n.split(".earlier-boot-")[0] for n in aside] == ["journal", "state.json"]
+    assert call.stop("b", B_XML) == (0, 0)
+    assert fs.read("/proc/irq/24/smp_affinity") == "1"  # not the earlier boot's "f"
+    assert call.state() is None
+
+
+def test_a_state_of_this_boot_or_without_a_boot_id_is_kept(fs: FakeKernel, call: Hook) -> None:
+    set_boot(fs, BOOT_1)
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    fs.path(state.BOOT_FILE).unlink()  # e.g. written by a version that kept none
+    assert call.stop("a", A_XML) == (0, 0)
+    assert "earlier boot" not in call.log()
+    assert_isolated(fs, set())  # everything came back
+    assert call.state() is None
