@@ -6,7 +6,9 @@ pinned to CPU 1 (emulator on CPU 0), `virsh start`; then: the vCPU thread runs
 on CPU 1 with SCHED_FIFO, no writable IRQ affinity holds CPU 1, the workqueue
 cpumasks hold CPU 0 only, a host process that was allowed on CPUs 0-1 runs on
 CPU 0 only while QEMU's own threads keep libvirt's pinning. After `virsh
-destroy` every one of those values is what it was before the start. The guest has no disk and boots nothing; its
+destroy` every one of those values is what it was before the start; and a VM
+whose start fails after `prepare` (libvirt cannot open its disk) leaves them as
+they were too. The guest has no disk and boots nothing; its
 QEMU and vCPU thread run, which is all the hook needs.
 
 The domain, the hook and every host value are cleaned up even when the test
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.libvirtd
 REPO = Path(__file__).resolve().parents[2]
 NAME = "rtl-hook-e2e"
 CLASH = "rtl-hook-e2e-clash"  # a second VM that wants CPU 1 too
+FAILING = "rtl-hook-e2e-failing"  # a VM whose start fails after prepare (its disk is missing)
 SPEC = f"""\
 name: {NAME}
 memory: 128MiB
@@ -187,6 +190,26 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
         assert host_values() == before
         assert os.sched_getaffinity(sleeper.pid) == {0, 1}  # back on CPUs 0-1
         assert NAME not in claims()
+
+        # prepare isolates before QEMU exists; a start that fails after it (libvirt
+        # cannot open the disk) is undone by libvirt's stop calls
+        failing = tmp_path / "failing.yaml"
+        failing.write_text(
+            SPEC.replace(f"name: {NAME}", f"name: {FAILING}")
+            + "devices:\n  disks:\n    - source: /nonexistent/rtl-hook-e2e-missing.qcow2\n"
+        )
+        xml = tmp_path / "failing.xml"
+        xml.write_text(run(rtlibvirt, "render", str(failing)).stdout)
+        run(*virsh, "define", str(xml))
+        log_start = HOOK_LOG.stat().st_size
+        failed = run(*virsh, "start", FAILING, check=False)
+        assert failed.returncode != 0 and "rtl-hook-e2e-missing.qcow2" in failed.stderr
+        log = HOOK_LOG.read_text(errors="replace")[log_start:]
+        assert f"{FAILING} prepare begin: isolating CPUs 1" in log, log
+        assert f"{FAILING} stopped end: no real-time VM is left" in log, log
+        assert host_values() == before
+        assert os.sched_getaffinity(sleeper.pid) == {0, 1}
+        assert not claims()
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -194,7 +217,7 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
 
 
 def _cleanup(virsh: tuple[str, ...], rtlibvirt: str, hook_was_installed: bool) -> None:
-    for name in (CLASH, NAME):
+    for name in (FAILING, CLASH, NAME):
         subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
         subprocess.run([*virsh, "undefine", name], capture_output=True, check=False)
     if NAME in claims():
