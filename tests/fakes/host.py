@@ -207,13 +207,17 @@ class FakeKernel(HostFS):
 
     # ---- the kernel's behaviour ------------------------------------------------------
 
-    def write(self, host_path: str, value: str) -> None:
+    def _kill_point(self, host_path: str) -> None:
+        """Raise Killed at the write that :meth:`kill_after` chose."""
         if self.kill is not None and host_path.startswith(self.kill[0]):
             prefix, allowed = self.kill
             if allowed <= 0:
                 self.kill = None
                 raise Killed(host_path)
             self.kill = (prefix, allowed - 1)
+
+    def write(self, host_path: str, value: str) -> None:
+        self._kill_point(host_path)
         text = value.rstrip("\n")
         if host_path in self.refused:
             raise OSError(errno.EIO, os.strerror(errno.EIO), host_path)

@@ -252,16 +252,6 @@ class TaskKernel(FakeKernel):
             return
         super().write(host_path, value)
 
-    def _kill_point(self, host_path: str) -> None:
-        from tests.fakes.host import Killed
-
-        if self.kill is not None and host_path.startswith(self.kill[0]):
-            prefix, allowed = self.kill
-            if allowed <= 0:
-                self.kill = None
-                raise Killed(host_path)
-            self.kill = (prefix, allowed - 1)
-
     def _setaffinity(self, host_path: str, text: str) -> None:
         self.affinity_calls += 1
         parts = host_path.split("/")
