@@ -4,38 +4,12 @@ finds its templates and hook script: they are package data, not checkout files."
 from __future__ import annotations
 
 import subprocess
-import sys
 import sysconfig
 import venv
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import EXAMPLES, REPO
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (found,) = out.glob("rtlibvirt-*.whl")
-    return found
 
 
 def test_wheel_contains_templates_and_hook(wheel: Path) -> None:

@@ -96,31 +96,6 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return installed
 
 
-@pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rtlibvirt's wheel, for the role to copy and install on each host."""
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    (built,) = out.glob("rtlibvirt-*.whl")
-    return built
-
-
 @pytest.fixture
 def ansible(collection: Path, tmp_path: Path) -> Iterator[Any]:
     """Run ansible-playbook with the built collection; returns a Run."""
