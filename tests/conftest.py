@@ -159,3 +159,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (built,) = out.glob("rtlibvirt-*.whl")
     return built
+
+
+def require_rt_host(why: str) -> None:
+    """Skip unless root on a host with CPUs 0 and 1 online; fail when real-time vCPUs
+    cannot start (scripts/libvirtd-up, which `make test` runs, fixes that)."""
+    from rtlibvirt.kernel import rtgroup
+    from rtlibvirt.kernel.fs import HostFS
+
+    if os.geteuid() != 0:
+        pytest.skip(f"{why}: needs root (run `make test`)")
+    if not {0, 1} <= HostFS("/").cpus_online():
+        pytest.skip("needs CPUs 0 and 1 online")
+    problem = rtgroup.diagnose(HostFS("/"))
+    if problem:
+        pytest.fail(f"{problem}; scripts/libvirtd-up should have fixed it ({rtgroup.HINT})")

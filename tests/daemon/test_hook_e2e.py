@@ -31,6 +31,7 @@ from rtlibvirt.hook.state import peek
 from rtlibvirt.kernel import rtgroup
 from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
+from tests.conftest import require_rt_host
 
 pytestmark = pytest.mark.libvirtd
 
@@ -111,13 +112,7 @@ def claims() -> dict[str, object]:
 def test_the_hook_isolates_a_real_vm_and_restores_the_host(
     system_uri: str, system_domain_cleanup: object, tmp_path: Path
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("installs a libvirt hook: needs root (run `make test`)")
-    if not {0, 1} <= HostFS("/").cpus_online():
-        pytest.skip("needs CPUs 0 and 1 online")
-    problem = rtgroup.diagnose(HostFS("/"))
-    if problem:
-        pytest.fail(f"{problem}; scripts/libvirtd-up should have fixed it ({rtgroup.HINT})")
+    require_rt_host("installs a libvirt hook")
     rtlibvirt = str(Path(sys.executable).with_name("rtlibvirt"))
     virsh = ("virsh", "-q", "-c", system_uri)
     spec = tmp_path / "vm.yaml"

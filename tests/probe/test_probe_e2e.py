@@ -28,10 +28,9 @@ import pytest
 from lxml import etree
 
 from rtlibvirt.hook import threads as vcputhreads
-from rtlibvirt.kernel import rtgroup
 from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, require_rt_host
 from tests.daemon.test_hook_e2e import HOOK_LOG, WORKQUEUES, claims, host_values
 
 pytestmark = pytest.mark.libvirtd
@@ -60,13 +59,7 @@ class Sampler(threading.Thread):
 def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
     system_uri: str, tmp_path: Path
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("installs a libvirt hook and runs cyclictest: needs root (run `make test`)")
-    if not {0, 1} <= HostFS("/").cpus_online():
-        pytest.skip("needs CPUs 0 and 1 online")
-    problem = rtgroup.diagnose(HostFS("/"))
-    if problem:
-        pytest.fail(f"{problem}; scripts/libvirtd-up should have fixed it ({rtgroup.HINT})")
+    require_rt_host("installs a libvirt hook and runs cyclictest")
     rtlibvirt = str(Path(sys.executable).with_name("rtlibvirt"))
     virsh = ("virsh", "-q", "-c", system_uri)
     spec = tmp_path / "small.yaml"
