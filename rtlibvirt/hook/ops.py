@@ -299,6 +299,8 @@ def _started(
         prune(host, keep=name)
         for conflict in _conflicts(host.state, name, cpus):
             log.error(f"{conflict}; both are isolated, but they share CPUs")
+        # prepare isolated these CPUs with these settings already: say so only when not
+        isolated = claim is not None and claim.cpus == cpus and claim.settings == settings
         if claim is None:
             claim = Claim(name, cpus, settings, uuid=domain.uuid, meta=domain.meta)
             if reconnect:
@@ -311,7 +313,6 @@ def _started(
         claim.tids = [threads[v.vcpu] for v in realtime if v.vcpu in threads]
         claim.phase = PHASE_RUNNING
         claim.meta = domain.meta
-        isolated = claim.name in host.state.claims and claim.cpus == cpus
         host.put_claim(claim)
         host.save()  # the claim is on disk before any value changes
         if pid is None:

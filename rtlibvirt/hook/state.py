@@ -433,9 +433,6 @@ class State:
             or self.resctrl_mounted
         )
 
-    def running(self) -> list[Claim]:
-        return [c for _, c in sorted(self.claims.items()) if c.running]
-
     def isolating(self) -> list[Claim]:
         """The claims the host is isolated for: every VM from its ``prepare`` on."""
         return [c for _, c in sorted(self.claims.items())]
