@@ -339,7 +339,8 @@ def make_tree(
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, bytes]]:
-    """Every path under ``root``: (kind, mode, content or link target)."""
+    """Every path under ``root``: (kind, mode, content or link target), links not
+    followed; a FIFO or device only by its mode (reading one could block)."""
     out: dict[str, tuple[str, int, bytes]] = {}
     for directory, dirs, files in os.walk(root):
         for name in dirs + files:
@@ -350,8 +351,10 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, bytes]]:
                 out[rel] = ("link", 0, os.readlink(path).encode())
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir", st.st_mode & 0o7777, b"")
-            else:
+            elif stat.S_ISREG(st.st_mode):
                 out[rel] = ("file", st.st_mode & 0o7777, Path(path).read_bytes())
+            else:
+                out[rel] = ("special", st.st_mode, b"")
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -114,22 +113,3 @@ def assert_refused(
     assert where in ran.err, f"{where!r} not in the message\n{ran}"
     if message is not None:
         assert re.search(message, ran.err), f"{message!r} not in the message\n{ran}"
-
-
-def snapshot(top: Path) -> dict[str, tuple[str, int, bytes]]:
-    """Every path under ``top`` (kind, mode, content or link target), links not followed."""
-    found: dict[str, tuple[str, int, bytes]] = {}
-    for directory, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            st = os.lstat(path)
-            rel = os.path.relpath(path, top)
-            if stat.S_ISLNK(st.st_mode):
-                found[rel] = ("link", 0, os.readlink(path).encode())
-            elif stat.S_ISDIR(st.st_mode):
-                found[rel] = ("dir", st.st_mode & 0o7777, b"")
-            elif stat.S_ISREG(st.st_mode):
-                found[rel] = ("file", st.st_mode & 0o7777, Path(path).read_bytes())
-            else:
-                found[rel] = ("special", st.st_mode, b"")
-    return found

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.roots import make_tree
+from tests.fakes.roots import make_tree, snapshot
 from tests.hostile import cases
 from tests.hostile.cases import HOST, HOST_SPOTS, TUNING, TUNING_SPOTS, spoiled, yaml_string
-from tests.hostile.runner import assert_refused, run, snapshot
+from tests.hostile.runner import assert_refused, run
 
 
 @pytest.fixture(scope="module")

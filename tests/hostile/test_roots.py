@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.roots import make_tree
-from tests.hostile.runner import MAX_RSS_MIB, Ran, run, snapshot
+from tests.fakes.roots import make_tree, snapshot
+from tests.hostile.runner import MAX_RSS_MIB, Ran, run
 
 SPEC = "isolated_cpus: 4\nhugepages: {size: 1G, count: 8}\ndisable_services: [irqbalance]\n"
 

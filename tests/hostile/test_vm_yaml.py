@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.roots import snapshot
 from tests.hostile import cases
 from tests.hostile.cases import VM, VM_SPOTS, spoiled, yaml_string
-from tests.hostile.runner import assert_refused, run, snapshot
+from tests.hostile.runner import assert_refused, run
 
 
 def refused(
