@@ -19,7 +19,6 @@ mistake. ``$RTLIBVIRT_PROBE_CACHE`` chooses another folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtlibvirt.errors import HostError
-from rtlibvirt.kernel.files import atomic_write
+from rtlibvirt.kernel.files import LockBusy, atomic_write, lock
 from rtlibvirt.probe import cpio, elf
 from rtlibvirt.probe import guest as guestinit
 from rtlibvirt.probe.debs import Entry, Package, PackageError, candidate, kernel_package
@@ -48,6 +47,7 @@ MAX_LIBRARIES = 64
 CACHE_ENV = "RTLIBVIRT_PROBE_CACHE"
 SYSTEM_CACHE = Path("/var/cache/rtlibvirt/probe")
 MANIFEST = "manifest.json"
+LOCK_WAIT = 30 * 60.0  # seconds to wait for another probe building the same cache
 LOADER = "ld-linux-x86-64.so.2"
 
 
@@ -311,20 +311,28 @@ def host_files(members: list[cpio.Member]) -> dict[str, bytes]:
 
 @contextlib.contextmanager
 def _locked(cache: Path) -> Iterator[None]:
-    """One builder at a time per cache folder."""
+    """One builder at a time per cache folder (kernel/files' one lock)."""
+    path = cache / "lock"
     try:
         if not cache.exists():
             cache.mkdir(parents=True)
             os.chmod(cache, 0o755)  # libvirt's QEMU user reads the images below
-        handle = open(cache / "lock", "a")  # noqa: SIM115 - held for the block
+        fd = lock(path, LOCK_WAIT)
+    except LockBusy:
+        raise ImageError(
+            f"another rtlibvirt probe has been building in {cache} for more than "
+            f"{LOCK_WAIT:.0f} s (it holds {path})",
+            "wait for it to finish, or stop it; the lock goes with its process",
+        ) from None
     except OSError as exc:
         raise ImageError(
             f"cannot use the probe cache {cache}: {exc.strerror}",
             f"run as root, or set {CACHE_ENV} to a folder you may write",
         ) from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
         yield
+    finally:
+        os.close(fd)
 
 
 def _store(

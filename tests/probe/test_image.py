@@ -234,3 +234,22 @@ def test_ones_own_kernel_and_initramfs_need_no_package(
     # --baseline needs the image's cyclictest: the packages again
     with pytest.raises(PackageError, match="no network"):
         image.ensure("rt", kernel=kernel, initrd=initrd, host=True, cache=tmp_path / "cache")
+
+
+def test_the_cache_lock_is_kernel_files_one_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second builder waits on kernel/files' lock and, past its patience, says who holds it."""
+    from rtlibvirt.kernel import files
+
+    held = files.lock(tmp_path / "lock", 0)
+    try:
+        monkeypatch.setattr(image, "LOCK_WAIT", 0.05)
+        with pytest.raises(image.ImageError) as caught, image._locked(tmp_path):
+            pass
+        assert str(tmp_path / "lock") in caught.value.message
+        assert caught.value.hint
+    finally:
+        os.close(held)
+    with image._locked(tmp_path):  # free again: taken at once
+        assert (tmp_path / "lock").exists()
