@@ -12,7 +12,10 @@ since thousands of IRQs would otherwise mean thousands of lines per start.
 
 Control characters in a line (from a domain name, a value read from the
 host, an error message) are written escaped (``\n`` as ``\x0a``): nothing a
-domain carries can forge a log line.
+domain carries can forge a log line. So are lone surrogates: a domain name
+that is not UTF-8 reaches the hook in ``argv`` with its bytes as
+``surrogateescape`` surrogates, which no UTF-8 log (nor syslog) can encode;
+each is written as the byte it stands for (``\xff``).
 
 Standard library only, and cheap: the hook logs on every libvirt event.
 """
@@ -29,8 +32,9 @@ IDENT = "rtlibvirt-hook"
 LOG_FILE = "/var/log/rtlibvirt/hook.log"
 DEBUG_FLAG = "/run/rtlibvirt/debug"
 LEVELS = ("debug", "info", "warning", "error")
-# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 control characters, DEL, the Unicode line and paragraph separators, and
+# lone surrogates (the bytes of a non-UTF-8 name, decoded with surrogateescape)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 MAX_LINE = 2000  # characters of one log line (a quoted value may be megabytes)
@@ -47,12 +51,16 @@ def escape(text: str) -> str:
     """``text`` with every control character written as ``\\xNN`` (``\\uNNNN``)."""
     if _CONTROL.search(text) is None:
         return text
-    return _CONTROL.sub(
-        lambda m: (
-            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
-        ),
-        text,
-    )
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte it stands for
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
 
 
 def uses_syslog(fs: HostFS) -> bool:

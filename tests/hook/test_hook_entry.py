@@ -473,3 +473,24 @@ def test_a_journal_alone_sends_stops_to_python(entry: Entry) -> None:
     journal.write_text("")
     assert entry("plain", "release", "end", PLAIN_XML).returncode == 0
     assert [c.split(" | ")[1] for c in entry.calls()] == ["plain release end -"]
+
+
+def test_a_domain_name_that_is_not_utf8_is_logged_escaped(tmp_path: Path) -> None:
+    """libvirt passes the name as bytes: the log writes them as \\xNN, strict UTF-8 (syslog's)."""
+    from rtlibvirt.hook.log import escape
+
+    hook = hookinstall.install(tmp_path / "hooks").path
+    root = tmp_path / "host"
+    build_host(root)
+    xml = domain_xml("a", [0, 1], [1]).encode()
+    env = {"PATH": "/usr/bin:/bin", "RTLIBVIRT_HOST_ROOT": str(root)}
+    for op, sub in LIBVIRT_CALLS[:5]:
+        done = subprocess.run(
+            [str(hook), b"a\xff", op, sub, "-"], input=xml, env=env, capture_output=True
+        )
+        assert (done.returncode, done.stderr) == (0, b"")
+    log = (root / "var/log/rtlibvirt/hook.log").read_bytes().decode("utf-8")  # strict
+    assert "a\\xff prepare begin: isolating" in log
+    assert "a\\xff stopped end:" in log
+    assert "a?" not in log
+    assert escape("a\udcff\ud800").encode("utf-8") == b"a\\xff\\ud800"
