@@ -123,7 +123,11 @@ def fit_domain(
     host = gather(conn, uri, fs)
     dom = host.domain(name)
     if dom is None:
-        raise LibvirtError(f"the definition of {name!r} on {uri} cannot be read")
+        why = host.unreadable.get(name, "libvirt did not list it")
+        raise LibvirtError(
+            f"the definition of {name!r} on {uri} cannot be read: {why}",
+            f"`virsh dumpxml --inactive {name}` shows it; fix it with `virsh edit {name}`",
+        )
     fitted = Fitted(host=host, spec=None, facts=dom)
     _check(fitted, dom, readiness=True, allow_shared=allow_shared)
     return fitted
@@ -139,7 +143,8 @@ def _check(fitted: Fitted, dom: DomainFacts, *, readiness: bool, allow_shared: b
         skipped += own.skipped
     if fitted.host.unreadable:
         skipped.append(
-            "domains whose definitions could not be read: " + ", ".join(fitted.host.unreadable)
+            "domains whose definitions could not be read: "
+            + "; ".join(f"{name} ({why})" for name, why in fitted.host.unreadable.items())
         )
     fitted.findings = ordered(findings)
     fitted.skipped = skipped

@@ -246,7 +246,8 @@ class HostModel:
     isolated: frozenset[int] | None = None  # None: unknown
     nohz_full: frozenset[int] | None = None
     qemu: bool = False  # libvirt's QEMU driver: cgroups and qemu.conf apply
-    unreadable: tuple[str, ...] = field(default=())  # domains that could not be read
+    # domains whose definitions could not be read: name -> why
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     @property
     def housekeeping(self) -> frozenset[int]:
@@ -325,19 +326,19 @@ def host_fs(uri: str) -> HostFS | None:
 
 def domain_facts(
     entries: Iterable[tuple[str, str, str | None]],
-) -> tuple[tuple[DomainFacts, ...], tuple[str, ...]]:
+) -> tuple[tuple[DomainFacts, ...], dict[str, str]]:
     result: list[DomainFacts] = []
-    unreadable: list[str] = []
+    unreadable: dict[str, str] = {}
     for name, definition, live in entries:
         try:
             record = facts(definition, active=live is not None)
             if live is not None:
                 record = merge_live(record, facts(live, active=True))
-        except DomainXMLError:
-            unreadable.append(name)
+        except DomainXMLError as exc:
+            unreadable[name] = str(exc)
             continue
         result.append(record)
-    return tuple(result), tuple(unreadable)
+    return tuple(result), unreadable
 
 
 def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = True) -> HostModel:

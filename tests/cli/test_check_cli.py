@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from rtlibvirt.cli import cli
 from rtlibvirt.fit.host import HOST_ROOT_ENV
-from tests.fakes.libvirt_hosts import DOMAINS, host_file, host_uri
+from tests.fakes.libvirt_hosts import DOMAINS, host_file, host_uri, pinned_domain
 from tests.fakes.sysfs import FakeSys
 
 SPEC = """\
@@ -158,3 +158,22 @@ def test_define_prints_warnings_but_defines(tmp_path: Path, clean_host: FakeSys)
     assert code == 0, err
     assert "warning: [hugepages-short]" in err
     assert "Defined domain 'rt'" in out
+
+
+def test_check_reads_cpu_ids_up_to_the_domain_readers_limit(tmp_path: Path) -> None:
+    """libvirt's cputune-cpuset-big-id pins to CPU 16383: a finding, not an unreadable domain."""
+    big = pinned_domain("bigid", [0, 1]).replace("cpuset='1'", "cpuset='0,16383'")
+    uri = host_file(tmp_path, cores=8, domains=[big])
+    code, out, err = invoke("check", "bigid", "-c", uri)
+    assert code == 3, out + err
+    assert "[cpu-missing]" in out and "16383" in out
+
+
+def test_check_says_why_a_definition_cannot_be_read(tmp_path: Path) -> None:
+    # libvirt's parser takes any integer priority (QEMU's start refuses it)
+    bad = pinned_domain("bad", [0], fifo="0").replace("priority='1'", "priority='150'")
+    uri = host_file(tmp_path, cores=8, domains=[bad])
+    code, out, err = invoke("check", "bad", "-c", uri)
+    assert code == 1, out + err
+    assert "cannot be read: <vcpusched priority>" in err and "150" in err
+    assert "virsh" in err  # the hint: how to see and fix it

@@ -125,7 +125,7 @@ def test_metadata_origin_and_bad_json() -> None:
         (domain("<vcpu>100000000</vcpu>"), "<vcpu>: '100000000' is not an integer"),
         (
             domain("<cputune><vcpupin vcpu='0' cpuset='0-99999999999'/></cputune>"),
-            "<vcpupin vcpu='0' cpuset>: CPU 99999999999 is above 65535",
+            "<vcpupin vcpu='0' cpuset>: '0-99999999999': CPU numbers go from 0 to 65535",
         ),
         (
             domain("<cputune><vcpupin vcpu='0' cpuset='3-1'/></cputune>"),
