@@ -477,10 +477,11 @@ def _pci_hostdev(device: ET.Element) -> Hostdev | None:
 
 
 def _iothread_ids(root: ET.Element) -> tuple[int, ...]:
-    """<iothreadids> when present, else 1..<iothreads>."""
+    """<iothreadids> when present, in their order (libvirt's order of <iothreadpin>s too),
+    else 1..<iothreads>."""
     ids = [_int(i.get("id"), "<iothread id>", 1) for i in root.findall("iothreadids/iothread")]
     if ids:
-        return tuple(sorted(set(ids)))
+        return tuple(dict.fromkeys(ids))
     count = root.findtext("iothreads")
     if count is None:
         return ()
