@@ -246,6 +246,8 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
 
     # vCPUs and their pinning; the other cputune settings stay.
     vcpu = _get(root, "", "vcpu")
+    if not (vcpu.text or "").strip():  # no <vcpu> was there: libvirt's default, one vCPU
+        vcpu.text = str(spec.vcpus)
     vcpu.set("placement", "static")
     vcpu.attrib.pop("cpuset", None)
     cputune = _get(root, "", "cputune")
@@ -253,7 +255,7 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
     for v, c in enumerate(pinning):
         _place(cputune, "cputune", etree.Element("vcpupin", vcpu=str(v), cpuset=str(c)))
     _place(cputune, "cputune", etree.Element("emulatorpin", cpuset=emulator_set))
-    for iothread in facts(domain_xml).iothreads:
+    for iothread in facts(domain_xml).iothreads:  # in <iothreadids> order, as libvirt writes
         pin = etree.Element("iothreadpin", iothread=str(iothread), cpuset=emulator_set)
         _place(cputune, "cputune", pin)
     rt = cpu_spec.realtime

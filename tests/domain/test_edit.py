@@ -299,3 +299,38 @@ def test_tuning_again_changes_nothing(tmp_path: Path) -> None:
     spec, placement = place_spec(host, spec)
     assert placement is not None and placement.kept
     assert xmldiff.unified(stored, tune_xml(stored, spec), "stored", "again") == ""
+
+
+def test_iothreadpins_follow_libvirts_iothreadids_order(
+    tmp_path: Path, assert_valid_domain: Callable[[str], Any]
+) -> None:
+    """libvirt stores <iothreadpin> in <iothreadids> order: a second tune changes nothing."""
+    uri = host_with(tmp_path, "iothreadids-unordered.xml")
+    path = tuning_file(tmp_path, TUNING.format(rt="1"))
+    _, new = tuned(uri, "pools", path)
+    assert_valid_domain(new)
+    pins = [
+        p.get("iothread") for p in etree.fromstring(new.encode()).findall("cputune/iothreadpin")
+    ]
+    assert pins == ["2", "4", "1", "3", "5"]
+    with connection(uri) as conn:
+        stored = define.apply_xml(conn, new)
+    _, again = tuned(uri, "pools", path)
+    assert xmldiff.unified(stored, again, "stored", "again") == ""
+
+
+def test_a_domain_without_vcpu_gets_a_valid_one(
+    tmp_path: Path, assert_valid_domain: Callable[[str], Any]
+) -> None:
+    """As a file holds it (libvirt itself writes <vcpu> back): one vCPU, its default."""
+    xml = (DOMAINS / "no-vcpu-element.xml").read_text()
+    tuning = tuning_file(tmp_path, "cpu:\n  pinning: [2]\n  emulator: 0\n  realtime: false\n")
+    spec, _ = spec_for(load_tuning(tuning), facts(xml))
+    new = tune_xml(xml, spec)
+    assert_valid_domain(new)
+    vcpu = etree.fromstring(new.encode()).find("vcpu")
+    assert vcpu is not None and vcpu.text == "1" and vcpu.get("placement") == "static"
+    uri = host_file(tmp_path, cores=8)
+    with connection(uri) as conn:
+        stored = define.apply_xml(conn, new)
+    assert facts(stored).vcpus == 1 and facts(stored).vcpupins == {0: frozenset({2})}
