@@ -102,7 +102,7 @@ def test_iothread_ids_and_efi_loader() -> None:
             "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader></os>"
         )
     )
-    assert dom.iothreads == (2, 4)
+    assert dom.iothreads == (4, 2)  # <iothreadids> order: libvirt writes <iothreadpin>s in it
     assert dom.firmware == "efi" and dom.machine == "pc-i440fx-7.2"
 
 
