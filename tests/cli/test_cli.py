@@ -77,3 +77,30 @@ def test_debug_shows_traceback_of_expected_errors(tmp_path: Path) -> None:
     code, _, err = run("--debug", "render", str(tmp_path / "missing.yaml"))
     assert code == 2
     assert "Traceback" in err and "no such file" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["render", "{missing}", "--debug"],
+        ["render", "--debug", "{missing}"],
+        ["hook", "status", "--debug", "--hooks-dir", "{missing}"],
+    ],
+)
+def test_debug_is_taken_after_the_command_too(tmp_path: Path, args: list[str]) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    code, _, err = run(*(a.format(missing=missing) for a in args))
+    assert "No such option" not in err
+    if args[0] == "render":
+        assert code == 2 and "Traceback" in err and "no such file" in err
+
+
+def test_after_double_dash_debug_is_an_argument(tmp_path: Path) -> None:
+    code, _, err = run("render", "--", "--debug")
+    assert code == 2 and "--debug: no such file" in err and "Traceback" not in err
+
+
+def test_a_mistyped_command_names_the_one_meant() -> None:
+    code, _, err = run("rendr", "x.yaml")
+    assert code == 2
+    assert "'rendr'" in err and "'render'" in err
