@@ -24,6 +24,39 @@ if TYPE_CHECKING:
     from rtlibvirt.fit.placement import Placement
 
 
+# Errors with which the domain cannot start at all: skipping the check only moves the
+# failure to `virsh start`, so the hint never offers --no-host-check for them.
+CANNOT_START = frozenset(
+    {
+        "cpu-missing",
+        "cpu-offline",
+        "numa-node-missing",
+        "hostdev-missing",
+        "iommu-off",
+        "iommu-group-shared",
+        "hostdev-not-vfio",
+        "rt-group-sched",
+    }
+)
+
+
+def _host_check_hint(found: list[Finding], outcome: str) -> str:
+    codes = {f.code for f in found}
+    verb = "define" if outcome == "defined" else "change"
+    if codes & CANNOT_START:
+        blocking = ", ".join(sorted(codes & CANNOT_START))
+        return (
+            f"fix them as each error's hint says ({blocking}: libvirt could not start the "
+            "domain with them)"
+        )
+    if codes == {"cpu-shared"}:
+        return (
+            "choose free CPUs (`cpu.pinning: auto`), or, if these domains never run at the "
+            "same time, pass --allow-shared"
+        )
+    return f"fix the errors above, or pass --no-host-check to {verb} it anyway"
+
+
 class HostCheckError(HostError):
     """Host checks found errors; nothing was defined."""
 
@@ -33,7 +66,7 @@ class HostCheckError(HostError):
         super().__init__(
             f"{name!r} does not fit this host ({count} error{'s' if count != 1 else ''}); "
             f"nothing was {outcome}",
-            "fix the errors above, or pass --no-host-check to define it anyway",
+            _host_check_hint(found, outcome),
         )
 
     def render(self) -> str:

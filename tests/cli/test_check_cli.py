@@ -127,6 +127,9 @@ def test_define_stops_on_host_errors_and_defines_nothing(
             err
         )
         assert "'rt' does not fit this host (1 error); nothing was defined" in err
+        # the hint fixes the pinning: without the CPU the domain could not start anyway
+        hint = err.split("hint:")[-1]
+        assert "cpu-missing" in hint and "--no-host-check" not in hint
         assert "rt" not in [d.name() for d in keep.listAllDomains(0)]
 
         code, out, _ = invoke("define", str(path), "-c", "test:///default", "--no-host-check")
@@ -144,6 +147,7 @@ def test_define_warns_and_allow_shared(tmp_path: Path, clean_host: FakeSys) -> N
     path = spec_file(tmp_path, "2, 5")  # vCPU 0 on db's CPU 2
     code, _, err = invoke("define", str(path), "-c", host_uri("single-node"))
     assert code == 1 and "[cpu-shared]" in err
+    assert "--allow-shared" in err.split("hint:")[-1]
     code, out, err = invoke("define", str(path), "-c", host_uri("single-node"), "--allow-shared")
     assert code == 0, err
     assert "warning: [cpu-shared]" in err and "(allowed by --allow-shared)" in err
