@@ -248,6 +248,8 @@ class HostModel:
     qemu: bool = False  # libvirt's QEMU driver: cgroups and qemu.conf apply
     # domains whose definitions could not be read: name -> why
     unreadable: dict[str, str] = field(default_factory=dict)
+    # running domains with a new definition that waits for their next start
+    pending: frozenset[str] = frozenset()
 
     @property
     def housekeeping(self) -> frozenset[int]:
@@ -324,21 +326,50 @@ def host_fs(uri: str) -> HostFS | None:
     return HostFS("/") if is_local(uri) else None
 
 
+# What a new definition of a running domain changes at its next start, for people.
+_PENDING_PARTS = (
+    "vcpus",
+    "vcpupins",
+    "emulatorpin",
+    "iothreadpins",
+    "sched",
+    "memory_kib",
+    "hugepages",
+    "hugepage_kib",
+    "locked",
+    "memory_nodes",
+    "memballoon",
+    "metadata_text",
+)
+
+
+def _pending(definition: DomainFacts, live: DomainFacts) -> bool:
+    """A running domain whose persistent definition differs from what runs, in what
+    rtlibvirt sets: the new one waits for the next start."""
+    return any(getattr(definition, part) != getattr(live, part) for part in _PENDING_PARTS)
+
+
 def domain_facts(
     entries: Iterable[tuple[str, str, str | None]],
-) -> tuple[tuple[DomainFacts, ...], dict[str, str]]:
+) -> tuple[tuple[DomainFacts, ...], dict[str, str], frozenset[str]]:
+    """The domains' facts, the unreadable ones (name -> why), and the running domains
+    whose new definition waits for their next start."""
     result: list[DomainFacts] = []
     unreadable: dict[str, str] = {}
+    pending: set[str] = set()
     for name, definition, live in entries:
         try:
             record = facts(definition, active=live is not None)
             if live is not None:
-                record = merge_live(record, facts(live, active=True))
+                running = facts(live, active=True)
+                if definition != live and _pending(record, running):
+                    pending.add(name)
+                record = merge_live(record, running)
         except DomainXMLError as exc:
             unreadable[name] = str(exc)
             continue
         result.append(record)
-    return tuple(result), unreadable
+    return tuple(result), unreadable, frozenset(pending)
 
 
 def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = True) -> HostModel:
@@ -346,7 +377,7 @@ def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = T
     topology = topology_from_capabilities(virt.capabilities(conn))
     if topology is None:
         topology = topology_from_nodeinfo(virt.node_info(conn))
-    domains, unreadable = domain_facts(virt.all_domains(conn))
+    domains, unreadable, pending = domain_facts(virt.all_domains(conn))
     # A tree given by the caller (or RTLIBVIRT_HOST_ROOT) stands for a QEMU host.
     simulated = fs is not None or bool(os.environ.get(HOST_ROOT_ENV))
     if fs is None and use_fs:
@@ -364,4 +395,5 @@ def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = T
         nohz_full=nohz,
         qemu=urlsplit(uri).scheme.split("+")[0] == "qemu" or (simulated and fs is not None),
         unreadable=unreadable,
+        pending=pending,
     )

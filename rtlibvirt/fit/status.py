@@ -106,7 +106,7 @@ def _role(host: HostModel, cpu: int) -> str:
     return "housekeeping"
 
 
-def _domain_line(dom: DomainFacts) -> str:
+def _domain_line(dom: DomainFacts, pending: bool = False) -> str:
     state = "running" if dom.active else "shut off"
     rt = dom.realtime_vcpus
     pins = dom.vcpu_cpu_set
@@ -122,7 +122,21 @@ def _domain_line(dom: DomainFacts) -> str:
     if dom.emulatorpin:
         text += f", emulator on {format_cpulist(dom.emulatorpin)}"
     mark = ", rtlibvirt" if dom.managed else ""
-    return f"{state}{mark}; {text}"
+    waiting = (
+        " (as it runs; a new definition waits for its next start: `virsh dumpxml --inactive`)"
+        if pending
+        else ""
+    )
+    return f"{state}{mark}; {text}{waiting}"
+
+
+def _hook_line(hook: dict[str, frozenset[int]]) -> str:
+    """``Hook isolation: CPU 1 isolated for plc; ...``: which CPUs, for which VM."""
+    parts = [
+        f"CPU{'s' if len(cpus) != 1 else ''} {format_cpulist(cpus)} isolated for {name}"
+        for name, cpus in sorted(hook.items())
+    ]
+    return "Hook isolation: " + ("; ".join(parts) or "nothing isolated now")
 
 
 def text(host: HostModel, hook: dict[str, frozenset[int]] | None) -> str:
@@ -139,8 +153,7 @@ def text(host: HostModel, hook: dict[str, frozenset[int]] | None) -> str:
     if hook is None:
         out.append("Hook isolation: unknown (the hook's state cannot be read from here)")
     else:
-        parts = [f"{name}: {format_cpulist(cpus)}" for name, cpus in sorted(hook.items())]
-        out.append("Hook isolation: " + ("; ".join(parts) or "nothing isolated now"))
+        out.append(_hook_line(hook))
         for name, lines in sorted(hook_unmoved(host.fs).items()):
             out.append(f"  could not move off {name}'s CPUs: " + "; ".join(lines))
     hooked: dict[int, list[str]] = {}
@@ -174,7 +187,7 @@ def text(host: HostModel, hook: dict[str, frozenset[int]] | None) -> str:
         out.append("Domains (* running)")
         width = max(len(d.name) for d in host.domains)
         for dom in sorted(host.domains, key=lambda d: d.name):
-            out.append(f"  {dom.name:<{width}}  {_domain_line(dom)}")
+            out.append(f"  {dom.name:<{width}}  {_domain_line(dom, dom.name in host.pending)}")
     return "\n".join(out) + "\n"
 
 
@@ -215,6 +228,7 @@ def to_json(host: HostModel, hook: dict[str, frozenset[int]] | None) -> dict[str
         {
             "name": dom.name,
             "running": dom.active,
+            "pending_definition": dom.name in host.pending,
             "rtlibvirt": dom.managed,
             "vcpus": dom.vcpus,
             "realtime_vcpus": list(dom.realtime_vcpus),

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import libvirt
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +16,7 @@ from rtlibvirt.domain.render import render
 from rtlibvirt.fit import status
 from rtlibvirt.fit.host import gather
 from rtlibvirt.virt import define
-from tests.fakes.libvirt_hosts import connection, host_uri
+from tests.fakes.libvirt_hosts import connection, host_file, host_uri, pinned_domain
 from tests.fakes.sysfs import FakeSys
 
 
@@ -79,7 +80,7 @@ def test_hook_seam(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(status, "hook_isolation", lambda fs: {"web": frozenset({5})})
     result = CliRunner().invoke(cli, ["status", "-c", host_uri("two-node-smt")])
     assert result.exit_code == 0, result.output
-    assert "Hook isolation: web: 5" in result.output
+    assert "Hook isolation: CPU 5 isolated for web" in result.output
     assert "web vCPU 0 *, hook isolates for web" in result.output
     result = CliRunner().invoke(cli, ["status", "--json", "-c", host_uri("two-node-smt")])
     assert json.loads(result.output)["hook"] == {"web": [5]}
@@ -113,3 +114,22 @@ def test_hook_isolation_reads_the_hooks_state_file(tmp_path: Path) -> None:
     os.unlink(store.journal.path)
     assert status.hook_isolation(fs) is None
     assert status.hook_isolation(None) is None
+
+
+def test_a_new_definition_of_a_running_domain_is_shown_waiting(tmp_path: Path) -> None:
+    uri = host_file(tmp_path, cores=8, domains=[pinned_domain("plc", [1, 2], emulator="0")])
+    with connection(uri) as conn:
+        assert conn.lookupByName("plc").isActive()  # the test driver starts its domains
+        text = conn.lookupByName("plc").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        conn.defineXML(text.replace("cpuset='2'", "cpuset='3'"))
+        host = gather(conn, uri)
+        assert host.pending == {"plc"}
+        out = status.text(host, None)
+        data = status.to_json(host, None)
+    line = next(line for line in out.splitlines() if line.strip().startswith("plc "))
+    assert "running" in line and "new definition waits for its next start" in line
+    assert data["domains"][0]["pending_definition"] is True
+    # the same definition again: nothing waits
+    with connection(uri) as conn:
+        conn.defineXML(conn.lookupByName("plc").XMLDesc(0))
+        assert gather(conn, uri).pending == frozenset()
