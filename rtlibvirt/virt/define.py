@@ -75,15 +75,63 @@ def plan(conn: Any, spec: VmSpec, *, force: bool = False) -> DefinePlan:
     current = virt.inactive_xml(domain)
     found = stored_facts(current, spec.name, uri)
     managed = _created_by_rtlibvirt(found)
-    if not managed and not force:
-        raise LibvirtError(
-            f"a domain named {spec.name!r} already exists on {uri} and was not created by "
-            "rtlibvirt; nothing was changed",
-            "choose another `name`, or pass --force to replace its definition "
-            "(its UUID and MAC addresses are kept); --dry-run shows what would change",
-        )
     xml = render(spec, Identity(uuid=found.uuid, macs=found.macs))
+    if not managed and not force:
+        lost = _dropped_devices(current, xml)
+        drop = f"; its {_and(lost)} would be dropped" if lost else ""
+        if found.managed:  # origin='tune'
+            raise LibvirtError(
+                f"a domain named {spec.name!r} already exists on {uri}: rtlibvirt tune made "
+                "it real-time and keeps its own devices, which a vm.yaml does not describe"
+                f"{drop}; nothing was changed",
+                f"change it with `rtlibvirt tune {spec.name} TUNING.yaml` (the `cpu`, "
+                "`memory_backing`, `numa` and `isolation` sections of this vm.yaml); or pass "
+                "--force to replace its definition (--dry-run shows the diff)",
+            )
+        raise LibvirtError(
+            f"a domain named {spec.name!r} already exists on {uri} and was not made by "
+            f"rtlibvirt (virt-manager, virt-install or virsh){drop}; nothing was changed",
+            f"make it real-time and keep its devices: `rtlibvirt tune {spec.name} TUNING.yaml` "
+            "(the `cpu`, `memory_backing`, `numa` and `isolation` sections of this vm.yaml); "
+            "or choose another `name`; --force replaces its definition (--dry-run shows the diff)",
+        )
     return DefinePlan(spec.name, uri, xml, current, managed, virt.is_active(domain))
+
+
+def _dropped_devices(current: str, new: str) -> list[str]:
+    """The kinds of device the current definition has and the new one has not."""
+    import xml.etree.ElementTree as ET
+
+    def kinds(xml: str) -> dict[str, None]:
+        devices = ET.fromstring(xml).find("devices")
+        return dict.fromkeys(str(d.tag) for d in (devices if devices is not None else ()))
+
+    ours = kinds(new)
+    return [_DEVICES[tag] for tag in kinds(current) if tag in _DEVICES and tag not in ours]
+
+
+# The devices a user added (libvirt fills in the others: controllers, inputs, emulator).
+_DEVICES = {
+    "disk": "disks",
+    "filesystem": "shared folders",
+    "interface": "NICs",
+    "graphics": "graphics",
+    "sound": "sound",
+    "audio": "audio",
+    "video": "video",
+    "channel": "channels",
+    "serial": "serial ports",
+    "rng": "RNG",
+    "tpm": "TPM",
+    "hostdev": "passed-through devices",
+    "redirdev": "USB redirection",
+    "smartcard": "smartcard",
+    "watchdog": "watchdog",
+}
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def created_by_rtlibvirt(domain_xml: str) -> bool:

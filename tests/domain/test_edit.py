@@ -283,8 +283,13 @@ def test_define_does_not_replace_a_tuned_domain_without_force(
     )
     with connection(uri) as conn:
         define.apply_xml(conn, new)
-        with pytest.raises(LibvirtError, match="was not created by rtlibvirt"):
+        with pytest.raises(LibvirtError) as refused:
             define.plan(conn, spec)
+        # a tuned domain is rtlibvirt's (status says so too): tune it again
+        assert "rtlibvirt tune made it real-time" in refused.value.message
+        assert "not made by rtlibvirt" not in refused.value.message
+        assert "NICs" in refused.value.message  # what the vm.yaml would drop
+        assert refused.value.hint and "rtlibvirt tune server TUNING.yaml" in refused.value.hint
         assert define.plan(conn, spec, force=True).exists
 
 

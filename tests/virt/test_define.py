@@ -119,8 +119,10 @@ def test_foreign_domain_is_not_replaced_without_force(
 
     code, out, err = run("define", str(spec), "-c", TEST_URI)
     assert code == 1
-    assert "already exists on test:///default and was not created by rtlibvirt" in err
-    assert "--force" in err
+    assert "already exists on test:///default and was not made by rtlibvirt" in err
+    hint = err.split("hint:")[1]
+    assert "rtlibvirt tune test TUNING.yaml" in hint  # the way that keeps its devices
+    assert hint.index("rtlibvirt tune") < hint.index("--force")
     assert test_conn.lookupByName("test").XMLDesc(0) == original
 
     code, out, _ = run("define", str(spec), "-c", TEST_URI, "--dry-run")
