@@ -12,6 +12,10 @@ The rules, in order:
 3. **Isolated CPUs first.** The *housekeeping set* is every online CPU the
    running kernel does not isolate; when it isolates none, it is the first core
    of each node. vCPUs go outside it (isolated CPUs), the emulator inside it.
+   Only when that is the only way (a 2-CPU host) do non-realtime vCPUs go on
+   housekeeping CPUs too, beside the host and the emulator, as
+   ``examples/small.yaml`` does by hand; the placement says so. Realtime vCPUs
+   never do.
 4. **Whole cores** for realtime vCPUs on SMT hosts: the vCPU gets the core's
    first thread and its siblings stay idle. Other vCPUs prefer CPUs on cores
    that are already split, to keep whole cores for later realtime VMs.
@@ -58,6 +62,7 @@ class Placement:
     isolated: bool  # every vCPU is on an isolated CPU
     whole_cores: bool  # every realtime vCPU has a core of its own
     kept: bool  # the previous placement was kept
+    on_housekeeping: tuple[int, ...] = ()  # non-realtime vCPUs placed on housekeeping CPUs
 
     def describe(self, topology: Topology, realtime: bool = True) -> str:
         nodes = format_cpulist(self.nodes)
@@ -69,10 +74,21 @@ class Placement:
             what.append("a whole core per realtime vCPU")
         detail = f" ({', '.join(what)})" if what else ""
         kept = "kept the current CPUs: " if self.kept else ""
+        shared = ""
+        if self.on_housekeeping:
+            vcpus = self.on_housekeeping
+            cpus = format_cpulist(self.pinning[v] for v in vcpus)
+            one = len(vcpus) == 1
+            shared = (
+                f"; non-realtime vCPU{'' if one else 's'} {format_cpulist(vcpus)} "
+                f"share{'s' if one else ''} housekeeping CPU{'' if one else 's'} {cpus} with the "
+                "host and the emulator: this host has no other free CPU for "
+                f"{'it' if one else 'them'}"
+            )
         return (
             f"{kept}vCPUs {', '.join(f'{v}->{c}' for v, c in enumerate(self.pinning))} on "
             f"{where}{detail}; emulator on CPU{'s' if len(self.emulator) != 1 else ''} "
-            f"{format_cpulist(self.emulator)}"
+            f"{format_cpulist(self.emulator)}{shared}"
         )
 
 
@@ -120,9 +136,17 @@ def _whole_core_free(pool: _Pool, cpu: int, allowed: frozenset[int]) -> bool:
 
 
 def _choose_vcpus(
-    pool: _Pool, req: Request, region: frozenset[int], forbidden: frozenset[int]
+    pool: _Pool,
+    req: Request,
+    region: frozenset[int],
+    forbidden: frozenset[int],
+    share_housekeeping: bool = False,
 ) -> tuple[int, ...] | None:
-    """vCPU -> CPU inside ``region``; None when it does not fit."""
+    """vCPU -> CPU inside ``region``; None when it does not fit.
+
+    With ``share_housekeeping``, non-realtime vCPUs may also take housekeeping
+    CPUs (after every free non-housekeeping one), the emulator's too.
+    """
     candidates = (region & pool.usable) - pool.housekeeping - forbidden
     rt = sorted(req.realtime)
     others = [v for v in range(req.vcpus) if v not in req.realtime]
@@ -142,6 +166,8 @@ def _choose_vcpus(
     # Other vCPUs: free CPUs, those on already split cores first.
     avail = frozenset(candidates - taken)
     rest = sorted(avail, key=lambda c: (_whole_core_free(pool, c, avail), c))
+    if share_housekeeping:
+        rest += sorted((region & pool.usable & pool.housekeeping) - taken)
     if len(rest) < len(others):
         return None
     for vcpu, cpu in zip(others, rest, strict=False):
@@ -150,10 +176,16 @@ def _choose_vcpus(
 
 
 def _choose_emulator(
-    pool: _Pool, nodes: Iterable[int], pinning: Sequence[int], realtime: Iterable[int]
+    pool: _Pool,
+    nodes: Iterable[int],
+    pinning: Sequence[int],
+    realtime: Iterable[int],
+    beside_own_vcpus: bool = False,
 ) -> tuple[int, ...] | None:
+    """Housekeeping CPUs for the emulator; with ``beside_own_vcpus`` it may share the
+    CPUs of the VM's own non-realtime vCPUs (never a realtime vCPU's core)."""
     topology = pool.topology
-    avoid = set(pinning)
+    avoid = set() if beside_own_vcpus else set(pinning)
     for vcpu in realtime:
         avoid |= topology.siblings(pinning[vcpu])
     ok = (pool.housekeeping & pool.emulator_ok) - avoid
@@ -239,8 +271,16 @@ def place(
                 if pinning is not None:
                     chosen_nodes = topology.nodes_of(pinning)
                     break
+        if pinning is None and len(req.realtime) < req.vcpus:
+            # The only way left: non-realtime vCPUs beside the host's housekeeping.
+            for region in regions:
+                pinning = _choose_vcpus(pool, req, region, forbidden, share_housekeeping=True)
+                if pinning is not None:
+                    chosen_nodes = topology.nodes_of(pinning)
+                    break
         if pinning is None:
-            raise PlacementError(_missing(pool, req, [nodes[n] for n in candidates], forbidden))
+            message = _missing(pool, req, [nodes[n] for n in candidates], forbidden, others)
+            raise PlacementError(message, _instead(topology, isolated, others, req))
     else:
         chosen_nodes = topology.nodes_of(pinning)
 
@@ -259,6 +299,8 @@ def place(
         else:
             order = sorted(chosen_nodes) + [n for n in nodes if n not in chosen_nodes]
             emulator = _choose_emulator(pool, order, pinning, req.realtime)
+            if emulator is None and req.pinning is None:
+                emulator = _choose_emulator(pool, order, pinning, req.realtime, True)
         if emulator is None:
             raise PlacementError(
                 f"cannot place the emulator of {req.name!r}: no housekeeping CPU is left "
@@ -267,6 +309,11 @@ def place(
                 "free a housekeeping CPU, or give `cpu.emulator` explicitly",
             )
     rt_cpus = [pinning[v] for v in req.realtime if v < len(pinning)]
+    on_housekeeping = tuple(
+        v
+        for v, cpu in enumerate(pinning)
+        if req.pinning is None and v not in req.realtime and cpu in pool.housekeeping
+    )
     return Placement(
         pinning=tuple(pinning),
         emulator=tuple(emulator),
@@ -276,11 +323,64 @@ def place(
             not ((topology.siblings(c) - {c}) & (set(pinning) | set(emulator))) for c in rt_cpus
         ),
         kept=kept,
+        on_housekeeping=on_housekeeping,
     )
 
 
+def _holders(others: Sequence[DomainFacts], cpus: Iterable[int]) -> list[str]:
+    """Who pins each of ``cpus``: ``CPUs 2-3 by 'db'``, by domain."""
+    wanted = set(cpus)
+    held: dict[str, set[int]] = {}
+    for other in others:
+        mine = other.pinned_cpu_set & wanted
+        if mine:
+            held.setdefault(other.name, set()).update(mine)
+    return [
+        f"CPU{'s' if len(c) != 1 else ''} {format_cpulist(c)} by {name!r}"
+        for name, c in sorted(held.items(), key=lambda item: min(item[1]))
+    ]
+
+
+def _instead(
+    topology: Topology,
+    isolated: frozenset[int] | None,
+    others: Sequence[DomainFacts],
+    req: Request,
+) -> str:
+    """What to write instead: the placement this host would give with no other domain,
+    to share with them when they never run together; else fewer vCPUs."""
+    try:
+        if not others:
+            raise PlacementError("no other domain holds a CPU")
+        alone = place(topology, isolated, (), req)
+    except PlacementError:
+        return (
+            f"this host has too few CPUs for {req.vcpus} vCPUs ({len(req.realtime)} realtime): "
+            "give the VM fewer vCPUs, or fewer realtime ones"
+        )
+    sharing = sorted(
+        {o.name for o in others if o.pinned_cpu_set & (set(alone.pinning) | set(alone.emulator))}
+    )
+    pins = ", ".join(str(c) for c in alone.pinning)
+    text = (
+        f"pin it yourself: `cpu.pinning: [{pins}]` and "
+        f"`cpu.emulator: {format_cpulist(alone.emulator)}`"
+    )
+    if sharing:
+        names = ", ".join(sharing)
+        text += (
+            f", which shares CPUs with {names}: if they never run at the same time, pass "
+            f"--allow-shared; otherwise free CPUs (shrink or undefine {names})"
+        )
+    return text
+
+
 def _missing(
-    pool: _Pool, req: Request, regions: list[frozenset[int]], forbidden: frozenset[int]
+    pool: _Pool,
+    req: Request,
+    regions: list[frozenset[int]],
+    forbidden: frozenset[int],
+    others: Sequence[DomainFacts] = (),
 ) -> str:
     """One line: what the best candidate region lacks."""
     n_rt = len(req.realtime)
@@ -294,6 +394,7 @@ def _missing(
             best = (score, region, cores, candidates)
     assert best is not None
     _, region, cores, candidates = best
+    held = _holders(others, (region & pool.topology.online) - pool.housekeeping - candidates)
     node = pool.topology.nodes_of(region)
     where = f"NUMA node {format_cpulist(node)}" if len(node) == 1 else "the host"
     needs = f"{req.vcpus} free {kind} CPUs"
@@ -306,7 +407,8 @@ def _missing(
     )
     if pool.topology.smt:
         have += f" and {cores} whole free core{'s' if cores != 1 else ''}"
-    return f"cannot place {req.name!r}: it needs {needs}, but {where} has {have}"
+    holders = f"; held: {', '.join(held)}" if held else ""
+    return f"cannot place {req.name!r}: it needs {needs}, but {where} has {have}{holders}"
 
 
 def previous_of(dom: DomainFacts | None) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:

@@ -24,7 +24,7 @@ from rtlibvirt.fit import checks
 from rtlibvirt.fit.fitting import fit_spec, place_spec
 from rtlibvirt.fit.host import HostModel, topology_from_nodeinfo
 from rtlibvirt.fit.placement import PlacementError
-from tests.fakes.libvirt_hosts import connection, host, host_file, host_uri
+from tests.fakes.libvirt_hosts import connection, host, host_file, host_uri, pinned_domain
 from tests.fakes.sysfs import FakeSys
 
 
@@ -80,7 +80,10 @@ def assert_sound(h: HostModel, placed: list[VmSpec], *, local: bool = True) -> N
             owner[cpu] = spec.name
     all_vcpu_cpus = set(owner)
     for spec in placed:
-        assert not set(emulator(spec)) & all_vcpu_cpus
+        # the emulator may share only the VM's own non-realtime vCPUs' CPUs (when
+        # placement had to put those beside the housekeeping)
+        own_non_rt = {c for v, c in enumerate(pins(spec)) if v not in spec.realtime_vcpus}
+        assert not set(emulator(spec)) & (all_vcpu_cpus - own_non_rt)
         rt = spec.realtime_host_cpus
         for cpu in rt:
             for sibling in topo.siblings(cpu) - {cpu}:
@@ -115,14 +118,42 @@ def test_one_line_when_the_host_is_full() -> None:
     assert "whole cores" in message
 
 
-def test_the_one_line_names_the_cpus_that_are_free() -> None:
-    """Like this 2-CPU machine: no SMT, so no talk of whole cores."""
+def test_a_2_cpu_host_puts_the_non_realtime_vcpu_beside_the_housekeeping() -> None:
+    """Like this 2-CPU machine (and examples/small.yaml by hand): the only way, said so."""
     h = simulated(nodes=1, cores=2, threads=1)
+    spec, placement = place_spec(h, auto_spec("vm", vcpus=2, rt="1"))
+    assert placement is not None
+    assert pins(spec) == (0, 1) and emulator(spec) == (0,)
+    assert placement.on_housekeeping == (0,)
+    text = placement.describe(h.topology)
+    assert "vCPU 0" in text and "housekeeping CPU 0" in text and "no other free CPU" in text
+    # the host's own checks agree: nothing shares a realtime vCPU's CPU
+    found = checks.domain_findings(facts(render(spec))).findings
+    assert not [f for f in found if f.code in ("emulator-on-rt-cpu", "vcpu-cpu-shared")]
+    # realtime vCPUs never go there: two of them do not fit
+    with pytest.raises(PlacementError):
+        place_spec(h, auto_spec("vm", vcpus=2, rt="0-1"))
+
+
+def test_a_vm_with_free_cpus_never_shares_the_housekeeping() -> None:
+    h = simulated(nodes=1, cores=4, threads=1)
+    spec, placement = place_spec(h, auto_spec("vm", vcpus=2, rt="1"))
+    assert placement is not None and placement.on_housekeeping == ()
+    assert 0 not in pins(spec) and "housekeeping CPU" not in placement.describe(h.topology)
+
+
+def test_the_one_line_names_the_cpus_that_are_free_and_who_holds_the_rest() -> None:
+    """No SMT, so no talk of whole cores; the domains holding CPUs, and what to write."""
+    h = simulated(nodes=1, cores=4, threads=1)
+    h, _ = place_all(h, [auto_spec("db", vcpus=2, rt="1")])  # takes CPUs 1-2
     with pytest.raises(PlacementError) as info:
-        place_spec(h, auto_spec("vm", vcpus=2, rt="1"))
-    assert info.value.message == (
-        "cannot place 'vm': it needs 2 free non-housekeeping CPUs, but NUMA node 0 has 1 (CPU 1)"
-    )
+        place_spec(h, auto_spec("vm", vcpus=3, rt="1-2"))
+    message, hint = info.value.message, info.value.hint
+    assert "\n" not in message
+    assert message.startswith("cannot place 'vm': it needs 3 free non-housekeeping CPUs")
+    assert "1 (CPU 3)" in message and "CPUs 1-2 by 'db'" in message
+    assert hint is not None
+    assert "cpu.pinning: [" in hint and "db" in hint and "--allow-shared" in hint
 
 
 def test_isolated_cpus_first_and_emulator_on_housekeeping() -> None:
@@ -217,9 +248,13 @@ def test_property_no_overlap_numa_local_whole_cores(
             break
         if len(h.topology.nodes_of(pins(placed_spec))) > 1:
             # Spanning nodes only when no single node has room.
+            # (or only beside the housekeeping, which comes after spanning)
             for node in h.topology.nodes:
-                with pytest.raises(PlacementError):
-                    place_spec(h, spec.replace(numa=Numa(node=node)))
+                try:
+                    _, on_node = place_spec(h, spec.replace(numa=Numa(node=node)))
+                except PlacementError:
+                    continue
+                assert on_node is not None and on_node.on_housekeeping
         placed.append(placed_spec)
         h = dataclasses.replace(h, domains=(*h.domains, facts(render(placed_spec))))
     assert_sound(h, placed, local=False)
@@ -267,6 +302,7 @@ def test_define_auto_when_nothing_fits_is_one_line_and_defines_nothing(tmp_path:
     result = CliRunner().invoke(cli, ["define", str(path), "-c", uri])
     assert result.exit_code == 1
     assert result.output.startswith("error: cannot place 'big': it needs 4 free")
+    assert "hint: this host has too few CPUs for 4 vCPUs" in result.output
     assert "Traceback" not in result.output
 
 
@@ -288,3 +324,26 @@ def test_auto_is_validated_like_a_cpu_list(tmp_path: Path) -> None:
 
 def test_topology_of_a_test_driver_host() -> None:
     assert host(host_uri("single-node")).topology.describe().startswith("8 CPUs (0-7)")
+
+
+def test_define_and_tune_auto_on_a_2_cpu_host(tmp_path: Path) -> None:
+    """The first hour on a 2-CPU machine: one realtime vCPU, one beside the housekeeping."""
+    # and a 2-vCPU domain of virt-manager's, not pinned, to tune with auto
+    plain = pinned_domain("vm", [0, 1]).replace("<vcpupin vcpu='0' cpuset='0'/>", "")
+    plain = plain.replace("<vcpupin vcpu='1' cpuset='1'/>", "")
+    uri = host_file(tmp_path, nodes=1, cores=2, threads=1, domains=[plain])
+    path = tmp_path / "vm.yaml"
+    path.write_text(
+        "name: trial-plc\nmemory: 1GiB\nvcpus: 2\ncpu:\n  pinning: auto\n  emulator: auto\n"
+        "  realtime:\n    vcpus: [1]\n"
+    )
+    result = CliRunner().invoke(cli, ["define", str(path), "-c", uri, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "vCPUs 0->0, 1->1" in result.stderr
+    assert "vCPU 0 shares housekeeping CPU 0" in result.stderr
+
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text("cpu:\n  pinning: auto\n  emulator: auto\n  realtime:\n    vcpus: [1]\n")
+    result = CliRunner().invoke(cli, ["tune", "vm", str(tuning), "-c", uri, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "vCPU 0 shares housekeeping CPU 0" in result.stderr
