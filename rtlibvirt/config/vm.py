@@ -202,6 +202,7 @@ def _feature_name(value: Any) -> str:
 AUTO = "auto"
 MAX_VCPUS = 4096  # QEMU's largest maxcpus (q35 with x2APIC)
 MAX_NUMA_NODE = 1023  # the kernel's MAX_NUMNODES is 1 << NODES_SHIFT, at most 1024
+MAX_SHARE_WITH = 256  # domains in cpu.share_with (= domain.facts.MAX_SHARE_WITH)
 
 
 def _cpus_or_auto(value: Any) -> tuple[int, ...] | str:
@@ -301,6 +302,14 @@ class Cpu(Model):
         ),
         "CPU feature name -> require or disable",
         default_factory=dict,
+    )
+    share_with: tuple[str, ...] = setting(
+        list_of(NAME),
+        "names of domains that may pin the same host CPUs because they never run at the "
+        "same time (either side saying so is enough): define, check, tune, auto placement "
+        "and status allow it, and the hook refuses to start one while another holds its "
+        "realtime CPUs",
+        default=(),
     )
 
 
@@ -617,6 +626,23 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                 if n > 1
                 else "add a second vCPU for housekeeping",
             )
+
+    # cpu.share_with: other domains, each once.
+    if len(cpu.share_with) > MAX_SHARE_WITH:
+        error(
+            ("cpu", "share_with"), f"names {len(cpu.share_with)} domains: at most {MAX_SHARE_WITH}"
+        )
+    seen_names: set[str] = set()
+    for index, other in enumerate(cpu.share_with):
+        if other == spec.name:
+            error(
+                check.item(("cpu", "share_with"), index),
+                f"{other!r} is this VM itself",
+                "list the other domains it may share host CPUs with",
+            )
+        elif other in seen_names:
+            error(check.item(("cpu", "share_with"), index), f"{other!r} is listed twice")
+        seen_names.add(other)
 
     # cpu.topology: product equals vcpus.
     if cpu.topology is not None:

@@ -28,6 +28,7 @@ MAX_XML_CHARS = 16 * 1024 * 1024  # far above any real definition
 MAX_CPU = 65535  # the highest host CPU or vCPU id a cpuset may name (Linux: 8192 max)
 LIMIT = MAX_CPU + 1  # parse_cpulist's limit: CPUs 0 to MAX_CPU
 MAX_VCPUS = 16384  # libvirt's own ceiling (QEMU: 4096 on q35)
+MAX_SHARE_WITH = 256  # = config.vm.MAX_SHARE_WITH: domains one VM may share CPUs with
 
 RT_POLICIES = ("fifo", "rr")  # <vcpusched scheduler>s that are real-time
 
@@ -302,6 +303,25 @@ class DomainFacts:
         for pins in self.iothreadpins.values():
             cpus |= pins
         return frozenset(cpus)
+
+    @property
+    def share_with(self) -> frozenset[str]:
+        """The domains its stored spec says it may share host CPUs with (``cpu.share_with``:
+        they never run at the same time); empty without metadata or when it cannot be read.
+        Untrusted: only names of at most 64 characters, at most MAX_SHARE_WITH of them."""
+        try:
+            spec = self.stored_spec()
+        except metadata.MetadataError:
+            return frozenset()
+        cpu = spec.get("cpu") if spec is not None else None
+        names = cpu.get("share_with") if isinstance(cpu, dict) else None
+        if not isinstance(names, list) or len(names) > MAX_SHARE_WITH:
+            return frozenset()
+        return frozenset(n for n in names if isinstance(n, str) and 0 < len(n) <= 64)
+
+    def shares_cpus_with(self, other: DomainFacts) -> bool:
+        """Either domain declares (``cpu.share_with``) that the two never run together."""
+        return other.name in self.share_with or self.name in other.share_with
 
     def stored_spec(self) -> dict[str, Any] | None:
         """The spec in rtlibvirt's metadata (a normalized vm.yaml); None when there is none.

@@ -237,35 +237,46 @@ def _cpu_not_nohz_full(ctx: Context) -> Iterator[Found]:
 @check("cpu-shared", "error", "host")
 def _cpu_shared(ctx: Context) -> Iterator[Found]:
     """A host CPU that another defined domain pins (this domain's vCPUs on any of its
-    CPUs, or this domain's emulator and I/O threads on its vCPUs' CPUs); a warning
-    with ``--allow-shared``.
+    CPUs, or this domain's emulator and I/O threads on its vCPUs' CPUs), unless either
+    domain names the other in ``cpu.share_with`` (they never run at the same time); a
+    warning with ``--allow-shared``.
     """
     dom = ctx.dom
     ours = uses(dom)
     our_vcpus = dom.vcpu_cpu_set
     our_helpers = dom.helper_cpu_set
     clashes: list[str] = []
+    undeclared: list[str] = []
     for other in ctx.on.others(dom.name):
         theirs = uses(other)
         cpus = (our_vcpus & other.pinned_cpu_set) | (our_helpers & other.vcpu_cpu_set)
-        for cpu in sorted(cpus):
-            clashes.append(
-                f"host CPU {cpu} ({' and '.join(ours[cpu])}) is also pinned by domain "
-                f"{other.name!r} ({' and '.join(theirs[cpu])})"
-            )
-    if not clashes:
+        if not cpus:
+            continue
+        lines = [
+            f"host CPU {cpu} ({' and '.join(ours[cpu])}) is also pinned by domain "
+            f"{other.name!r} ({' and '.join(theirs[cpu])})"
+            for cpu in sorted(cpus)
+        ]
+        if dom.shares_cpus_with(other):
+            continue
+        clashes += lines
+        undeclared.append(other.name)
+    if not clashes:  # declared ones are fine: the hook keeps them from running together
         return
+    names = ", ".join(undeclared)
     if ctx.allow_shared:
         yield Found(
             "; ".join(clashes) + " (allowed by --allow-shared)",
-            "make sure these domains never run at the same time",
+            f"make sure these domains never run at the same time; to say so for good (and not "
+            f"pass --allow-shared again), add `cpu.share_with: [{names}]` to the VM's spec",
             severity="warning",
         )
     else:
         yield Found(
             "; ".join(clashes),
-            "choose other CPUs (`cpu.pinning: auto` picks free ones), or pass "
-            "--allow-shared if these domains never run at the same time",
+            "choose other CPUs (`cpu.pinning: auto` picks free ones), or, if these domains "
+            f"never run at the same time, add `cpu.share_with: [{names}]` to the VM's spec "
+            "(or pass --allow-shared once)",
         )
 
 

@@ -52,7 +52,7 @@ def _host_check_hint(found: list[Finding], outcome: str) -> str:
     if codes == {"cpu-shared"}:
         return (
             "choose free CPUs (`cpu.pinning: auto`), or, if these domains never run at the "
-            "same time, pass --allow-shared"
+            "same time, say so in `cpu.share_with` (or pass --allow-shared once)"
         )
     return f"fix the errors above, or pass --no-host-check to {verb} it anyway"
 
@@ -120,7 +120,13 @@ def place_spec(host: HostModel, spec: VmSpec) -> tuple[VmSpec, Placement | None]
         previous_pinning=previous,
         previous_emulator=previous_emulator,
     )
-    placement = place(host.topology, host.isolated, host.others(spec.name), request)
+    # domains it shares CPUs with (they never run together) leave their CPUs free for it
+    others = tuple(
+        o
+        for o in host.others(spec.name)
+        if o.name not in spec.cpu.share_with and spec.name not in o.share_with
+    )
+    placement = place(host.topology, host.isolated, others, request)
     return spec.placed(placement.pinning, placement.emulator), placement
 
 

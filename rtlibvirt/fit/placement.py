@@ -369,8 +369,9 @@ def _instead(
     if sharing:
         names = ", ".join(sharing)
         text += (
-            f", which shares CPUs with {names}: if they never run at the same time, pass "
-            f"--allow-shared; otherwise free CPUs (shrink or undefine {names})"
+            f", which shares CPUs with {names}: if they never run at the same time, add "
+            f"`cpu.share_with: [{names}]` (or --allow-shared for this run); otherwise free "
+            f"CPUs (shrink or undefine {names})"
         )
     return text
 

@@ -122,6 +122,8 @@ def _domain_line(dom: DomainFacts, pending: bool = False) -> str:
     if dom.emulatorpin:
         text += f", emulator on {format_cpulist(dom.emulatorpin)}"
     mark = ", rtlibvirt" if dom.managed else ""
+    if dom.share_with:
+        text += f"; shares CPUs with {', '.join(sorted(dom.share_with))} (never together)"
     waiting = (
         " (as it runs; a new definition waits for its next start: `virsh dumpxml --inactive`)"
         if pending
@@ -229,6 +231,7 @@ def to_json(host: HostModel, hook: dict[str, frozenset[int]] | None) -> dict[str
             "name": dom.name,
             "running": dom.active,
             "pending_definition": dom.name in host.pending,
+            "share_with": sorted(dom.share_with),
             "rtlibvirt": dom.managed,
             "vcpus": dom.vcpus,
             "realtime_vcpus": list(dom.realtime_vcpus),

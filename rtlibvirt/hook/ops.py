@@ -190,6 +190,23 @@ def _conflicts(state: State, name: str, cpus: frozenset[int]) -> list[str]:
     ]
 
 
+def _declared_partners(domain: DomainInfo, state: State, name: str, cpus: frozenset[int]) -> str:
+    """The running VMs in the way that this VM's ``cpu.share_with`` names, for the refusal."""
+    try:
+        spec = metadata.parse_text(domain.meta_text or "")
+    except metadata.MetadataError:
+        return ""
+    cpu = spec.get("cpu")
+    names = cpu.get("share_with") if isinstance(cpu, dict) else None
+    if not isinstance(names, list):
+        return ""
+    return ", ".join(
+        repr(n)
+        for n, c in sorted(state.claims.items())
+        if n != name and c.cpus & cpus and n in names
+    )
+
+
 def _housekeeping(fs: HostFS, state: State, name: str, cpus: frozenset[int]) -> str | None:
     """Why taking ``cpus`` would leave the host without a housekeeping CPU; None if not."""
     online = fs.cpus_online()
@@ -232,6 +249,12 @@ def _prepare(fs: HostFS, log: HookLog, name: str, domain: DomainInfo, checked: V
         conflicts = _conflicts(host.state, name, cpus)
         if conflicts:
             host.commit()
+            declared = _declared_partners(domain, host.state, name, cpus)
+            if declared:
+                raise Refused(
+                    "; ".join(conflicts) + f": this VM shares CPUs with {declared} "
+                    "(cpu.share_with), so they never run at the same time: stop that VM first"
+                )
             raise Refused(
                 "; ".join(conflicts) + ": stop that VM first, or pin this one to other CPUs"
             )

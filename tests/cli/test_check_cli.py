@@ -181,3 +181,63 @@ def test_check_says_why_a_definition_cannot_be_read(tmp_path: Path) -> None:
     assert code == 1, out + err
     assert "cannot be read: <vcpusched priority>" in err and "150" in err
     assert "virsh" in err  # the hint: how to see and fix it
+
+
+def test_share_with_is_a_lasting_allow_shared(tmp_path: Path, clean_host: FakeSys) -> None:
+    """`cpu.share_with` says once what --allow-shared said for one run: define, check and
+    status honour it (the hook's refusal is in tests/hook/test_hook.py)."""
+    uri = host_uri("single-node")  # 'db' pins CPUs 2-3
+    path = spec_file(tmp_path, "2, 5")
+    code, _, err = invoke("define", str(path), "-c", uri, "--allow-shared")
+    assert code == 0 and "cpu.share_with: [db]" in err  # the warning says how to keep it
+    path.write_text(
+        path.read_text().replace("  emulator: 0\n", "  emulator: 0\n  share_with: [db]\n")
+    )
+    code, out, err = invoke("define", str(path), "-c", uri, "--dry-run")
+    assert code == 0, err
+    assert "cpu-shared" not in err
+    code, out, _ = invoke("check", str(path), "-c", uri)
+    assert "cpu-shared" not in out, out
+    # without the key, and without the flag: refused, and the hint names the key
+    code, _, err = invoke("define", str(spec_file(tmp_path, "2, 5")), "-c", uri)
+    assert code == 1 and "cpu.share_with: [db]" in err
+
+
+def test_share_with_either_side_and_auto_placement(tmp_path: Path) -> None:
+    """The partner's declaration is enough; `auto` may take a partner's CPUs."""
+    from rtlibvirt.config.vm import validate_data
+    from rtlibvirt.domain.facts import facts
+    from rtlibvirt.domain.render import render
+    from rtlibvirt.fit import status
+    from rtlibvirt.fit.fitting import fit_spec
+    from rtlibvirt.fit.host import gather
+    from tests.fakes.libvirt_hosts import connection
+
+    def spec(name: str, pins: object, share: list[str]) -> object:
+        return validate_data(
+            {
+                "name": name,
+                "memory": "1GiB",
+                "vcpus": 2,
+                "cpu": {
+                    "pinning": pins,
+                    "emulator": 0,
+                    "realtime": {"vcpus": [1]},
+                    "share_with": share,
+                },
+                "memory_backing": {"hugepages": "none", "locked": False},
+            }
+        )
+
+    trial_vm = render(spec("trial-vm", [1, 2], ["trial-plc"]))  # it names the other
+    uri = host_file(tmp_path, cores=3, domains=[trial_vm])
+    with connection(uri) as conn:
+        fitted = fit_spec(conn, uri, spec("trial-plc", [1, 2], []))
+        assert not [f for f in fitted.findings if f.code == "cpu-shared"]
+        # auto: 3 CPUs, CPU 0 the host's; only trial-vm's CPUs are left, and they may be shared
+        placed = fit_spec(conn, uri, spec("trial-plc", "auto", ["trial-vm"]))
+        assert placed.placement is not None and placed.placement.pinning == (2, 1)
+        host = gather(conn, uri)
+    line = status.text(host, None)
+    assert "shares CPUs with trial-plc (never together)" in line
+    assert facts(trial_vm).share_with == {"trial-plc"}

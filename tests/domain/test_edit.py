@@ -339,3 +339,22 @@ def test_a_domain_without_vcpu_gets_a_valid_one(
     with connection(uri) as conn:
         stored = define.apply_xml(conn, new)
     assert facts(stored).vcpus == 1 and facts(stored).vcpupins == {0: frozenset({2})}
+
+
+def test_tune_honours_share_with(tmp_path: Path) -> None:
+    from tests.fakes.libvirt_hosts import pinned_domain
+
+    server = (DOMAINS / "virt-install-server.xml").read_text()
+    uri = host_file(tmp_path, cores=8, domains=[server, pinned_domain("other", [2, 3], "0")])
+    text = "cpu:\n  pinning: [2, 3]\n  emulator: 0\n  realtime: {vcpus: [1]}\n"
+    refused = CliRunner().invoke(
+        cli, ["tune", "server", str(tuning_file(tmp_path, text)), "-c", uri, "--dry-run"]
+    )
+    assert refused.exit_code == 1 and "cpu.share_with: [other]" in refused.stderr
+    text += "  share_with: [other]\n"
+    result = CliRunner().invoke(
+        cli, ["tune", "server", str(tuning_file(tmp_path, text)), "-c", uri, "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "cpu-shared" not in result.stderr
+    assert '"share_with": ["other"]' in result.stdout  # kept in the metadata

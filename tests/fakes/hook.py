@@ -22,6 +22,7 @@ def domain_xml(
     realtime: list[int] | None,
     emulator: str = "0",
     isolation: dict[str, Any] | None = None,
+    share_with: list[str] | None = None,
     **extra: Any,
 ) -> str:
     """The XML rtlibvirt renders for a small real-time VM (what libvirt hands the hook)."""
@@ -39,6 +40,8 @@ def domain_xml(
     }
     if isolation is not None:
         spec["isolation"] = isolation
+    if share_with is not None:
+        spec["cpu"]["share_with"] = share_with
     return render(validate_data(spec))
 
 

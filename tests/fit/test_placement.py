@@ -153,7 +153,7 @@ def test_the_one_line_names_the_cpus_that_are_free_and_who_holds_the_rest() -> N
     assert message.startswith("cannot place 'vm': it needs 3 free non-housekeeping CPUs")
     assert "1 (CPU 3)" in message and "CPUs 1-2 by 'db'" in message
     assert hint is not None
-    assert "cpu.pinning: [" in hint and "db" in hint and "--allow-shared" in hint
+    assert "cpu.pinning: [" in hint and "cpu.share_with: [db]" in hint and "--allow-shared" in hint
 
 
 def test_isolated_cpus_first_and_emulator_on_housekeeping() -> None:

@@ -581,3 +581,19 @@ def test_a_state_of_this_boot_or_without_a_boot_id_is_kept(fs: FakeKernel, call:
     assert "earlier boot" not in call.log()
     assert_isolated(fs, set())  # everything came back
     assert call.state() is None
+
+
+def test_prepare_refuses_a_declared_partner_while_the_other_runs(
+    fs: FakeKernel, call: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cpu.share_with: the VMs may pin the same CPUs because the hook keeps them apart."""
+    assert call.start("a", A_XML, {0: 0, 1: 1}, rt=[1]) == 0
+    capsys.readouterr()
+    partner = domain_xml("c", [0, 1], [1], share_with=["a"])
+    assert call("c", "prepare", "begin", partner) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "host CPU 1 already belongs to real-time VM 'a'" in err
+    assert "cpu.share_with" in err and "never run at the same time" in err
+    assert call.stop("a", A_XML) == (0, 0)
+    assert call("c", "prepare", "begin", partner) == 0  # once 'a' stopped, 'c' starts
