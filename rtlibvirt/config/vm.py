@@ -434,6 +434,12 @@ class VmSpec(Model):
     )
     machine: str = setting(choice("q35", "pc"), "QEMU machine type", default="q35")
     firmware: str = setting(choice("bios", "efi"), "guest firmware", default="bios")
+    virt_type: str = setting(
+        choice("kvm", "qemu"),
+        "libvirt's domain type: kvm, or qemu (TCG: QEMU emulates the CPU in software, for "
+        "hosts without KVM; a trial, not real time; host-passthrough becomes `maximum`)",
+        default="kvm",
+    )
     devices: Devices = setting(nested(Devices), default_factory=Devices)
     isolation: Isolation = setting(
         nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
@@ -643,6 +649,14 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
         elif other in seen_names:
             error(check.item(("cpu", "share_with"), index), f"{other!r} is listed twice")
         seen_names.add(other)
+
+    if spec.virt_type == "qemu":
+        warn(
+            ("virt_type",),
+            "qemu (TCG) emulates the guest CPU in software: the VM runs, but its latency "
+            "says nothing about real time",
+            "use `virt_type: kvm` on a host with KVM (/dev/kvm)",
+        )
 
     # cpu.topology: product equals vcpus.
     if cpu.topology is not None:

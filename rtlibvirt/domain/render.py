@@ -86,6 +86,9 @@ def context(spec: VmSpec, identity: Identity | None = None) -> dict[str, Any]:
     emulator = set(emulator_cpus)
     dedicated = len(set(pinning)) == len(pinning) and not emulator & set(pinning)
     cpu_mode = cpu.model if cpu.model in ("host-passthrough", "host-model") else "custom"
+    tcg = spec.virt_type == "qemu"
+    if tcg and cpu_mode == "host-passthrough":
+        cpu_mode = "maximum"  # TCG has no host CPU to pass through: every feature it emulates
 
     counters: dict[str, int] = {}
     disks = []
@@ -180,7 +183,9 @@ def context(spec: VmSpec, identity: Identity | None = None) -> dict[str, Any]:
         "machine": spec.machine,
         "firmware": spec.firmware,
         # KVM_HINTS_REALTIME: the guest may assume its vCPUs never share a host CPU.
-        "hint_dedicated": cpu_mode == "host-passthrough" and dedicated,
+        # (a KVM feature: TCG has none)
+        "hint_dedicated": cpu_mode == "host-passthrough" and dedicated and not tcg,
+        "virt_type": spec.virt_type,
         "cpu": {
             "mode": cpu_mode,
             "model": cpu.model,

@@ -115,3 +115,21 @@ def test_every_example_defines_on_the_qemu_driver(
     assert code == 0, err
     code, out, _ = run("define", str(spec), "-c", system_uri, "--no-host-check", "--dry-run")
     assert "is up to date" in out, out
+
+
+def test_a_tcg_vm_defines_and_starts(
+    system_uri: str, write_spec: Callable[..., Path], system_domain_cleanup: Callable[[str], None]
+) -> None:
+    """`virt_type: qemu` for a host without usable KVM: libvirtd takes it and QEMU starts it
+    (TCG's `maximum` CPU, FIFO vCPU)."""
+    name = "rtl-main-tcg"
+    system_domain_cleanup(name)
+    spec = spec_named(write_spec, "small.yaml", name, "virt_type: qemu\n")
+    code, _, err = run("define", str(spec), "-c", system_uri, "--no-host-check")
+    assert code == 0, err
+    assert "virt_type: qemu (TCG) emulates the guest CPU" in err
+    root = etree.fromstring(virsh(system_uri, "dumpxml", "--inactive", name).encode())
+    assert root.get("type") == "qemu" and root.find("cpu").get("mode") == "maximum"
+    virsh(system_uri, "start", name)
+    assert virsh(system_uri, "domstate", name).strip() == "running"
+    virsh(system_uri, "destroy", name)

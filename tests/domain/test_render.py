@@ -328,6 +328,24 @@ def test_machine_and_firmware() -> None:
     assert root.find("os/type").get("machine") == "pc"
 
 
+def test_virt_type_qemu_renders_a_tcg_domain(
+    tmp_path: Path, assert_valid_domain: Callable[[str], Any]
+) -> None:
+    """A host without KVM: domain type qemu, the CPU TCG emulates best, no KVM hints."""
+    root = xml_of({"virt_type": "qemu"})
+    assert_valid_domain(etree.tostring(root, encoding="unicode"))
+    assert root.get("type") == "qemu"
+    assert root.find("cpu").get("mode") == "maximum"
+    assert root.find("features/kvm") is None
+    assert xml_of({}).get("type") == "kvm"  # the default
+    path = tmp_path / "tcg.yaml"
+    path.write_text(
+        "name: t\nmemory: 1GiB\nvcpus: 1\ncpu: {pinning: [1], emulator: 0}\nvirt_type: qemu\n"
+    )
+    loaded = load_spec(path)
+    assert "virt_type" in [w.path for w in loaded.warnings]  # TCG: a trial, not real time
+
+
 # ---- hostile strings never become markup ---------------------------------------------------
 
 HOSTILE = [
