@@ -72,6 +72,9 @@ class Errors:
 
     missing_hint: MissingHint | None = None
     found: list[tuple[KeyPath, str, str | None]] = field(default_factory=list)
+    # path -> the model parsed there despite errors: its valid fields, INVALID for the
+    # others, for the rules that tie keys together to judge what they can (never a result)
+    partial: dict[KeyPath, Any] = field(default_factory=dict)
 
     def add(self, path: KeyPath, message: str, hint: str | None = None) -> None:
         self.found.append((path, message, hint))
@@ -540,20 +543,51 @@ class Model:
             raise Invalid(f"expected a mapping, got {describe(data)}")
         known = {f.name: f for f in cls.settings()}
         before = len(errors)
+        # A misspelled required key is one problem, not "unknown" and "missing" twice.
+        missing = [n for n, f in known.items() if n not in data and _required(f)]
+        misspelled: set[str] = set()
         for key in data:
             if key not in known:
-                errors.add((*path, str(key)), "unknown key", did_you_mean(str(key), known))
+                meant = close_match(str(key), missing)
+                if meant is not None and meant not in misspelled:
+                    misspelled.add(meant)
+                    errors.add(
+                        (*path, str(key)),
+                        f"unknown key: did you mean `{meant}`? It is required and missing",
+                        f"rename `{key}` to `{meant}`",
+                    )
+                else:
+                    errors.add((*path, str(key)), "unknown key", did_you_mean(str(key), known))
         values: dict[str, Any] = {}
         for name, spec in known.items():
             if name in data:
                 parser = spec.metadata["parser"]
                 values[name] = parse_value(parser, data[name], (*path, name), errors)
+                if values[name] is INVALID and (*path, name) in errors.partial:
+                    values[name] = errors.partial[(*path, name)]
             elif _required(spec):
-                errors.missing((*path, name))
+                values[name] = INVALID
+                if name not in misspelled:
+                    errors.missing((*path, name))
         if len(errors) > before:
+            errors.partial[path] = cls._partial(values)
             return cast(M, INVALID)
         instance = cls(**values)
         object.__setattr__(instance, cls._given, frozenset(k for k in data if k in known))
+        return instance
+
+    @classmethod
+    def _partial(cls: type[M], values: dict[str, Any]) -> M:
+        """An instance for the rules to judge what they can: INVALID where the input was."""
+        instance = cls.__new__(cls)
+        for name, default, factory in cls._table:
+            if name in values:
+                value = values[name]
+            elif factory is not dataclasses.MISSING:
+                value = factory()
+            else:
+                value = default if default is not dataclasses.MISSING else INVALID
+            object.__setattr__(instance, name, value)
         return instance
 
     @property
@@ -603,6 +637,17 @@ def _required(spec: dataclasses.Field[Any]) -> bool:
     return spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
 
 
+def close_match(key: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` that ``key`` most likely misspells, if any."""
+    names = list(names)
+    if not names:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(key: str, known: Iterable[str]) -> str:
     import difflib  # only for an unknown key: ~1 ms that valid files do not pay
 
@@ -615,15 +660,27 @@ def did_you_mean(key: str, known: Iterable[str]) -> str:
 
 def validate_model(doc: Document, model: type[M], missing_hint: MissingHint | None = None) -> M:
     """The document as an instance of ``model``, or SpecError with every problem in it."""
-    errors = Errors(missing_hint)
-    result = parse_value(nested(model), doc.data, (), errors)
-    if errors.found:
-        problems = [
-            Problem(format_path(path), message, doc.line_of(path), hint)
-            for path, message, hint in errors.found
-        ]
+    result, problems = parse_model(doc, model, missing_hint)
+    if problems:
         raise SpecError(doc.source, by_line(problems))
     return result
+
+
+def parse_model(
+    doc: Document, model: type[M], missing_hint: MissingHint | None = None
+) -> tuple[M, list[Problem]]:
+    """The document as ``model`` and its problems. With problems, the model is *partial*:
+    INVALID in every field whose value was wrong (INVALID itself when the document is
+    not a mapping), for the rules that tie keys together to judge the rest."""
+    errors = Errors(missing_hint)
+    result = parse_value(nested(model), doc.data, (), errors)
+    problems = [
+        Problem(format_path(path), message, doc.line_of(path), hint)
+        for path, message, hint in errors.found
+    ]
+    if problems:
+        result = errors.partial.get((), INVALID)
+    return result, problems
 
 
 def by_line(problems: Sequence[Problem]) -> list[Problem]:
