@@ -23,6 +23,7 @@ from rtlibvirt.config import units
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.model import (
     CPU_LIST_SCHEMA,
+    INVALID,
     Checker,
     Errors,
     Invalid,
@@ -31,6 +32,7 @@ from rtlibvirt.config.model import (
     Parser,
     Scalar,
     boolean,
+    by_line,
     check_text,
     choice,
     cpu_list,
@@ -44,12 +46,12 @@ from rtlibvirt.config.model import (
     model,
     nested,
     optional,
+    parse_model,
     setting,
     short,
     text,
-    validate_model,
 )
-from rtlibvirt.errors import Problem
+from rtlibvirt.errors import Problem, SpecError
 from rtlibvirt.kernel.cpuset import format_cpulist
 
 # --------------------------------------------------------------------------
@@ -525,9 +527,14 @@ def load_spec(path: str | Path) -> Loaded:
 
 
 def validate_document(doc: Document) -> Loaded:
-    spec = validate_model(doc, VmSpec, _missing_hint)
+    """The spec, or SpecError with every problem: the shape's, and those of the rules that
+    can be judged from the values that are valid (one run, not one round per kind)."""
+    spec, problems = parse_model(doc, VmSpec, _missing_hint)
     check = Checker(doc)
-    _check_semantics(spec, check)
+    if spec is not INVALID:
+        _check_semantics(spec, check)
+    if problems:
+        raise SpecError(doc.source, by_line([*problems, *check.errors]))
     check.raise_errors()
     return Loaded(spec=spec, warnings=tuple(check.warnings), source=doc.source)
 
@@ -563,16 +570,33 @@ def _missing_hint(path: KeyPath) -> str | None:
     return hints.get(path)
 
 
+def _known(*values: Any) -> bool:
+    """None of ``values`` is INVALID (a value the shape check rejected)."""
+    return all(value is not INVALID for value in values)
+
+
 def _check_semantics(spec: VmSpec, check: Checker) -> None:
     """The rules that tie keys together."""
     error, warn = check.error, check.warn
+    # ``spec`` may be partial (INVALID where the shape was wrong): each rule judges only
+    # from valid values, so that one run reports every problem it can.
     cpu = spec.cpu
-    n = spec.vcpus
-    pinning = cpu.pinning if isinstance(cpu.pinning, tuple) else None
-    emulator = cpu.emulator if isinstance(cpu.emulator, tuple) else None
+    cpu_ok = _known(cpu)
+    n: int | None = spec.vcpus if _known(spec.vcpus) else None
+    pinning = cpu.pinning if cpu_ok and isinstance(cpu.pinning, tuple) else None
+    emulator = cpu.emulator if cpu_ok and isinstance(cpu.emulator, tuple) else None
+    rt = cpu.realtime if cpu_ok else INVALID
+    rt_vcpus: tuple[int, ...] | None = None  # None: cannot be told
+    if rt is None:
+        rt_vcpus = ()
+    elif _known(rt) and _known(rt.vcpus):
+        if rt.vcpus is not None:
+            rt_vcpus = rt.vcpus
+        elif n is not None:
+            rt_vcpus = tuple(range(n))
 
     # cpu.pinning: one host CPU per vCPU, each used once.
-    if pinning is not None and len(pinning) != n:
+    if pinning is not None and n is not None and len(pinning) != n:
         error(
             ("cpu", "pinning"),
             f"lists {len(pinning)} host CPU{'s' if len(pinning) != 1 else ''} but vcpus is {n}",
@@ -593,8 +617,7 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
         error(("cpu", "emulator"), "must name at least one host CPU", "or write `auto`")
 
     # cpu.realtime.vcpus: existing vCPUs only.
-    rt = cpu.realtime
-    if rt is not None and rt.vcpus is not None:
+    if _known(rt) and rt is not None and _known(rt.vcpus) and rt.vcpus is not None:
         if not rt.vcpus:
             error(
                 ("cpu", "realtime", "vcpus"),
@@ -602,7 +625,7 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                 "list the realtime vCPUs, or set `cpu.realtime: false` to turn it off",
             )
         for index, vcpu in enumerate(rt.vcpus):
-            if vcpu >= n:
+            if n is not None and vcpu >= n:
                 error(
                     check.item(("cpu", "realtime", "vcpus"), index),
                     f"vCPU {vcpu} does not exist: the VM has {n} vCPU{'s' if n != 1 else ''} "
@@ -610,10 +633,11 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                     "realtime vCPU ids count from 0 and must be below `vcpus`",
                 )
 
-    # cpu.emulator must not share a CPU with a realtime vCPU.
-    if pinning is not None and emulator is not None and len(pinning) == n:
-        for vcpu in spec.realtime_vcpus:
-            if vcpu < n and pinning[vcpu] in emulator:
+    # cpu.emulator must not share a CPU with a realtime vCPU (pinning is in vCPU order,
+    # so a list of the wrong length still tells where the first vCPUs go).
+    if pinning is not None and emulator is not None and rt_vcpus is not None:
+        for vcpu in rt_vcpus:
+            if vcpu < len(pinning) and pinning[vcpu] in emulator:
                 host = pinning[vcpu]
                 error(
                     ("cpu", "emulator"),
@@ -621,8 +645,8 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                     "the emulator's CPU starves QEMU's own threads and the guest never boots",
                     "pin the emulator to housekeeping CPUs that no realtime vCPU uses",
                 )
-    if pinning is None or len(pinning) == n:  # noqa: SIM102
-        if rt is not None and set(spec.realtime_vcpus) == set(range(n)):
+    if n is not None and (pinning is None or len(pinning) == n):  # noqa: SIM102
+        if rt_vcpus and set(rt_vcpus) == set(range(n)):
             warn(
                 ("cpu", "realtime"),
                 "every vCPU is real-time: a Linux guest needs one non-realtime vCPU for "
@@ -634,12 +658,11 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
             )
 
     # cpu.share_with: other domains, each once.
-    if len(cpu.share_with) > MAX_SHARE_WITH:
-        error(
-            ("cpu", "share_with"), f"names {len(cpu.share_with)} domains: at most {MAX_SHARE_WITH}"
-        )
+    share_with = cpu.share_with if cpu_ok and _known(cpu.share_with) else ()
+    if len(share_with) > MAX_SHARE_WITH:
+        error(("cpu", "share_with"), f"names {len(share_with)} domains: at most {MAX_SHARE_WITH}")
     seen_names: set[str] = set()
-    for index, other in enumerate(cpu.share_with):
+    for index, other in enumerate(share_with):
         if other == spec.name:
             error(
                 check.item(("cpu", "share_with"), index),
@@ -659,8 +682,8 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
         )
 
     # cpu.topology: product equals vcpus.
-    if cpu.topology is not None:
-        t = cpu.topology
+    t = cpu.topology if cpu_ok else None
+    if t is not None and _known(t) and n is not None and _known(t.sockets, t.cores, t.threads):
         product = t.sockets * t.cores * t.threads
         if product != n:
             error(
@@ -671,8 +694,9 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
             )
 
     # memory: a whole number of hugepages.
-    page = spec.hugepage_kib
-    if page is not None and spec.memory % page:
+    backing_ok = _known(spec.memory_backing) and _known(spec.memory_backing.hugepages)
+    page = spec.hugepage_kib if backing_ok else None
+    if page is not None and _known(spec.memory) and spec.memory % page:
         size = spec.memory_backing.hugepages
         error(
             ("memory",),
@@ -682,7 +706,11 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
         )
 
     # devices.
-    for index, disk in enumerate(spec.devices.disks):
+    devices = spec.devices if _known(spec.devices) else Devices()
+    disks = devices.disks if _known(devices.disks) else ()
+    networks = devices.networks if _known(devices.networks) else ()
+    hostdevs = devices.hostdevs if _known(devices.hostdevs) else ()
+    for index, disk in enumerate(disks):
         path = ("devices", "disks", index)
         if disk.readonly and disk.bus in ("sata", "ide"):
             error(
@@ -697,7 +725,7 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                 "use `bus: sata` (or virtio), or `machine: pc`",
             )
     macs: dict[str, int] = {}
-    for index, nic in enumerate(spec.devices.networks):
+    for index, nic in enumerate(networks):
         path = ("devices", "networks", index)
         if (nic.bridge is None) == (nic.network is None):
             error(
@@ -711,7 +739,7 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                 error((*path, "mac"), f"MAC {nic.mac} is already used by networks[{macs[nic.mac]}]")
             macs[nic.mac] = index
     addresses: dict[str, int] = {}
-    for index, dev in enumerate(spec.devices.hostdevs):
+    for index, dev in enumerate(hostdevs):
         if dev.address in addresses:
             error(
                 ("devices", "hostdevs", index),

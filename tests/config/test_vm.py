@@ -471,3 +471,45 @@ def test_real_process_prints_no_traceback(write_spec: Callable[..., Path]) -> No
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert f"{spec_file}:3: vcpus: -1 is out of range" in proc.stderr
+
+
+def test_every_problem_judgeable_is_reported_in_one_run(write_spec: Callable[..., Path]) -> None:
+    """The first hour took three rounds: shape, then the pinning and memory rules, then the
+    emulator rule. Every rule that can be judged from the valid values runs at once."""
+    spec_file = write_spec(
+        """\
+        name: trial plc
+        memory: 1025MiB
+        vcpus: 3
+        cpu:
+          pinning: [0, 1]
+          emulator: 1
+          realtime:
+            vcpus: [1]
+        memory_backing:
+          hugepages: 4M
+        """,
+        name="trial.yaml",
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_file)
+    found = {(p.path, p.message.split(":")[0]) for p in info.value.problems}
+    paths = [p.path for p in info.value.problems]
+    assert "name" in paths and "memory_backing.hugepages" in paths  # the shape
+    assert any(
+        p.path == "cpu.pinning" and "but vcpus is 3" in p.message for p in info.value.problems
+    )
+    assert any(
+        p.path == "cpu.emulator" and "realtime vCPU 1" in p.message for p in info.value.problems
+    ), found
+    # memory vs the page size cannot be judged: the page size is not valid
+    assert not any(p.path == "memory" for p in info.value.problems)
+    assert len(paths) == 4
+
+
+def test_rules_never_judge_an_invalid_value(write_spec: Callable[..., Path]) -> None:
+    """vcpus invalid: the rules that need it stay silent instead of guessing."""
+    spec_file = write_spec(PLC.replace("vcpus: 4", "vcpus: many"), name="bad.yaml")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_file)
+    assert [p.path for p in info.value.problems] == ["vcpus"]
