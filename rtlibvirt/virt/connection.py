@@ -7,6 +7,7 @@ a hint, and that keep libvirt's default error handler from printing to stderr.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,11 +25,29 @@ def _message(exc: libvirt.libvirtError) -> str:
     return text.strip().rstrip(".")
 
 
-def _connect_hint(uri: str, exc: libvirt.libvirtError) -> str | None:
-    code = exc.get_error_code()
+# What libvirt says when a user may not use the system daemon: the socket's mode, or
+# polkit (which asks D-Bus first: "Unable to get system bus connection" without one).
+_NOT_ALLOWED = ("permission denied", "authentication", "polkit", "system bus", "access denied")
+
+
+def not_allowed(uri: str, exc: libvirt.libvirtError, euid: int | None = None) -> bool:
+    """The connection failed because this user may not use ``uri``'s daemon."""
     text = (exc.get_error_message() or "").lower()
-    if "permission denied" in text or code == libvirt.VIR_ERR_AUTH_FAILED:
-        return "run as root, or add your user to the 'libvirt' group"
+    if exc.get_error_code() in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_UNAVAILABLE):
+        return True
+    if "permission denied" in text:
+        return True
+    euid = os.geteuid() if euid is None else euid
+    return euid != 0 and "/system" in uri and any(word in text for word in _NOT_ALLOWED)
+
+
+def _connect_hint(uri: str, exc: libvirt.libvirtError) -> str | None:
+    text = (exc.get_error_message() or "").lower()
+    if not_allowed(uri, exc):
+        return (
+            f"this user may not use {uri}: run it with sudo (or as a member of the 'libvirt' "
+            "group), or use your own session daemon with `--connect qemu:///session`"
+        )
     if "no such file" in text or "connection refused" in text or "failed to connect" in text:
         return (
             "is libvirtd running? Start it with `systemctl start libvirtd` "
@@ -46,8 +65,10 @@ def connection(uri: str) -> Iterator[Any]:
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
+        why = " (a permission problem: this user may not use it)"
         raise LibvirtError(
-            f"cannot connect to {uri}: {_message(exc)}", _connect_hint(uri, exc)
+            f"cannot connect to {uri}: {_message(exc)}{why if not_allowed(uri, exc) else ''}",
+            _connect_hint(uri, exc),
         ) from None
     try:
         yield conn
