@@ -513,6 +513,11 @@ def _rt_group_sched(ctx: Context) -> Iterator[Found]:
     if not ctx.dom.realtime_vcpus or host.fs is None:
         return
     state = host.rt_group_sched()
+    if state is not None and state.libvirt_uses_cpu is None:
+        ctx.skipped.append(
+            "RT group scheduling: /etc/libvirt/qemu.conf cannot be read here (run as root)"
+        )
+        return
     if state is None or not state.blocks_fifo:
         return
     runtime = (

@@ -48,7 +48,7 @@ class RtGroupSched:
         machine_cgroup: str,
         machine_runtime_us: int | None,
         rt_runtime_sysctl: int | None,
-        libvirt_uses_cpu: bool,
+        libvirt_uses_cpu: bool | None,  # None: qemu.conf cannot be read from here
     ) -> None:
         self.cpu_mount = cpu_mount  # where the cgroup v1 cpu controller is mounted
         self.machine_cgroup = machine_cgroup  # libvirt's machine cgroup
@@ -64,7 +64,7 @@ class RtGroupSched:
         RT runtime, unless RT bandwidth control is off (sysctl -1). libvirt
         moves each vCPU thread into a cgroup of its own, which starts at 0.
         """
-        return self.libvirt_uses_cpu and self.rt_runtime_sysctl != -1
+        return self.libvirt_uses_cpu is True and self.rt_runtime_sysctl != -1
 
 
 def cpu_controller_root(fs: HostFS) -> str | None:
@@ -72,9 +72,16 @@ def cpu_controller_root(fs: HostFS) -> str | None:
     return mounts.cgroup_v1(fs, "cpu")
 
 
-def libvirt_controllers(fs: HostFS) -> tuple[str, ...]:
-    """The ``cgroup_controllers`` libvirt's QEMU driver uses (qemu.conf, else all)."""
-    text = fs.read_or(QEMU_CONF, "")
+def libvirt_controllers(fs: HostFS) -> tuple[str, ...] | None:
+    """The ``cgroup_controllers`` libvirt's QEMU driver uses (qemu.conf, else all);
+    None when qemu.conf exists but cannot be read (mode 0600, not root): unknown, never
+    read as empty."""
+    try:
+        text = fs.read(QEMU_CONF)
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError):
+        return None
     uncommented = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     m = _CONTROLLERS.search(uncommented)
     if m is None:
@@ -96,12 +103,13 @@ def probe(fs: HostFS) -> RtGroupSched | None:
         (f"{root}/{part}" for part in ("machine", "machine.slice") if fs.exists(f"{root}/{part}")),
         f"{root}/machine",
     )
+    controllers = libvirt_controllers(fs)
     return RtGroupSched(
         cpu_mount=root,
         machine_cgroup=machine,
         machine_runtime_us=_int(fs.read_or(f"{machine}/cpu.rt_runtime_us", "")),
         rt_runtime_sysctl=_int(fs.read_or("/proc/sys/kernel/sched_rt_runtime_us", "")),
-        libvirt_uses_cpu="cpu" in libvirt_controllers(fs),
+        libvirt_uses_cpu=None if controllers is None else "cpu" in controllers,
     )
 
 

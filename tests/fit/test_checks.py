@@ -330,3 +330,28 @@ def test_cpu_quota_and_cpu_model() -> None:
         "<cputune>", "<cputune><period>100000</period><quota>50000</quota>"
     )
     assert domain_codes(throttled)["cpu-quota"] == "warning"
+
+
+def test_an_unreadable_qemu_conf_is_unknown_not_empty(
+    fake: FakeSys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not root: qemu.conf (mode 0600) cannot be read; that is no verdict either way."""
+    from rtlibvirt.kernel import rtgroup
+    from rtlibvirt.kernel.fs import HostFS
+
+    fake.cgroup_v1(machine_runtime_us=0)  # would block FIFO if libvirt used "cpu"
+    real_read = HostFS.read
+
+    def read(self: HostFS, path: str) -> str:
+        if path == rtgroup.QEMU_CONF:
+            raise PermissionError(13, "Permission denied", path)
+        return real_read(self, path)
+
+    monkeypatch.setattr(HostFS, "read", read)
+    assert rtgroup.diagnose(fake.fs) is None  # `hook status` warns of nothing it cannot know
+    state = rtgroup.probe(fake.fs)
+    assert state is not None and state.libvirt_uses_cpu is None
+    h = host(host_uri("single-node"), fake.fs)
+    result = checks.host_findings(h, facts(render(make_spec())))
+    assert "rt-group-sched" not in {f.code for f in result.findings}
+    assert any("qemu.conf cannot be read" in note for note in result.skipped)
