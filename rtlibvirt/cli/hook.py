@@ -145,7 +145,12 @@ def status(hooks_dir: Path) -> None:
         )
         echo(f"hook       installed: {st.path} (rtlibvirt {version}, {state})")
         python = st.python or "?"
-        echo(f"python     {python}" + ("" if st.python_ok else " (missing: reinstall)"))
+        python_note = {
+            True: "",
+            None: " (cannot be checked as this user: run as root)",
+            False: " (missing: reinstall)",
+        }[st.python_ok]
+        echo(f"python     {python}{python_note}")
         echo(f"installed  {_when(st.installed_at)}")
     if st.user_hook is not None:
         echo(f"own hook   {st.user_hook} (yours, runs first)")

@@ -217,7 +217,7 @@ class Status:
     stale: str | None = None  # installed, but not what this rtlibvirt installs: why
     installed_version: str | None = None
     python: str | None = None
-    python_ok: bool = False
+    python_ok: bool | None = False  # None: cannot be told by this user (not root)
     installed_at: float | None = None
     daemon: Daemon | None = None
     user_hook: Path | None = None
@@ -242,7 +242,7 @@ class Status:
         return (
             self.installed
             and self.current
-            and self.python_ok
+            and self.python_ok is not False
             and self.needs_restart is not True
             and self.state_problem is None
             and not self.set_aside
@@ -262,7 +262,7 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Sta
         settings = installed_settings(text)
         result.installed_version = settings.get("VERSION")
         result.python = settings.get("PYTHON")
-        result.python_ok = bool(result.python) and os.access(str(result.python), os.X_OK)
+        result.python_ok = _runnable(result.python)
         result.stale = stale_reason(text)
         result.current = result.stale is None
         result.installed_at = target.stat().st_mtime
@@ -325,6 +325,21 @@ class RestoreResult:
     messages: list[str]  # what the log says about it
 
 
+def _runnable(python: str | None) -> bool | None:
+    """The hook's Python can run; None when this user cannot look (a folder of root's)."""
+    if not python:
+        return False
+    try:
+        mode = os.stat(python).st_mode
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    if os.access(python, os.X_OK):
+        return True
+    return None if os.geteuid() != 0 and mode & 0o111 else False
+
+
 def restore(fs: HostFS | None = None) -> RestoreResult:
     """Put every saved original back, when no rtlibvirt VM runs.
 
@@ -373,7 +388,10 @@ def restore(fs: HostFS | None = None) -> RestoreResult:
                 messages=[text for level, text in log.lines if level != "debug"],
             )
     except StateError as exc:
-        raise HostError(str(exc)) from None
+        hint = None
+        if os.geteuid() != 0 and "Permission denied" in str(exc):
+            hint = "the hook's state belongs to root: run it with sudo"
+        raise HostError(str(exc), hint) from None
     finally:
         log.close()
 

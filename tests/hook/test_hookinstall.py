@@ -293,3 +293,39 @@ def test_two_hook_processes_at_once_lose_no_update(installed: Path, tmp_path: Pa
     assert snapshot(fs) == before
     assert not fs.path(STATE_FILE).exists()
     assert not fs.path(JOURNAL_FILE).exists()
+
+
+def test_not_root_the_hooks_python_is_unknown_not_missing(
+    installed: Path, hooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venv's Python in a folder of root's cannot be looked at by another user."""
+    root = tmp_path / "root"
+    build_host(root)
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path) == sys.executable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "stat", stat)
+    st = hookinstall.status(hooks_dir, HostFS(root))
+    assert st.python_ok is None
+
+
+def test_not_root_restore_says_to_use_sudo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rtlibvirt.hook import state
+
+    root = tmp_path / "root"
+    build_host(root)
+
+    def refuse(self: object, timeout: float = 10) -> object:
+        raise state.StateError("cannot lock /run/rtlibvirt/lock: Permission denied")
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(state.StateStore, "locked", refuse)
+    with pytest.raises(HostError) as caught:
+        hookinstall.restore(HostFS(root))
+    assert "Permission denied" in caught.value.message
+    assert caught.value.hint and "sudo" in caught.value.hint
