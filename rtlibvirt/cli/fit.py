@@ -185,6 +185,7 @@ def tune(
             if diff:
                 click.echo(f"Would tune domain {domain!r} on {uri}:")
                 click.echo(diff, nl=False)
+                _kept(new_xml)
             else:
                 click.echo(f"Domain {domain!r} on {uri} is already tuned; nothing would change.")
             click.echo("(dry run: nothing was changed)", err=True)
@@ -194,8 +195,22 @@ def tune(
     click.echo(f"Tuned domain {domain!r} on {uri}")
     for line in defining.describe(stored):
         click.echo(f"  {line}")
+    _kept(stored)
     if running:
         click.echo(f"note: {domain!r} is running; the new definition applies at its next start")
+
+
+def _kept(xml: str) -> None:
+    """What tune left although it costs latency, and why (on stderr)."""
+    from rtlibvirt.domain.facts import facts
+
+    emulated = facts(xml).emulated
+    if emulated:
+        click.echo(
+            f"kept: {', '.join(emulated)} (yours: tune changes only the real-time parts; "
+            "they cost latency, see `rtlibvirt check` [emulated-devices] for how to remove them)",
+            err=True,
+        )
 
 
 # ---- status -----------------------------------------------------------------------

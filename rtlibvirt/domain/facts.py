@@ -135,6 +135,7 @@ class DomainFacts:
         "cpu_mode",
         "cputune",
         "disks",
+        "emulated",
         "emulatorpin",
         "firmware",
         "hostdevs",
@@ -193,6 +194,7 @@ class DomainFacts:
     firmware: str  # "efi" or "bios"
     hostdevs: tuple[Hostdev, ...]
     disks: int
+    emulated: tuple[str, ...]  # display and audio devices QEMU emulates: "SPICE graphics", ...
     macs: tuple[str | None, ...]  # each <interface>'s MAC address, None when libvirt picks
     managed: bool  # carries rtlibvirt's metadata element
     origin: str | None  # that element's origin attribute ("tune"), if any
@@ -222,6 +224,7 @@ class DomainFacts:
         "firmware": "bios",
         "hostdevs": (),
         "disks": 0,
+        "emulated": (),
         "macs": (),
         "managed": False,
         "origin": None,
@@ -445,11 +448,23 @@ def _read_devices(root: ET.Element, values: dict[str, Any]) -> None:
     usb_devices: list[str] = []
     hostdevs: list[Hostdev] = []
     macs: list[str | None] = []
+    emulated: list[str] = []
     disks = 0
     for device in devices:
         tag = device.tag
         if tag == "disk":
             disks += 1
+        elif tag == "graphics":
+            emulated.append(f"{_upper(device.get('type'))} graphics")
+        elif tag == "video":
+            model = device.find("model")
+            kind = model.get("type") if model is not None else None
+            if kind != "none":
+                emulated.append(f"{_upper(kind or 'default')} video")
+        elif tag == "sound":
+            emulated.append(f"{(device.get('model') or 'default')[:32]} sound")
+        elif tag == "audio" and device.get("type") not in (None, "none"):
+            emulated.append(f"{(device.get('type') or '')[:32]} audio")
         elif tag == "interface":
             mac = device.find("mac")
             macs.append(mac.get("address") if mac is not None else None)
@@ -475,7 +490,14 @@ def _read_devices(root: ET.Element, values: dict[str, Any]) -> None:
         hostdevs=tuple(hostdevs),
         macs=tuple(macs),
         disks=disks,
+        emulated=tuple(emulated),
     )
+
+
+def _upper(kind: str | None) -> str:
+    """``spice`` -> ``SPICE``, ``qxl`` -> ``QXL``, ``virtio`` stays (a name, not an acronym)."""
+    text = (kind or "?")[:32]
+    return text.upper() if text in ("spice", "vnc", "qxl", "vga", "sdl", "rdp") else text
 
 
 def _pci_hostdev(device: ET.Element) -> Hostdev | None:

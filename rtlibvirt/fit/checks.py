@@ -677,6 +677,23 @@ def _usb_device(ctx: Context) -> Iterator[Found]:
         )
 
 
+@check("emulated-devices", "warning", "domain")
+def _emulated_devices(ctx: Context) -> Iterator[Found]:
+    """Graphics (SPICE, VNC), video (QXL, VGA, virtio) and sound that QEMU emulates:
+    display refresh and audio timers run on the emulator threads and interrupt the guest.
+    """
+    found = ctx.dom.emulated
+    if found:
+        yield Found(
+            f"QEMU emulates {', '.join(found)}: display refresh and audio timers keep the "
+            "emulator threads busy and interrupt the guest",
+            "for a headless real-time guest remove them and use a serial console: "
+            "`virt-xml DOMAIN --remove-device --graphics all --sound all --audio all` and "
+            "<video><model type='none'/></video> (virsh edit); rtlibvirt tune keeps them, "
+            "since they are yours",
+        )
+
+
 @check("no-hugepages", "warning", "domain")
 def _no_hugepages(ctx: Context) -> Iterator[Found]:
     """Guest memory not backed by hugepages: TLB misses add latency."""

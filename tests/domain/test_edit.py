@@ -149,7 +149,18 @@ def test_tuned_domain_checks_clean_of_domain_findings(tmp_path: Path) -> None:
 
     uri = host_with(tmp_path, "virt-manager-desktop.libvirt.xml")
     _, new = tuned(uri, "desktop", tuning_file(tmp_path, TUNING.format(rt="1-3")))
-    assert checks.domain_findings(facts(new)).findings == []
+    # only what tune keeps on purpose (the user's display and sound) is left, and named
+    found = checks.domain_findings(facts(new)).findings
+    assert [f.code for f in found] == ["emulated-devices"]
+
+
+def test_tune_says_what_it_kept_and_why(tmp_path: Path) -> None:
+    uri = host_with(tmp_path, "virt-manager-desktop.libvirt.xml")
+    path = tuning_file(tmp_path, TUNING.format(rt="1-3"))
+    result = CliRunner().invoke(cli, ["tune", "desktop", str(path), "-c", uri])
+    assert result.exit_code == 0, result.output
+    kept = next(line for line in result.stderr.splitlines() if line.startswith("kept:"))
+    assert "SPICE graphics" in kept and "sound" in kept and "emulated-devices" in kept
 
 
 def test_explicit_pins_numa_and_cpu_model(tmp_path: Path) -> None:

@@ -299,7 +299,19 @@ def test_virt_install_domain_lacks_everything() -> None:
         "no-hugepages": "warning",
         "not-locked": "warning",
         "pmu-on": "info",
+        "emulated-devices": "warning",
     }
+
+
+def test_emulated_display_and_sound_are_named_with_their_fix() -> None:
+    """virt-manager's desktop VM: SPICE, virtio video, ich9 sound, SPICE audio."""
+    dom = facts((DOMAINS / "virt-manager-desktop.libvirt.xml").read_text())
+    (found,) = [f for f in checks.domain_findings(dom).findings if f.code == "emulated-devices"]
+    for what in ("SPICE graphics", "video", "ich9 sound"):
+        assert what in found.what, found.what
+    assert found.fix is not None and "--remove-device" in found.fix
+    server = facts((DOMAINS / "virt-install-server.xml").read_text())  # --graphics none
+    assert "emulated-devices" not in {f.code for f in checks.domain_findings(server).findings}
 
 
 def test_rtlibvirt_domain_lacks_nothing() -> None:
