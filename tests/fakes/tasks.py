@@ -360,10 +360,16 @@ class TaskKernel(FakeKernel):
 
 
 def add_kernel_threads(
-    fs: TaskKernel, *, rt: bool = True, first: int = 100, nodes: int = 1
+    fs: TaskKernel,
+    *,
+    rt: bool = True,
+    first: int = 100,
+    nodes: int = 1,
+    only: Iterable[int] | None = None,
 ) -> dict[str, int]:
     """The per-CPU kernel threads of each CPU (``rt``: a PREEMPT_RT kernel's too), as
-    the kernel makes them; returns comm -> pid. Pids from ``first`` on."""
+    the kernel makes them; returns comm -> pid. Pids from ``first`` on; ``only``: the
+    per-CPU threads of these CPUs only (a smaller host for the fault tests)."""
     made: dict[str, int] = {}
     pid = first
     cpus = fs.ncpus
@@ -378,7 +384,7 @@ def add_kernel_threads(
 
     if 2 not in fs.tasks:
         fs.add_process(2, "kthreadd", ppid=0, kernel=True)
-    for cpu in range(cpus):
+    for cpu in range(cpus) if only is None else only:
         thread(f"cpuhp/{cpu}", [cpu], True, 0, 0)
         thread(f"migration/{cpu}", [cpu], True, 1, 99)
         thread(f"ksoftirqd/{cpu}", [cpu], True, 0, 0)
