@@ -331,9 +331,12 @@ class Cpu(Model):
     )
     features: dict[str, str] = setting(
         MappingOf(
-            _feature_name, choice("require", "disable"), {"pattern": json_pattern(_CPU_FEATURE)}
+            _feature_name,
+            choice("require", "optional", "disable"),
+            {"pattern": json_pattern(_CPU_FEATURE)},
         ),
-        "CPU feature name -> require or disable",
+        "CPU feature name -> require, optional or disable; host-passthrough CPUs require "
+        "tsc-deadline unless it is listed here",
         default_factory=dict,
     )
 
