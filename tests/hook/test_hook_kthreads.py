@@ -250,3 +250,26 @@ def test_sched_keys_and_values_are_full_matches() -> None:
     assert procs.parse_sched("fifo 99") == (1, 99) and procs.parse_sched("other 0") == (0, 0)
     for value in ("fifo 0", "fifo 100", "other 1", "deadline 0", "fifo 2 3", "rr  2"):
         assert procs.parse_sched(value) is None, value
+
+
+def test_a_state_with_bad_thread_scheduling_does_not_validate() -> None:
+    from rtlibvirt.hook.state import Claim, Invalid, State, apply_record
+
+    good = {"format": 2, "originals": {"sched:24@31": "other 0"}}
+    assert State.from_json(good).originals == {"sched:24@31": "other 0"}
+    for key, value in (
+        ("sched:24@31", "fifo 100"),  # past 99
+        ("sched:24@31", "deadline 0"),  # cannot be set back
+        ("sched:24@31", "other 5"),
+        ("sched:0@31", "other 0"),  # no thread 0
+        ("sched:24@31/../../etc/shadow", "other 0"),
+    ):
+        with pytest.raises(Invalid):
+            State.from_json({"format": 2, "originals": {key: value}})
+        with pytest.raises(Invalid):
+            apply_record(State(), {"op": "orig", "path": key, "value": value})
+    claim = {"cpus": "1", "phase": "running", "settings": {}}
+    assert Claim.from_json("a", {**claim, "kthreads": {"rcu": 99}}).kthreads == {"rcu": 99}
+    for bad in ({"rcu": 100}, {"rcu": 0}, {"rcu": True}, {"Bad Kind": 2}, ["rcu"]):
+        with pytest.raises(Invalid):
+            Claim.from_json("a", {**claim, "kthreads": bad})
