@@ -199,15 +199,20 @@ def set_affinity(fs: HostFS, pid: int, tid: int, cpus: frozenset[int]) -> None:
         os.sched_setaffinity(tid, cpus)
         return
     path = f"{task_dir(pid, tid)}/status"
-    try:
-        text = fs.read(path)
-    except FileNotFoundError:
-        raise ProcessLookupError(3, "No such process") from None
+    text = _task_file(fs, path)
     lines = [
         f"Cpus_allowed_list:\t{format_cpulist(cpus)}" if ln.startswith("Cpus_allowed_list:") else ln
         for ln in text.splitlines()
     ]
     fs.write(path, "\n".join(lines))
+
+
+def _task_file(fs: HostFS, path: str) -> str:
+    """A file of a task on a fake tree; ESRCH (as the system call) when the task is gone."""
+    try:
+        return fs.read(path)
+    except FileNotFoundError:
+        raise ProcessLookupError(3, "No such process") from None
 
 
 # ---- scheduling policy ------------------------------------------------------------
@@ -226,10 +231,7 @@ def set_scheduler(fs: HostFS, pid: int, tid: int, policy: int, priority: int) ->
         os.sched_setscheduler(tid, policy, os.sched_param(priority))
         return
     path = f"{task_dir(pid, tid)}/stat"
-    try:
-        text = fs.read(path)
-    except FileNotFoundError:
-        raise ProcessLookupError(3, "No such process") from None
+    text = _task_file(fs, path)
     head, paren, rest = text.rstrip("\n").rpartition(")")
     fields = rest.split()
     if not paren or len(fields) < 39:

@@ -278,8 +278,7 @@ class TaskKernel(FakeKernel):
 
     def _setaffinity(self, host_path: str, text: str) -> None:
         self.affinity_calls += 1
-        parts = host_path.split("/")
-        tid = int(parts[4]) if len(parts) > 5 and parts[3] == "task" else int(parts[2])
+        tid = _tid_of(host_path)
         task = self.tasks.get(tid)
         if task is None:
             raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
@@ -300,8 +299,7 @@ class TaskKernel(FakeKernel):
     def _setscheduler(self, host_path: str, line: str) -> None:
         """sched_setscheduler(tid, policy, {priority}), as procs.set_scheduler writes it."""
         self.sched_calls += 1
-        parts = host_path.split("/")
-        tid = int(parts[4]) if len(parts) > 5 and parts[3] == "task" else int(parts[2])
+        tid = _tid_of(host_path)
         task = self.tasks.get(tid)
         if task is None:
             raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
@@ -357,6 +355,12 @@ class TaskKernel(FakeKernel):
         else:
             self.cpus_of[group] = cpus or None
         self._render_groups()
+
+
+def _tid_of(host_path: str) -> int:
+    """The thread a /proc/PID[/task/TID]/FILE path names."""
+    parts = host_path.split("/")
+    return int(parts[4]) if len(parts) > 5 and parts[3] == "task" else int(parts[2])
 
 
 def add_kernel_threads(
