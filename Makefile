@@ -48,6 +48,7 @@ bench: daemon
 	$(BIN)/python bench/placement.py
 	$(BIN)/python bench/facts.py
 	$(BIN)/python bench/hook.py
+	$(BIN)/python bench/kthreads.py
 	$(BIN)/python bench/big_host.py
 	$(BIN)/python bench/start_stop.py
 

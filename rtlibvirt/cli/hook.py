@@ -171,6 +171,11 @@ def status(hooks_dir: Path) -> None:
     if st.unrestored:
         note = " (no VM runs: they wait to be restored, see the log)" if not st.claims else ""
         echo(f"state      {st.state_file}: {st.unrestored} changed values to restore{note}")
+        if st.kernel_threads:
+            echo(
+                f"threads    {st.kernel_threads} kernel threads raised above the vCPUs "
+                "(SCHED_FIFO); their policy and priority come back at the last stop"
+            )
     else:
         echo(f"state      {st.state_file}: no value changed")
     if st.state_problem:
@@ -198,7 +203,8 @@ def restore() -> None:
     Normally each VM's stop hook does this. Use it after something went wrong:
     libvirtd died, the hook was uninstalled while VMs ran, or `hook status`
     reports a damaged state. IRQ affinities, workqueue cpumasks, machine-check
-    intervals, resctrl groups and thread affinities go back to what they were
+    intervals, resctrl groups, thread affinities and the scheduling of the kernel
+    threads raised above the vCPUs go back to what they were
     before the first VM started, including the originals of damaged state files
     set aside earlier. Refused (exit 2) while a VM the hook isolates runs.
 

@@ -233,6 +233,53 @@ CPUS_OR_AUTO = Scalar(
 # --------------------------------------------------------------------------
 
 
+class _OrOff(Parser[Any]):
+    """A section that is a mapping, ``true`` (its defaults) or ``false`` (off: None)."""
+
+    def __init__(self, section: type[Model], off: str) -> None:
+        self.section = section
+        self.off = off  # what false does, for the error message
+
+    def parse(self, value: Any, path: KeyPath, errors: Errors) -> Any:
+        if value is True:
+            return self.section()
+        if value is False:
+            return None
+        if value is None:
+            raise Invalid(f"expected a mapping, or false to {self.off}")
+        return self.section.parse(value, path, errors)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [self.section.json_schema(), {"type": "boolean"}]}
+
+    def dump(self, value: Model | None) -> Any:
+        return False if value is None else value.dump()
+
+
+@model
+class KernelThreads(Model):
+    """Per-CPU kernel threads raised above the vCPUs on their CPUs while the VM runs (the hook).
+
+    Each is SCHED_FIFO, this many priority levels above the VM's highest vCPU
+    priority; the defaults keep TuneD's realtime-virtual-host order.
+    """
+
+    ksoftirqd: int = setting(
+        integer(1, 98), "ksoftirqd/N (softirqs): levels above the highest vCPU priority", default=1
+    )
+    ktimers: int = setting(
+        integer(1, 98),
+        "ktimers/N or ktimersoftd/N (timers; PREEMPT_RT kernels): levels above the vCPUs",
+        default=2,
+    )
+    rcu: int = setting(
+        integer(1, 98),
+        "rcuc/N and rcub/N (RCU callbacks and boosting; PREEMPT_RT kernels): levels above "
+        "the vCPUs",
+        default=3,
+    )
+
+
 @model
 class Realtime(Model):
     """Real-time scheduling of vCPU threads (libvirt ``<vcpusched>``)."""
@@ -242,25 +289,12 @@ class Realtime(Model):
     )
     policy: str = setting(choice("fifo", "rr"), "SCHED_FIFO or SCHED_RR", default="fifo")
     priority: int = setting(integer(1, 99), "real-time priority, 1-99", default=1)
-
-
-class _RealtimeOrOff(Parser["Realtime | None"]):
-    """``cpu.realtime``: a mapping, ``true`` (the defaults) or ``false`` (off)."""
-
-    def parse(self, value: Any, path: KeyPath, errors: Errors) -> Realtime | None:
-        if value is True:
-            return Realtime()
-        if value is False:
-            return None
-        if value is None:
-            raise Invalid("expected a mapping, or false to turn real-time scheduling off")
-        return Realtime.parse(value, path, errors)
-
-    def schema(self) -> dict[str, Any]:
-        return {"anyOf": [Realtime.json_schema(), {"type": "boolean"}]}
-
-    def dump(self, value: Realtime | None) -> Any:
-        return False if value is None else value.dump()
+    kernel_threads: KernelThreads | None = setting(
+        _OrOff(KernelThreads, "leave the kernel threads alone"),
+        "per-CPU kernel threads of the VM's CPUs the hook raises above the vCPUs while the "
+        "VM runs (SCHED_FIFO); false: left alone",
+        default_factory=KernelThreads,
+    )
 
 
 @model
@@ -288,7 +322,7 @@ class Cpu(Model):
     )
     iothreads: int = setting(integer(0, 64), "number of I/O threads", default=0)
     realtime: Realtime | None = setting(
-        _RealtimeOrOff(),
+        _OrOff(Realtime, "turn real-time scheduling off"),
         "real-time scheduling of vCPUs; false turns it off",
         default_factory=Realtime,
     )
@@ -300,9 +334,12 @@ class Cpu(Model):
     )
     features: dict[str, str] = setting(
         MappingOf(
-            _feature_name, choice("require", "disable"), {"pattern": json_pattern(_CPU_FEATURE)}
+            _feature_name,
+            choice("require", "optional", "disable"),
+            {"pattern": json_pattern(_CPU_FEATURE)},
         ),
-        "CPU feature name -> require or disable",
+        "CPU feature name -> require, optional or disable; host-passthrough CPUs require "
+        "tsc-deadline unless it is listed here",
         default_factory=dict,
     )
     share_with: tuple[str, ...] = setting(
@@ -498,6 +535,21 @@ class VmSpec(Model):
         return data
 
 
+MAX_RT_PRIORITY = 99
+# cpu.realtime.kernel_threads key -> the threads it names (for messages)
+KERNEL_THREAD_NAMES = {
+    "ksoftirqd": "ksoftirqd/N",
+    "ktimers": "ktimers/N (ktimersoftd/N)",
+    "rcu": "rcuc/N and rcub/N",
+}
+
+
+def kernel_thread_priorities(vcpu_priority: int, offsets: KernelThreads) -> dict[str, int]:
+    """Kind of kernel thread -> the SCHED_FIFO priority it needs above vCPUs at this priority
+    (the hook's, and the spec check's; may exceed 99, which the check refuses)."""
+    return {key: vcpu_priority + value for key, value in offsets.dump().items()}
+
+
 def disk_format(disk: Disk) -> str:
     """The disk's format, from the spec or else from the file extension."""
     if disk.format is not None:
@@ -632,6 +684,28 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
                     f"(0-{n - 1})",
                     "realtime vCPU ids count from 0 and must be below `vcpus`",
                 )
+
+    # cpu.realtime.priority: room above it for the kernel threads the hook raises.
+    if (
+        _known(rt)
+        and rt is not None
+        and _known(rt.kernel_threads)
+        and rt.kernel_threads is not None
+        and _known(rt.priority, *rt.kernel_threads.dump().values())
+    ):
+        needed = kernel_thread_priorities(rt.priority, rt.kernel_threads)
+        kind, top = max(needed.items(), key=lambda item: item[1])
+        if top > MAX_RT_PRIORITY:
+            error(
+                ("cpu", "realtime", "priority"),
+                f"{rt.priority} leaves no room above the vCPUs: the hook runs the kernel "
+                f"threads of their CPUs above them, and {KERNEL_THREAD_NAMES[kind]} would "
+                f"need SCHED_FIFO {top}, past the highest real-time priority "
+                f"{MAX_RT_PRIORITY} (a vCPU that never yields starves them)",
+                f"use a priority of at most {rt.priority - top + MAX_RT_PRIORITY}, lower "
+                "`cpu.realtime.kernel_threads`, or set it to false to leave the kernel "
+                "threads alone",
+            )
 
     # cpu.emulator must not share a CPU with a realtime vCPU (pinning is in vCPU order,
     # so a list of the wrong length still tells where the first vCPUs go).

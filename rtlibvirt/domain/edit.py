@@ -12,8 +12,10 @@ memory. The domain's XML is then changed in place (lxml), touching only:
   memfd source or shared access, e.g. for virtiofs, stays), ``<memtune>``
   hard_limit when memory is locked, ``<numatune>`` when ``numa.node`` is set;
 - ``<features>``: PMU off, ``<kvm><hint-dedicated>`` when every vCPU has a
-  CPU of its own; ``<cpu>``: ``migratable='off'`` for host-passthrough, and
-  the model, topology and features only when TUNING.yaml sets them;
+  CPU of its own; ``<cpu>``: ``migratable='off'`` and ``tsc-deadline``
+  required for host-passthrough (unless the domain or TUNING.yaml names that
+  feature), and the model, topology and features only when TUNING.yaml sets
+  them;
 - ``<memballoon model='none'/>``; no USB: the USB controllers, USB inputs
   (the tablet), USB redirection and hubs go, ``<controller type='usb'
   model='none'/>`` comes;
@@ -35,7 +37,7 @@ from rtlibvirt import __version__
 from rtlibvirt.config.vm import VmSpec
 from rtlibvirt.domain import metadata
 from rtlibvirt.domain.facts import facts
-from rtlibvirt.domain.render import LOCKED_OVERHEAD_KIB
+from rtlibvirt.domain.render import LOCKED_OVERHEAD_KIB, cpu_features
 from rtlibvirt.errors import InputError
 from rtlibvirt.kernel.cpuset import format_cpulist
 
@@ -303,9 +305,12 @@ def tune_xml(domain_xml: str, spec: VmSpec) -> str:
             threads=str(t.threads),
         )
         _put(cpu, "cpu", topology, cpu.findall("topology"))
-    for name, policy in sorted(cpu_spec.features.items()):
+    for name, policy in sorted(cpu_features(cpu_spec.features, cpu.get("mode")).items()):
+        existing = cpu.findall(f"feature[@name='{name}']")
+        if existing and name not in cpu_spec.features:
+            continue  # added by rtlibvirt (tsc-deadline), but the domain says: it stays
         feature = etree.Element("feature", policy=policy, name=name)
-        _put(cpu, "cpu", feature, cpu.findall(f"feature[@name='{name}']"))
+        _put(cpu, "cpu", feature, existing)
     if not cpu.attrib and len(cpu) == 0:
         root.remove(cpu)
     dedicated = len(set(pinning)) == len(pinning) and not set(emulator) & set(pinning)

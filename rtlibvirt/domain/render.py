@@ -27,6 +27,21 @@ from rtlibvirt.kernel.cpuset import format_cpulist
 # libvirt's memlock limit for VFIO guests is RAM + 1 GiB (qemuDomainGetMemLockLimitBytes);
 # the same margin is used as the hard_limit that libvirt advises next to <locked/>.
 LOCKED_OVERHEAD_KIB = units.GIB
+# The guest's timer: without the TSC-deadline mode of its local APIC a guest
+# falls back to the APIC's one-shot mode (an MSR write and a divider, then
+# the expiry computed from the bus clock: microseconds worse). libvirt's
+# kvm-realtime guide and SEAPATH require it; cpu.features may say otherwise.
+TSC_DEADLINE = "tsc-deadline"
+
+
+def cpu_features(features: dict[str, str], mode: str | None) -> dict[str, str]:
+    """The ``<feature>`` policies of a CPU in ``mode``: the spec's ``cpu.features``, and
+    tsc-deadline required for host-passthrough unless the spec names it (``optional``
+    or ``disable`` opt out): the guest then never silently loses its deadline timer."""
+    if mode == "host-passthrough" and TSC_DEADLINE not in features:
+        return {**features, TSC_DEADLINE: "require"}
+    return dict(features)
+
 
 _TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd"}
 
@@ -195,7 +210,8 @@ def context(spec: VmSpec, identity: Identity | None = None) -> dict[str, Any]:
                 "threads": topology.threads,
             },
             "features": [
-                {"name": name, "policy": policy} for name, policy in sorted(cpu.features.items())
+                {"name": name, "policy": policy}
+                for name, policy in sorted(cpu_features(cpu.features, cpu_mode).items())
             ],
             "numa_cell": (
                 {"cpus": format_cpulist(range(spec.vcpus)), "memory_kib": spec.memory}

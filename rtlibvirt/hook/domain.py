@@ -114,19 +114,54 @@ class DomainInfo:
 class Validated:
     """What the validated metadata says: the settings and the realtime vCPUs."""
 
-    __slots__ = ("named", "realtime", "settings")
+    __slots__ = ("kthreads", "named", "realtime", "settings")
 
     def __init__(
-        self, settings: Settings, realtime: list[Vcpu], named: frozenset[int] = frozenset()
+        self,
+        settings: Settings,
+        realtime: list[Vcpu],
+        named: frozenset[int] = frozenset(),
+        kthreads: dict[str, int] | None = None,
     ) -> None:
         self.settings = settings
         self.realtime = realtime
         self.named = named  # every host CPU the metadata names (pinning and emulator)
+        # cpu.realtime.kernel_threads: kind -> levels above the highest vCPU priority
+        self.kthreads = dict(kthreads or {})
 
     @property
     def cpus(self) -> frozenset[int]:
         """The VM's CPUs: host CPUs of its pinned realtime vCPUs."""
         return cpus_of(self.realtime)
+
+    def kthread_priorities(self) -> dict[str, int]:
+        """Kind of kernel thread -> the SCHED_FIFO priority it needs on the VM's CPUs: above
+        the highest priority ``<vcpusched>`` gives a realtime vCPU (the XML, which libvirt
+        applies, not the spec: ``virsh edit`` counts). May exceed 99: see :func:`no_room`."""
+        if not self.kthreads or not self.realtime:
+            return {}
+        top = max(v.priority or 1 for v in self.realtime)
+        return {kind: top + levels for kind, levels in self.kthreads.items()}
+
+
+MAX_RT_PRIO = 99
+
+
+def no_room(priorities: dict[str, int]) -> str | None:
+    """Why these kernel-thread priorities cannot be given (past 99); None if they can."""
+    if not priorities:
+        return None
+    kind, top = max(priorities.items(), key=lambda item: item[1])
+    if top <= MAX_RT_PRIO:
+        return None
+    names = {"ksoftirqd": "ksoftirqd/N", "ktimers": "ktimers/N", "rcu": "rcuc/N"}
+    return (
+        f"the real-time vCPUs' priority leaves no room above them for the kernel threads of "
+        f"their CPUs: {names.get(kind, kind)} would need SCHED_FIFO {top}, past the highest "
+        "real-time "
+        f"priority {MAX_RT_PRIO}; lower the vCPU priority (<vcpusched priority=...>, "
+        "cpu.realtime.priority) or cpu.realtime.kernel_threads, or set it to false"
+    )
 
 
 def cpus_of(realtime: list[Vcpu]) -> frozenset[int]:
@@ -185,7 +220,9 @@ def validate(domain: DomainInfo, online: frozenset[int]) -> Validated:
         cpus_named = getattr(spec.cpu, key)
         if isinstance(cpus_named, tuple):
             named |= set(cpus_named)
-    checked = Validated(Settings.from_model(spec.isolation), realtime, frozenset(named))
+    rt = spec.cpu.realtime
+    levels = rt.kernel_threads.dump() if rt is not None and rt.kernel_threads else {}
+    checked = Validated(Settings.from_model(spec.isolation), realtime, frozenset(named), levels)
     _check_online(checked, online)
     return checked
 
@@ -217,24 +254,27 @@ def validated(fs: Any, domain: DomainInfo, online: frozenset[int]) -> Validated:
     known = _read_validated(path)
     entry = known.get(domain.meta or "")
     if entry is not None and domain.realtime is not None:
-        checked = Validated(entry[0], domain.realtime, entry[1])
+        checked = Validated(entry[0], domain.realtime, entry[1], entry[2])
         _check_online(checked, online)
         return checked
     checked = validate(domain, online)
     if domain.meta is not None and domain.realtime is not None:
-        known[domain.meta] = (checked.settings, checked.named)
+        known[domain.meta] = (checked.settings, checked.named, checked.kthreads)
         _write_validated(path, known)
     return checked
 
 
-def _read_validated(path: Any) -> dict[str, tuple[Settings, frozenset[int]]]:
+_Remembered = tuple[Settings, frozenset[int], dict[str, int]]
+
+
+def _read_validated(path: Any) -> dict[str, _Remembered]:
     """The remembered validations; any damage in the file only costs a validation."""
     try:
         with open(path, "rb") as handle:
             raw = json.loads(handle.read(1 << 20))
     except (OSError, ValueError, RecursionError):
         return {}
-    found: dict[str, tuple[Settings, frozenset[int]]] = {}
+    found: dict[str, _Remembered] = {}
     if not isinstance(raw, dict):
         return found
     for digest, entry in list(raw.items())[-MAX_VALIDATED:]:
@@ -242,16 +282,33 @@ def _read_validated(path: Any) -> dict[str, tuple[Settings, frozenset[int]]]:
             if not (isinstance(digest, str) and len(digest) == 64 and isinstance(entry, dict)):
                 continue
             named = frozenset(parse_cpulist(str(entry.get("cpus", ""))))
-            found[digest] = (Settings.from_json(entry.get("settings")), named)
+            levels = entry.get("kthreads")  # missing (an older hook's entry): validate again
+            if not (
+                isinstance(levels, dict)
+                and len(levels) <= 8
+                and all(
+                    isinstance(k, str)
+                    and isinstance(v, int)
+                    and not isinstance(v, bool)
+                    and 1 <= v <= MAX_RT_PRIO
+                    for k, v in levels.items()
+                )
+            ):
+                continue
+            found[digest] = (Settings.from_json(entry.get("settings")), named, dict(levels))
         except (Invalid, CpuListError):
             continue
     return found
 
 
-def _write_validated(path: Any, known: dict[str, tuple[Settings, frozenset[int]]]) -> None:
+def _write_validated(path: Any, known: dict[str, _Remembered]) -> None:
     data = {
-        digest: {"settings": settings.to_json(), "cpus": format_cpulist(named)}
-        for digest, (settings, named) in list(known.items())[-MAX_VALIDATED:]
+        digest: {
+            "settings": settings.to_json(),
+            "cpus": format_cpulist(named),
+            "kthreads": levels,
+        }
+        for digest, (settings, named, levels) in list(known.items())[-MAX_VALIDATED:]
     }
     try:
         os.makedirs(os.path.dirname(str(path)), mode=0o755, exist_ok=True)

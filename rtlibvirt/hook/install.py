@@ -223,6 +223,7 @@ class Status:
     user_hook: Path | None = None
     claims: dict[str, str] = field(default_factory=dict)  # name -> "CPUs 1, running"
     unrestored: int = 0  # saved originals: values the hook changed and will restore
+    kernel_threads: int = 0  # of them: kernel threads raised above the vCPUs
     state_file: str = ""
     state_problem: str | None = None
     set_aside: list[str] = field(default_factory=list)
@@ -275,6 +276,7 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, fs: HostFS | None = None) -> Sta
     for name, claim in sorted(state.claims.items()):
         result.claims[name] = f"CPUs {format_cpulist(claim.cpus)}, {claim.phase}"
     result.unrestored = len(state.originals) + len(state.tasks)
+    result.kernel_threads = sum(1 for key in state.originals if procs.owns_sched(key))
     result.recovered = list(state.recovered)
     result.state_file = str(fs.path(STATE_FILE))
     result.set_aside = StateStore(fs).set_aside_files()

@@ -29,6 +29,7 @@ from rtlibvirt.hook.domain import (
     Vcpu,
     cpus_of,
     name_problem,
+    no_room,
     parse,
     validated,
 )
@@ -240,6 +241,10 @@ def _prepare(fs: HostFS, log: HookLog, name: str, domain: DomainInfo, checked: V
     problem = rtgroup.diagnose(fs)
     if problem:
         raise Refused(f"{problem}; fix: {rtgroup.HINT}")
+    kthreads = checked.kthread_priorities()
+    room = no_room(kthreads)
+    if room:
+        raise Refused(room)
     settings = checked.settings
     store = StateStore(fs)
     with store.locked():
@@ -266,7 +271,13 @@ def _prepare(fs: HostFS, log: HookLog, name: str, domain: DomainInfo, checked: V
         if old is not None:
             log.warning(f"replacing a leftover {old.phase} claim of this VM")
         claim = Claim(
-            name, cpus, settings, uuid=domain.uuid, phase=PHASE_PREPARED, meta=domain.meta
+            name,
+            cpus,
+            settings,
+            uuid=domain.uuid,
+            phase=PHASE_PREPARED,
+            meta=domain.meta,
+            kthreads=kthreads,
         )
         if old is not None and old.settings == settings and old.cpus == cpus:
             claim.cache = old.cache
@@ -306,6 +317,7 @@ def _started(
             # the metadata prepare validated: its settings, the XML's pinning
             realtime: list[Vcpu] = domain.realtime
             settings: Settings = claim.settings
+            kthreads = claim.kthreads
             online = fs.cpus_online()
             if online and not cpus_of(realtime) <= online:
                 raise Unusable(f"CPU {format_cpulist(cpus_of(realtime) - online)} is not online")
@@ -315,6 +327,11 @@ def _started(
             except DomainError as exc:
                 raise Unusable(str(exc)) from None
             realtime, settings = checked.realtime, checked.settings
+            kthreads = checked.kthread_priorities()
+            room = no_room(kthreads)
+            if room:
+                log.error(f"{room}; the kernel threads are left alone")
+                kthreads = {}
         cpus = cpus_of(realtime)
         if not cpus:
             log.info("no pinned real-time vCPUs: nothing to isolate")
@@ -323,13 +340,21 @@ def _started(
         for conflict in _conflicts(host.state, name, cpus):
             log.error(f"{conflict}; both are isolated, but they share CPUs")
         # prepare isolated these CPUs with these settings already: say so only when not
-        isolated = claim is not None and claim.cpus == cpus and claim.settings == settings
+        isolated = (
+            claim is not None
+            and claim.cpus == cpus
+            and claim.settings == settings
+            and claim.kthreads == kthreads
+        )
         if claim is None:
-            claim = Claim(name, cpus, settings, uuid=domain.uuid, meta=domain.meta)
+            claim = Claim(
+                name, cpus, settings, uuid=domain.uuid, meta=domain.meta, kthreads=kthreads
+            )
             if reconnect:
                 log.info("taking the running VM into the state")
         elif claim.cpus != cpus or claim.settings != settings:
             claim.cpus, claim.settings, claim.cache = cpus, settings, {}
+        claim.kthreads = kthreads
         pid = vcputhreads.qemu_pid(fs, name)
         threads = vcputhreads.vcpu_threads(fs, pid) if pid is not None else {}
         claim.pid = pid
@@ -401,6 +426,12 @@ def _describe(claim: Claim) -> str:
         steps.append("workqueues")
     if s.tasks:
         steps.append("host tasks")
+    if claim.kthreads:
+        steps.append(
+            "kernel threads above the vCPUs (FIFO "
+            + ", ".join(f"{k} {p}" for k, p in sorted(claim.kthreads.items()))
+            + ")"
+        )
     if s.machine_check_off:
         steps.append("machine-check polling off")
     if s.cache_ways:

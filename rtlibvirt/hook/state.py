@@ -10,7 +10,9 @@ What it holds (:class:`State`):
   host work) and becomes ``running`` at ``started``, which adds the QEMU pid
   and vCPU threads; ``stopped``/``release`` drop it.
 - ``originals``: the value of every host file the hook has changed, read
-  *before* the first change. A value leaves this table only once it is back.
+  *before* the first change, and the scheduling policy and priority of every
+  kernel thread it raised (``sched:TID@START``: the thread id and its start
+  time, against id reuse). A value leaves this table only once it is back.
 - ``tasks``: the original CPU affinity of every thread the hook moved.
 - ``refused``: files whose write the kernel refused (e.g. an IRQ that cannot
   be moved); they are left alone until the last VM stops.
@@ -61,7 +63,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from rtlibvirt.kernel import cgroup, files, irq, machinecheck, resctrl, workqueue
+from rtlibvirt.kernel import cgroup, files, irq, machinecheck, procs, resctrl, workqueue
 from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
 from rtlibvirt.kernel.fs import HostFS
 
@@ -114,6 +116,7 @@ def owned_path(path: str) -> bool:
         or machinecheck.owns(path)
         or resctrl.owns(path)
         or cgroup.owns(path)
+        or procs.owns_sched(path)
     )
 
 
@@ -128,6 +131,8 @@ def valid_value(path: str, value: str) -> bool:
             return _MASK.fullmatch(value.strip()) is not None and value.strip("0,\n") != ""
         if machinecheck.owns(path):
             return value.strip().isdigit() and value.strip().isascii()
+        if procs.owns_sched(path):
+            return procs.parse_sched(value) is not None
         if path.endswith("/schemata"):
             return resctrl.parse_l3(value) is not None
         if path.endswith(("/cpus_list", "/cpuset.cpus")):
@@ -246,6 +251,7 @@ class Claim:
         "cache",
         "cache_error",
         "cpus",
+        "kthreads",
         "meta",
         "name",
         "phase",
@@ -272,6 +278,7 @@ class Claim:
         cache_error: str | None = None,
         meta: str | None = None,
         unmoved: list[str] | None = None,
+        kthreads: dict[str, int] | None = None,
     ) -> None:
         self.name = name
         self.cpus = frozenset(cpus)
@@ -288,6 +295,9 @@ class Claim:
         self.meta = meta
         # host threads that stayed on this VM's CPUs after started, and why
         self.unmoved = list(unmoved or [])
+        # kind of per-CPU kernel thread -> the SCHED_FIFO priority it needs on this
+        # VM's CPUs (above its vCPUs); empty: leave them alone
+        self.kthreads = dict(kthreads or {})
 
     @property
     def running(self) -> bool:
@@ -306,6 +316,7 @@ class Claim:
             "cache_error": self.cache_error,
             "meta": self.meta,
             "unmoved": self.unmoved,
+            "kthreads": dict(sorted(self.kthreads.items())),
         }
 
     @classmethod
@@ -353,6 +364,15 @@ class Claim:
             and all(isinstance(u, str) and len(u) <= 512 for u in unmoved),
             f"{what}: unmoved must be a list of strings",
         )
+        kthreads = data.get("kthreads") or {}
+        _need(
+            isinstance(kthreads, dict)
+            and len(kthreads) <= 8
+            and all(_SETTING_KEY.fullmatch(str(k)) for k in kthreads),
+            f"{what}: kthreads must map kinds of kernel threads to priorities",
+        )
+        for kind, prio in kthreads.items():
+            _int(prio, f"{what}: kthreads {kind}", 1, procs.MAX_RT_PRIO)
         return cls(
             name,
             cpus or frozenset(),
@@ -366,6 +386,7 @@ class Claim:
             cache_error=cache_error,
             meta=meta,
             unmoved=list(unmoved),
+            kthreads={str(k): int(v) for k, v in kthreads.items()},
         )
 
 

@@ -15,12 +15,20 @@ A thread's CPU affinity is read and set with ``sched_getaffinity(2)`` and
 write). On a tree rooted elsewhere (a test's fake host) the same calls read
 ``Cpus_allowed_list`` from the thread's ``status`` and write it back there.
 
+A thread's scheduling policy and real-time priority are read from its
+``stat`` (fields 41 and 40: the kernel's ``task->policy`` and
+``task->rt_priority``, what ``sched_getscheduler(2)`` and ``sched_getparam(2)``
+return), in the same read that gives its name, flags and start time, and set
+with ``sched_setscheduler(2)``; on a fake tree :func:`set_scheduler` writes
+them into the ``stat`` line.
+
 Standard library only.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
@@ -35,6 +43,8 @@ PF_NO_SETAFFINITY = 0x04000000  # user space may not change its affinity (per-CP
 
 # include/uapi/linux/sched.h
 POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+POLICY_NUMBERS = {name: number for number, name in POLICIES.items()}
+MAX_RT_PRIO = 99  # MAX_RT_PRIO - 1: the highest priority of SCHED_FIFO and SCHED_RR
 
 
 class Stat:
@@ -189,15 +199,82 @@ def set_affinity(fs: HostFS, pid: int, tid: int, cpus: frozenset[int]) -> None:
         os.sched_setaffinity(tid, cpus)
         return
     path = f"{task_dir(pid, tid)}/status"
-    try:
-        text = fs.read(path)
-    except FileNotFoundError:
-        raise ProcessLookupError(3, "No such process") from None
+    text = _task_file(fs, path)
     lines = [
         f"Cpus_allowed_list:\t{format_cpulist(cpus)}" if ln.startswith("Cpus_allowed_list:") else ln
         for ln in text.splitlines()
     ]
     fs.write(path, "\n".join(lines))
+
+
+def _task_file(fs: HostFS, path: str) -> str:
+    """A file of a task on a fake tree; ESRCH (as the system call) when the task is gone."""
+    try:
+        return fs.read(path)
+    except FileNotFoundError:
+        raise ProcessLookupError(3, "No such process") from None
+
+
+# ---- scheduling policy ------------------------------------------------------------
+
+
+def set_scheduler(fs: HostFS, pid: int, tid: int, policy: int, priority: int) -> None:
+    """``sched_setscheduler(2)`` of thread ``tid``; the kernel's OSError as it came.
+
+    ESRCH: the thread exited; EINVAL: a priority outside the policy's range
+    (1-99 for SCHED_FIFO and SCHED_RR, 0 for the others); EPERM: not allowed
+    (``__sched_setscheduler()``, kernel/sched/syscalls.c). SCHED_OTHER keeps
+    the thread's nice value. A SCHED_DEADLINE original cannot be set back
+    this way (it needs ``sched_setattr(2)`` with its runtime and period).
+    """
+    if fs.is_live:
+        os.sched_setscheduler(tid, policy, os.sched_param(priority))
+        return
+    path = f"{task_dir(pid, tid)}/stat"
+    text = _task_file(fs, path)
+    head, paren, rest = text.rstrip("\n").rpartition(")")
+    fields = rest.split()
+    if not paren or len(fields) < 39:
+        raise ProcessLookupError(3, "No such process")
+    fields[37], fields[38] = str(priority), str(policy)
+    fs.write(path, f"{head}) {' '.join(fields)}")
+
+
+# A thread's scheduling, as a value the hook keeps (state.json, journal): the thread is
+# named by its id and start time, so that a recycled id is never taken for it.
+_SCHED_KEY = re.compile(r"sched:([1-9][0-9]{0,9})@([0-9]{1,20})")
+_SCHED_VALUE = re.compile(r"(other|batch|idle) 0|(fifo|rr) ([1-9][0-9]?)")
+
+
+def sched_key(tid: int, start: int) -> str:
+    """The key of thread ``tid`` (started at ``start`` ticks) in the hook's originals."""
+    return f"sched:{tid}@{start}"
+
+
+def parse_sched_key(key: str) -> tuple[int, int] | None:
+    """(thread id, start time) of a :func:`sched_key`; None if ``key`` is not one."""
+    m = _SCHED_KEY.fullmatch(key)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def owns_sched(key: str) -> bool:
+    return _SCHED_KEY.fullmatch(key) is not None
+
+
+def sched_text(policy: int, priority: int) -> str | None:
+    """``fifo 2``, ``other 0``: a policy and priority as the hook keeps them (None: one
+    it cannot set back, SCHED_DEADLINE or unknown)."""
+    name = POLICIES.get(policy)
+    text = f"{name} {priority}"
+    return text if name is not None and _SCHED_VALUE.fullmatch(text) else None
+
+
+def parse_sched(text: str) -> tuple[int, int] | None:
+    """(policy, priority) of a :func:`sched_text`; None if it is not one."""
+    if _SCHED_VALUE.fullmatch(text.strip()) is None:
+        return None
+    name, priority = text.split()
+    return POLICY_NUMBERS[name], int(priority)
 
 
 # ---- time -----------------------------------------------------------------------------

@@ -5,8 +5,10 @@ it sees the new hook), `rtlibvirt define` a VM whose single real-time vCPU is
 pinned to CPU 1 (emulator on CPU 0), `virsh start`; then: the vCPU thread runs
 on CPU 1 with SCHED_FIFO, no writable IRQ affinity holds CPU 1, the workqueue
 cpumasks hold CPU 0 only, a host process that was allowed on CPUs 0-1 runs on
-CPU 0 only while QEMU's own threads keep libvirt's pinning. After `virsh
-destroy` every one of those values is what it was before the start; and a VM
+CPU 0 only while QEMU's own threads keep libvirt's pinning, and the real
+``ksoftirqd/1`` runs SCHED_FIFO above the FIFO-1 vCPU (``ksoftirqd/0`` as it
+was). After `virsh destroy` every one of those values is what it was before
+the start (``ksoftirqd/1`` SCHED_OTHER again); and a VM
 whose start fails after `prepare` (libvirt cannot open its disk) leaves them as
 they were too. The guest has no disk and boots nothing; its
 QEMU and vCPU thread run, which is all the hook needs.
@@ -28,7 +30,7 @@ import pytest
 from rtlibvirt import hook
 from rtlibvirt.hook import threads as vcputhreads
 from rtlibvirt.hook.state import peek
-from rtlibvirt.kernel import rtgroup
+from rtlibvirt.kernel import procs, rtgroup
 from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
 from tests.conftest import require_rt_host
@@ -105,6 +107,20 @@ def hook_log_tail() -> str:
     return "\nlast lines of the hook log:\n" + "\n".join(lines)
 
 
+def ksoftirqd() -> dict[int, tuple[int, int]]:
+    """CPU -> (policy, priority) of the live host's ksoftirqd/CPU threads."""
+    fs = HostFS("/")
+    found = {}
+    for pid in procs.pids(fs):
+        info = procs.stat(fs, pid)
+        if info is not None and info.kernel_thread and info.comm.startswith("ksoftirqd/"):
+            found[int(info.comm.split("/")[1])] = (
+                os.sched_getscheduler(pid),
+                os.sched_getparam(pid).sched_priority,
+            )
+    return found
+
+
 def claims() -> dict[str, object]:
     return dict(peek(HostFS("/")).claims)
 
@@ -119,6 +135,8 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
     spec.write_text(SPEC)
     hook_was_installed = Path("/etc/libvirt/hooks/qemu.d/50-rtlibvirt").exists()
     before = host_values()
+    softirq_threads = ksoftirqd()
+    assert softirq_threads[1] == (os.SCHED_OTHER, 0), softirq_threads
     writable = writable_irqs(before)
     assert writable, "no IRQ of this host takes a new affinity: nothing to test"
     # a host process allowed on CPUs 0-1, and one with threads
@@ -167,6 +185,12 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
         log = HOOK_LOG.read_text(errors="replace")
         assert f"{NAME} started begin: checked: vCPU 0 (thread {tid}) runs fifo 1" in log
 
+        # the kernel_threads step: ksoftirqd/1 above the vCPU's FIFO 1, CPU 0's alone
+        raised = ksoftirqd()
+        assert raised[1] == (os.SCHED_FIFO, 2), raised
+        assert raised[0] == softirq_threads[0]
+        assert "kernel_threads: " in log
+
         # prepare refuses a VM whose CPU the running one holds; libvirt shows our line
         clash = tmp_path / "clash.yaml"
         clash.write_text(SPEC.replace(f"name: {NAME}", f"name: {CLASH}"))
@@ -183,6 +207,7 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
 
         run(*virsh, "destroy", NAME)
         assert host_values() == before
+        assert ksoftirqd() == softirq_threads  # SCHED_OTHER again
         assert os.sched_getaffinity(sleeper.pid) == {0, 1}  # back on CPUs 0-1
         assert NAME not in claims()
 
@@ -203,6 +228,7 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
         assert f"{FAILING} prepare begin: isolating CPUs 1" in log, log
         assert f"{FAILING} stopped end: no real-time VM is left" in log, log
         assert host_values() == before
+        assert ksoftirqd() == softirq_threads
         assert os.sched_getaffinity(sleeper.pid) == {0, 1}
         assert not claims()
     finally:

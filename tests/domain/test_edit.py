@@ -81,6 +81,7 @@ _REALTIME_PARTS = (
     "numatune",
     "features/pmu",
     "features/kvm",
+    "cpu/feature[@name='tsc-deadline']",  # required for host-passthrough
     "devices/controller[@type='usb']",
     "devices/input[@bus='usb']",
     "devices/redirdev",
@@ -100,6 +101,8 @@ def without_realtime_parts(xml: str) -> str:
     if cpu is not None:
         cpu.attrib.pop("migratable", None)
         cpu.attrib.pop("check", None)
+        if len(cpu) == 0:
+            cpu.text = None  # <cpu .../> whether or not tune added a feature to it
     return xmldiff.canonical(etree.tostring(root, encoding="unicode"))
 
 
@@ -184,6 +187,39 @@ def test_explicit_pins_numa_and_cpu_model(tmp_path: Path) -> None:
     assert root.find("numatune/memory").attrib == {"mode": "strict", "nodeset": "0"}
     assert root.find("cpu/topology").get("threads") == "2"
     assert root.find("cpu/feature").attrib == {"policy": "require", "name": "tsc-deadline"}
+
+
+def test_a_tuned_host_passthrough_cpu_requires_tsc_deadline_unless_someone_chose(
+    tmp_path: Path,
+) -> None:
+    uri = host_with(tmp_path, "virt-install-server.xml")  # <cpu mode="host-passthrough"/>
+    _, new = tuned(uri, "server", tuning_file(tmp_path, TUNING.format(rt="1")))
+    root = etree.fromstring(new.encode())
+    assert [f.attrib for f in root.findall("cpu/feature")] == [
+        {"policy": "require", "name": "tsc-deadline"}
+    ]
+    # the domain's own choice stays; TUNING.yaml's wins over it
+    source = (
+        (DOMAINS / "virt-install-server.xml")
+        .read_text()
+        .replace(
+            '<cpu mode="host-passthrough"/>',
+            '<cpu mode="host-passthrough"><feature policy="disable" name="tsc-deadline"/></cpu>',
+        )
+    )
+    (tmp_path / "own").mkdir()
+    uri = host_file(tmp_path / "own", cores=8, threads=2, domains=[source])
+    _, new = tuned(uri, "server", tuning_file(tmp_path, TUNING.format(rt="1")))
+    assert [f.get("policy") for f in etree.fromstring(new.encode()).findall("cpu/feature")] == [
+        "disable"
+    ]
+    optional = TUNING.format(rt="1").replace(
+        "    priority: 10\n", "    priority: 10\n  features: {tsc-deadline: optional}\n"
+    )
+    _, new = tuned(uri, "server", tuning_file(tmp_path, optional))
+    assert [f.get("policy") for f in etree.fromstring(new.encode()).findall("cpu/feature")] == [
+        "optional"
+    ]
 
 
 def test_tuning_errors_name_the_tuning_file(tmp_path: Path) -> None:

@@ -392,6 +392,8 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
             "policy": draw(st.sampled_from(["fifo", "rr"])),
             "priority": draw(st.integers(1, 99)),
         }
+        if realtime["priority"] > 96:  # no room above it for the kernel threads' defaults
+            realtime["kernel_threads"] = False
         rt_hosts = {pinning[v] for v in rt}
     else:
         realtime = False
@@ -476,3 +478,20 @@ def test_any_valid_spec_renders_schema_valid_xml(
     assert len(root.findall("devices/interface")) == len(spec.devices.networks)
     assert len(root.findall("devices/hostdev")) == len(spec.devices.hostdevs)
     assert root.find("devices/memballoon").get("model") == "none"
+
+
+def test_host_passthrough_requires_tsc_deadline_unless_the_spec_names_it(
+    assert_valid_domain: Callable[[str], etree._Element],
+) -> None:
+    def features(cpu: dict[str, Any]) -> dict[str, str]:
+        root = assert_valid_domain(render(spec_of({"cpu": cpu})))
+        return {f.get("name"): f.get("policy") for f in root.findall("cpu/feature")}
+
+    assert features({}) == {"tsc-deadline": "require"}
+    assert features({"features": {"tsc-deadline": "optional"}}) == {"tsc-deadline": "optional"}
+    assert features({"features": {"tsc-deadline": "disable", "pdpe1gb": "require"}}) == {
+        "tsc-deadline": "disable",
+        "pdpe1gb": "require",
+    }
+    assert features({"model": "host-model"}) == {}  # libvirt's model of the host has it
+    assert features({"model": "Skylake-Client"}) == {}  # a named model says what it has

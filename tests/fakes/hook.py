@@ -23,9 +23,11 @@ def domain_xml(
     emulator: str = "0",
     isolation: dict[str, Any] | None = None,
     share_with: list[str] | None = None,
+    realtime_options: dict[str, Any] | None = None,
     **extra: Any,
 ) -> str:
-    """The XML rtlibvirt renders for a small real-time VM (what libvirt hands the hook)."""
+    """The XML rtlibvirt renders for a small real-time VM (what libvirt hands the hook);
+    ``realtime_options``: more keys of ``cpu.realtime`` (priority, kernel_threads)."""
     spec: dict[str, Any] = {
         "name": name,
         "memory": "1GiB",
@@ -33,7 +35,9 @@ def domain_xml(
         "cpu": {
             "pinning": pinning,
             "emulator": emulator,
-            "realtime": False if realtime is None else {"vcpus": realtime},
+            "realtime": False
+            if realtime is None
+            else {"vcpus": realtime, **(realtime_options or {})},
         },
         "memory_backing": {"hugepages": "none", "locked": False},
         **extra,

@@ -24,7 +24,18 @@ that also has
 - ``sched_setaffinity`` through the thread's status file (as
   ``kernel.procs.set_affinity`` does on a fake tree): EINVAL for a thread with
   ``PF_NO_SETAFFINITY`` or a mask without a CPU of its cpuset, ESRCH for one
-  that is gone.
+  that is gone;
+- each thread's scheduling policy and real-time priority in ``stat`` fields 41
+  and 40 (as ``sched_getscheduler``/``sched_getparam`` report them), and
+  ``sched_setscheduler`` through that line (as ``kernel.procs.set_scheduler``
+  does on a fake tree), with the kernel's checks (``__sched_setscheduler()``,
+  kernel/sched/syscalls.c): EINVAL for an unknown policy or a priority outside
+  1-99 for SCHED_FIFO/SCHED_RR (0 for the others), ESRCH for a thread that is
+  gone, EPERM for the threads in ``refuse_sched``;
+- :func:`add_kernel_threads`: the per-CPU kernel threads of a PREEMPT_RT
+  kernel as it names and binds them (``ksoftirqd/N`` SCHED_OTHER, ``ktimers/N``
+  and ``rcuc/N`` SCHED_FIFO 1, bound to CPU N; ``rcub/N`` SCHED_FIFO 1 on the
+  CPUs of its RCU node), children of ``kthreadd``.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ class Task:
         self.flags = flags
         self.start = start
         self.ppid = ppid
+        self.policy = 0  # SCHED_OTHER
+        self.priority = 0  # rt_priority
 
 
 class TaskKernel(FakeKernel):
@@ -68,6 +81,8 @@ class TaskKernel(FakeKernel):
         self.clock = 1000  # the start time of the next task, in ticks
         self.affinity_calls = 0
         self.refuse: set[int] = set()  # threads whose sched_setaffinity fails with EBUSY
+        self.refuse_sched: set[int] = set()  # threads whose sched_setscheduler fails (EPERM)
+        self.sched_calls = 0
         self._tick()
         if cgroups == 1:
             self._mount_line(f"cgroup {V1} cgroup rw,nosuid,nodev,noexec,relatime,cpuset 0 0")
@@ -117,6 +132,8 @@ class TaskKernel(FakeKernel):
         kernel: bool = False,
         per_cpu: bool = False,
         start: int | None = None,
+        policy: int = 0,
+        priority: int = 0,
     ) -> None:
         """A process (and its other threads) allowed on ``cpus`` (default: every CPU)."""
         user = frozenset(cpus) if cpus is not None else frozenset(range(self.ncpus))
@@ -126,6 +143,7 @@ class TaskKernel(FakeKernel):
         self._tick()
         for tid in (pid, *threads):
             self.tasks[tid] = Task(pid, tid, comm, user, flags, begin, ppid)
+            self.tasks[tid].policy, self.tasks[tid].priority = policy, priority
             self.group_of[tid] = group
         self._render_process(pid)
         self._render_groups()
@@ -217,6 +235,8 @@ class TaskKernel(FakeKernel):
         fields = ["S", str(task.ppid)] + ["0"] * 48
         fields[9 - 3] = str(task.flags)
         fields[22 - 3] = str(task.start)
+        fields[40 - 3] = str(task.priority)
+        fields[41 - 3] = str(task.policy)
         _put(self.root, f"{base}/stat", f"{task.tid} ({task.comm}) " + " ".join(fields))
 
     def _render_groups(self) -> None:
@@ -244,6 +264,10 @@ class TaskKernel(FakeKernel):
             self._kill_point(host_path)
             self._setaffinity(host_path, value)
             return
+        if host_path.endswith("/stat") and host_path.startswith("/proc/"):
+            self._kill_point(host_path)
+            self._setscheduler(host_path, value)
+            return
         cgroups = self.version is not None and host_path.startswith(self.cgroup_mount + "/")
         if cgroups and host_path.endswith("/cpuset.cpus"):
             self._kill_point(host_path)
@@ -254,8 +278,7 @@ class TaskKernel(FakeKernel):
 
     def _setaffinity(self, host_path: str, text: str) -> None:
         self.affinity_calls += 1
-        parts = host_path.split("/")
-        tid = int(parts[4]) if len(parts) > 5 and parts[3] == "task" else int(parts[2])
+        tid = _tid_of(host_path)
         task = self.tasks.get(tid)
         if task is None:
             raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
@@ -272,6 +295,31 @@ class TaskKernel(FakeKernel):
             task.user = wanted & self._effective(self.group_of[tid])
         self._render_process(task.pid)
         self.writes.append((host_path, format_cpulist(wanted)))
+
+    def _setscheduler(self, host_path: str, line: str) -> None:
+        """sched_setscheduler(tid, policy, {priority}), as procs.set_scheduler writes it."""
+        self.sched_calls += 1
+        tid = _tid_of(host_path)
+        task = self.tasks.get(tid)
+        if task is None:
+            raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
+        fields = line.rpartition(")")[2].split()
+        priority, policy = int(fields[37]), int(fields[38])
+        realtime = policy in (1, 2)
+        if policy not in (0, 1, 2, 3, 5) or not (
+            1 <= priority <= 99 if realtime else priority == 0
+        ):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), host_path)
+        if tid in self.refuse_sched:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), host_path)
+        task.policy, task.priority = policy, priority
+        self._render_process(task.pid)
+        self.writes.append((host_path, f"{policy} {priority}"))
+
+    def scheduling(self, tid: int) -> tuple[int, int]:
+        """(policy, priority) of a thread, as sched_getscheduler and sched_getparam say."""
+        task = self.tasks[tid]
+        return task.policy, task.priority
 
     def _write_cpus(self, host_path: str, text: str) -> None:
         group = host_path[len(self.cgroup_mount) : -len("/cpuset.cpus")]
@@ -309,9 +357,61 @@ class TaskKernel(FakeKernel):
         self._render_groups()
 
 
+def _tid_of(host_path: str) -> int:
+    """The thread a /proc/PID[/task/TID]/FILE path names."""
+    parts = host_path.split("/")
+    return int(parts[4]) if len(parts) > 5 and parts[3] == "task" else int(parts[2])
+
+
+def add_kernel_threads(
+    fs: TaskKernel,
+    *,
+    rt: bool = True,
+    first: int = 100,
+    nodes: int = 1,
+    only: Iterable[int] | None = None,
+) -> dict[str, int]:
+    """The per-CPU kernel threads of each CPU (``rt``: a PREEMPT_RT kernel's too), as
+    the kernel makes them; returns comm -> pid. Pids from ``first`` on; ``only``: the
+    per-CPU threads of these CPUs only (a smaller host for the fault tests)."""
+    made: dict[str, int] = {}
+    pid = first
+    cpus = fs.ncpus
+
+    def thread(comm: str, on: Iterable[int], per_cpu: bool, policy: int, prio: int) -> None:
+        nonlocal pid
+        fs.add_process(
+            pid, comm, cpus=on, ppid=2, kernel=True, per_cpu=per_cpu, policy=policy, priority=prio
+        )
+        made[comm] = pid
+        pid += 1
+
+    if 2 not in fs.tasks:
+        fs.add_process(2, "kthreadd", ppid=0, kernel=True)
+    for cpu in range(cpus) if only is None else only:
+        thread(f"cpuhp/{cpu}", [cpu], True, 0, 0)
+        thread(f"migration/{cpu}", [cpu], True, 1, 99)
+        thread(f"ksoftirqd/{cpu}", [cpu], True, 0, 0)
+        if rt:
+            thread(f"ktimers/{cpu}", [cpu], True, 1, 1)
+            thread(f"rcuc/{cpu}", [cpu], True, 1, 1)
+    if rt:
+        per_node = -(-cpus // nodes)
+        for node in range(nodes):
+            thread(
+                f"rcub/{node}",
+                range(node * per_node, min(cpus, (node + 1) * per_node)),
+                False,
+                1,
+                1,
+            )
+    return made
+
+
 def task_snapshot(fs: TaskKernel) -> dict[str, str]:
-    """Every thread's affinity and every group's CPUs: what the tasks step may change."""
+    """Every thread's affinity and scheduling, every group's CPUs: what the hook may change."""
     found = {f"task {tid}": format_cpulist(fs.affinity(tid)) for tid in sorted(fs.tasks)}
+    found |= {f"sched {tid}": "{} {}".format(*fs.scheduling(tid)) for tid in sorted(fs.tasks)}
     for group, own in sorted(fs.cpus_of.items()):
         found[f"cgroup {group or '/'}"] = format_cpulist(own) if own else ""
     return found

@@ -97,7 +97,10 @@ def test_one_vm_is_isolated_while_it_runs_and_everything_comes_back(
     assert st["originals"][IRQ_DEFAULT] == "f"
     log = call.log()
     # isolated at prepare, before QEMU starts: one line per step
-    assert "a prepare begin: isolating CPUs 1 (IRQs, workqueues, host tasks)" in log
+    assert (
+        "a prepare begin: isolating CPUs 1 (IRQs, workqueues, host tasks, kernel threads "
+        "above the vCPUs (FIFO ksoftirqd 2, ktimers 3, rcu 4))" in log
+    )
     assert "a prepare begin: irqs: 9 values: 9 changed" in log
     assert "a prepare begin: workqueues: 2 values: 2 changed" in log
     assert "a started begin: irqs:" not in log  # nothing left to change at started

@@ -8,7 +8,11 @@ byte-identical to what it was before the first start.
 
 The VMs: ``a`` on CPU 1 (IRQs, workqueues, machine-check polling off) and
 ``b`` on CPU 2 (IRQs, workqueues, 2 exclusive L3 cache ways on a resctrl the
-hook mounts itself).
+hook mounts itself), both with host tasks moved and the kernel threads of
+their CPUs raised: the host is a PREEMPT_RT kernel's (``ksoftirqd/N``,
+``ktimers/N``, ``rcuc/N`` per CPU, an ``rcub/0`` of every CPU, as
+tests/fakes/tasks.py makes them), so every ``sched_setscheduler`` and
+``sched_setaffinity`` is a change the hook can be killed at too.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import pytest
 from rtlibvirt.hook import state as hookstate
 from rtlibvirt.kernel import files
 from tests.fakes.hook import Hook, domain_xml
-from tests.fakes.host import FakeKernel, Killed, remove_vm, snapshot
+from tests.fakes.host import FakeKernel, Killed, remove_vm
+from tests.fakes.host import snapshot as file_snapshot
+from tests.fakes.tasks import TaskKernel, add_kernel_threads, task_snapshot
 
 A_XML = domain_xml("a", [0, 1], [1], isolation={"machine_check_polling": False})
 B_XML = domain_xml("b", [0, 2], [1], isolation={"cache_ways": 2})
@@ -109,8 +115,16 @@ def switch(monkeypatch: pytest.MonkeyPatch) -> KillSwitch:
     return ks
 
 
-class Host(FakeKernel):
-    """The fake kernel, with every change counted by a kill switch."""
+def snapshot(fs: FakeKernel) -> dict[str, str]:
+    """Every value the hook may change: files, and threads' affinity and scheduling."""
+    found = file_snapshot(fs)
+    if isinstance(fs, TaskKernel):
+        found |= task_snapshot(fs)
+    return found
+
+
+class Host(TaskKernel):
+    """The fake kernel (with kernel threads), with every change counted by a kill switch."""
 
     switch: KillSwitch | None = None
 
@@ -141,8 +155,10 @@ class Host(FakeKernel):
 
 
 def make_host(root: Path, switch: KillSwitch | None = None) -> Host:
-    fs = Host(root, resctrl=True)
+    fs = Host(root, cgroups=None, resctrl=True)
     fs.write("/proc/irq/8/smp_affinity", "2")  # an IRQ on a VM's CPU only
+    fs.add_process(1, "init")
+    add_kernel_threads(fs, rt=True, only=(1, 2, 3))  # the VMs' CPUs, and one of neither
     fs.switch = switch
     return fs
 

@@ -164,8 +164,8 @@ def test_threads_born_and_gone_during_the_run(fs: TaskKernel) -> None:
     assert born == {500: ALL, 600: ALL, 103: ALL, 700: {0}}
     after = everything(fs)
     for tid in (103, 500, 600, 700):
-        del after[f"task {tid}"]
-    del before["task 300"]  # it exited: nothing to give back
+        del after[f"task {tid}"], after[f"sched {tid}"]
+    del before["task 300"], before["sched 300"]  # it exited: nothing to give back
     members = [k for k in after.keys() | before.keys() if k.endswith("/tasks")]
     for key in members:  # which threads are in a cgroup changed: they were born and died
         after.pop(key, None), before.pop(key, None)

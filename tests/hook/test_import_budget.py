@@ -48,6 +48,7 @@ ISOLATION = NO_METADATA | {
     "rtlibvirt.hook.isolation.machinecheck",
     "rtlibvirt.hook.isolation.resctrl",
     "rtlibvirt.hook.isolation.tasks",
+    "rtlibvirt.hook.isolation.kthreads",
     "rtlibvirt.hook.isolation.workqueue",
     "rtlibvirt.hook.log",
     "rtlibvirt.hook.ops",

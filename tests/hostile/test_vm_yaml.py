@@ -156,6 +156,8 @@ def test_cpu_ids(tmp_path: Path, spot: str, line_text: str) -> None:
         ("vcpus", "vcpus: 0x" + "f" * 40),
         ("priority", "    priority: 100"),
         ("priority", "    priority: false"),
+        ("priority", "    priority: 99"),  # no room above it for the kernel threads
+        ("priority", "    priority: 97"),  # rcuc/rcub at the default +3 would need 100
         ("cache-ways", "  cache_ways: 65"),
         ("cache-ways", "  cache_ways: -1"),
     ],

@@ -1,6 +1,7 @@
 """The isolation steps the hook applies while real-time VMs run.
 
-One module per step: ``irq``, ``workqueue``, ``tasks``, ``machinecheck``, ``resctrl``.
+One module per step: ``irq``, ``workqueue``, ``tasks``, ``kthreads``, ``machinecheck``,
+``resctrl``.
 Each has the same functions:
 
 - ``wants(settings)``: does a VM with these isolation settings want the step?
@@ -27,13 +28,14 @@ Standard library only.
 
 from __future__ import annotations
 
-from rtlibvirt.hook.isolation import irq, machinecheck, resctrl, tasks, workqueue
+from rtlibvirt.hook.isolation import irq, kthreads, machinecheck, resctrl, tasks, workqueue
 from rtlibvirt.hook.isolation.base import Host, Step
 from rtlibvirt.hook.state import Claim
 
 __all__ = ["Host", "Step", "check", "reconcile", "steps", "verify"]
 
-STEPS = (irq.STEP, workqueue.STEP, tasks.STEP, machinecheck.STEP, resctrl.STEP)
+# kthreads after tasks: it reuses the tasks step's scan of /proc
+STEPS = (irq.STEP, workqueue.STEP, tasks.STEP, kthreads.STEP, machinecheck.STEP, resctrl.STEP)
 
 
 def steps() -> tuple[Step, ...]:

@@ -34,7 +34,7 @@ class Host:
     The snapshot is written once, at the end of the hook call (:meth:`commit`).
     """
 
-    __slots__ = ("converged", "fs", "log", "memo", "state", "store")
+    __slots__ = ("converged", "fs", "log", "memo", "scan", "state", "store")
 
     def __init__(self, fs: HostFS, state: State, log: HookLog, store: StateStore) -> None:
         self.fs = fs
@@ -47,6 +47,9 @@ class Host:
         # what a step read once and may reuse within this hook call (e.g. each
         # process's cgroup, which no write of the hook changes)
         self.memo: dict[str, dict[int, str | None]] = {}
+        # the tasks step's last scan of /proc in this call (a tasks.Scan), which the
+        # kernel-threads step reuses: one scan of every thread per call, not two
+        self.scan: object | None = None
 
     def save(self) -> None:
         """Write the journal of every recorded change before the next write to the host."""

@@ -423,6 +423,7 @@ def converge_threads(host: Host, scan: Scan, isolated: frozenset[int]) -> list[s
 
 def reconcile(host: Host, claims: list[Claim]) -> None:
     state = host.state
+    host.scan = None
     isolated = isolated_cpus(claims)
     if not isolated and not state.tasks and not owned(state, cgroup.owns):
         return
@@ -430,6 +431,7 @@ def reconcile(host: Host, claims: list[Claim]) -> None:
     if converge_groups(host, scan, isolated):
         scan = Scan(host)  # the group writes changed the threads' masks
     converge_threads(host, scan, isolated)
+    host.scan = scan  # for the kernel-threads step (converge_threads kept it current)
 
 
 def remaining(host: Host, claims: list[Claim]) -> list[str]:
