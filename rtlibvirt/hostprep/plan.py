@@ -72,7 +72,7 @@ def build_plan(
     HostError when the kernel arguments cannot reach a boot loader here, unless
     ``need_bootloader`` is false (verify: the running kernel is still checked).
     """
-    cl = cmdline.plan(host)
+    cl = cmdline.plan(host, facts)
     plan = Plan(
         host=host,
         facts=facts,
