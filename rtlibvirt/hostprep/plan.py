@@ -45,6 +45,8 @@ def _grub(plan: Plan, options: PlanOptions) -> None:
     except HostError as exc:
         if options.need_bootloader:
             raise
+        # The rest of the plan stands: shown whole, applied on request (--skip-cmdline).
+        plan.cmdline_problem = exc.message
         plan.note("boot loader", exc.message)
 
 
