@@ -293,7 +293,9 @@ class Journal:
             (
                 p
                 for p in self.data.get("created_dirs", [])
-                if isinstance(p, str) and p.startswith("/var/") and os.path.normpath(p) == p
+                if isinstance(p, str)
+                and (p == "/var" or p.startswith("/var/"))
+                and os.path.normpath(p) == p
             ),
             key=len,
             reverse=True,
