@@ -217,6 +217,10 @@ def verify(ctx: click.Context, host_file: Path, root: Path, as_json: bool) -> No
             ctx.exit(EXIT_DIFFERS)
         return
     click.echo(render_rows(rows), nl=False)
+    if any(r.what == "kernel" and r.status == "warning" for r in rows):
+        from rtlibvirt.kernel.realtime import RT_KERNEL_HINT
+
+        click.echo(f"warning: the kernel is not PREEMPT_RT: {RT_KERNEL_HINT}", err=True)
     pending = [r for r in drift if r.status == "reboot pending"]
     if drift:
         extra = f" ({len(pending)} waiting for a reboot)" if pending else ""

@@ -146,7 +146,13 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
 def render_rows(rows: list[Row]) -> str:
     headers = ("WHAT", "WANTED", "FOUND", "STATUS")
     cells = [headers] + [
-        (r.what, r.wanted, r.found, r.status.upper() if r.drift else r.status) for r in rows
+        (
+            r.what,
+            r.wanted,
+            r.found,
+            r.status.upper() if r.drift or r.status == "warning" else r.status,
+        )
+        for r in rows
     ]
     widths = [min(max(len(c[i]) for c in cells), 48) for i in range(3)]
     lines = []

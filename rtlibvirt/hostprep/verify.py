@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from rtlibvirt.hostprep import cmdline, grub, services
 from rtlibvirt.hostprep.changes import Plan
 from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.kernel import realtime
 
 
 @dataclass(frozen=True)
@@ -16,11 +17,13 @@ class Row:
     what: str
     wanted: str
     found: str
-    status: str  # "ok", "reboot pending", "differs", "missing", "n/a"
+    status: str  # "ok", "reboot pending", "differs", "missing", "n/a", "warning"
 
     @property
     def drift(self) -> bool:
-        return self.status not in ("ok", "n/a")
+        """Differs from host.yaml; a "warning" (a kernel that is not PREEMPT_RT) is
+        not in host.yaml's hands and is shown, not counted."""
+        return self.status not in ("ok", "n/a", "warning")
 
 
 def describe_state(state: FileState) -> str:
@@ -131,4 +134,8 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
     for mount in plan.mounts:
         status = "n/a" if tree else "missing"
         rows.append(Row(f"mount {mount.path}", mount.fstype, "not mounted", status))
+    rt, evidence = realtime.preempt_rt(fs)
+    if rt is not None:
+        found = "PREEMPT_RT" if rt else f"not PREEMPT_RT: {evidence}"
+        rows.append(Row("kernel", "PREEMPT_RT", found, "ok" if rt else "warning"))
     return rows
