@@ -203,7 +203,7 @@ def verify(ctx: click.Context, host_file: Path, root: Path, as_json: bool) -> No
 
     prepared = _prepare(host_file, root, False, need_bootloader=False)
     for topic, text in prepared.plan.notes:
-        if topic == "boot loader":
+        if topic in ("boot loader", "tuned"):
             click.echo(f"note: {text}", err=True)
     result = api.run_verify(prepared)
     rows, drift = result.rows, result.drift

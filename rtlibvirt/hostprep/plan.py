@@ -16,6 +16,7 @@ from typing import Any
 from rtlibvirt.config.host import Resolved
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep import cmdline, grub, modprobe, runtime, services, sysctl, systemd
+from rtlibvirt.hostprep import tuned as tuned_notes
 from rtlibvirt.hostprep.changes import FileChange, MountChange, Plan, RuntimeChange
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.facts import HostFacts
@@ -58,6 +59,7 @@ MODULES: tuple[Module, ...] = (
     Module("modprobe", lambda plan, options: modprobe.plan(plan), boot_time=False),
     Module("sysctl", lambda plan, options: sysctl.plan(plan), boot_time=False),
     Module("runtime", lambda plan, options: runtime.plan(plan), boot_time=False),
+    Module("tuned", lambda plan, options: tuned_notes.plan(plan), boot_time=True),  # notes only
 )
 
 
