@@ -107,3 +107,13 @@ def fake_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
         return Host(root, log, spec)
 
     return make
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``rtlibvirt ARGS`` in-process: (exit status, standard output, standard error)."""
+    from click.testing import CliRunner
+
+    from rtlibvirt.cli import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr

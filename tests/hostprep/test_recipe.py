@@ -10,13 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from rtlibvirt.cli import cli
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep.plan import build_plan
 from rtlibvirt.hostprep.verify import verify as verify_plan
-from tests.fakes.hostprep import Host
+from tests.fakes.hostprep import Host, run_cli
 from tests.fakes.roots import make_tree, snapshot, write
 
 ONLY = "isolated_cpus: 2-5\n"
@@ -39,11 +37,6 @@ RECIPE_VALUES = {
     "/sys/devices/virtual/workqueue/writeback/cpumask": "c3",
     "/sys/devices/virtual/workqueue/blkcg_punt_bio/cpumask": "c3",
 }
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("distro", ["debian", "ubuntu", "rhel"])
@@ -132,7 +125,7 @@ def test_a_governor_the_kernel_lacks_is_one_clear_error(tmp_path: Path) -> None:
     spec = tmp_path / "host.yaml"
     spec.write_text("isolated_cpus: 2-3\ncpu_governor: schedutil\n")
     before = snapshot(root)
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert code == 2 and out == ""
     assert "cpu_governor" in err and "schedutil" in err and "performance, powersave" in err
     assert "Traceback" not in err

@@ -13,17 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from rtlibvirt.cli import cli
+from tests.fakes.hostprep import run_cli
 from tests.fakes.roots import make_tree, snapshot, write
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture
@@ -41,24 +35,24 @@ def test_plan_without_a_boot_loader_tool_shows_the_whole_plan(
     if distro == "debian-without-grub":
         (root / "usr/sbin/update-grub").unlink()
     before = snapshot(root)
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert code == 0, err
     assert "NOT APPLIABLE" in out and "isolcpus=managed_irq,domain,2-5" in out
     assert "create /etc/sysctl.d/50-rtlibvirt.conf" in out  # the rest of the plan is there
     assert "/etc/default/grub.d/99-rtlibvirt.cfg" not in out
     assert snapshot(root) == before
 
-    code, out, err = run("host-prep", "apply", str(spec), "--root", str(root), "--yes")
+    code, out, err = run_cli("host-prep", "apply", str(spec), "--root", str(root), "--yes")
     assert code == 1 and "--skip-cmdline" in err and "Traceback" not in err
     assert snapshot(root) == before  # refused: nothing changed
 
-    code, out, err = run(
+    code, out, err = run_cli(
         "host-prep", "apply", str(spec), "--root", str(root), "--yes", "--skip-cmdline"
     )
     assert code == 0, err
     assert (root / "etc/sysctl.d/50-rtlibvirt.conf").is_file()
     assert not (root / "etc/default/grub.d/99-rtlibvirt.cfg").exists()
-    code, out, err = run("host-prep", "revert", "--root", str(root))
+    code, out, err = run_cli("host-prep", "revert", "--root", str(root))
     assert code == 0, err
     assert snapshot(root) == before
 
@@ -68,29 +62,29 @@ def test_verify_on_a_tree_compares_the_configured_command_line(
     tmp_path: Path, spec: Path, distro: str
 ) -> None:
     root = make_tree(tmp_path / "root", distro, cpus=8)
-    code, out, err = run("host-prep", "verify", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root))
     assert code == 3 and "cmdline isolcpus" in out
-    code, out, err = run("host-prep", "apply", str(spec), "--root", str(root), "--yes")
+    code, out, err = run_cli("host-prep", "apply", str(spec), "--root", str(root), "--yes")
     assert code == 0, err
-    code, out, err = run("host-prep", "verify", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root))
     assert code == 0, out + err
     assert "compared: the configured command line: the GRUB drop-in" in err
     assert re.search(r"cmdline isolcpus\s+\S+\s+configured\s+ok", out), out
-    code, out, err = run("host-prep", "verify", str(spec), "--root", str(root), "--json")
+    code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root), "--json")
     assert code == 0
     assert '"cmdline_compared": "the configured command line' in out
 
 
 def test_the_unit_runs_the_rtlibvirt_of_the_tree(tmp_path: Path, spec: Path) -> None:
     root = make_tree(tmp_path / "root", "debian", cpus=8)
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert "no rtlibvirt in the tree" in out  # the plan says the unit would fail
     write(root, "/usr/bin/rtlibvirt", "#!/usr/bin/python3\n", 0o755)
-    code, out, err = run("host-prep", "apply", str(spec), "--root", str(root), "--yes")
+    code, out, err = run_cli("host-prep", "apply", str(spec), "--root", str(root), "--yes")
     assert code == 0, err
     unit = (root / "etc/systemd/system/rtlibvirt-host.service").read_text()
     assert "ExecStart=/usr/bin/rtlibvirt host-prep apply --runtime-only" in unit
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert "rtlibvirt-host.service runs /usr/bin/rtlibvirt: found in the tree" in out
 
 
@@ -101,7 +95,7 @@ def test_the_readme_revert_command_is_accepted(tmp_path: Path) -> None:
     words = usage[0].strip("`").split()
     words = words[1:] if words[0] == "rtlibvirt" else words
     root = make_tree(tmp_path / "root", "debian", cpus=4)
-    code, _out, err = run(*words, "--root", str(root))
+    code, _out, err = run_cli(*words, "--root", str(root))
     assert code == 0, (words, err)
 
 
@@ -109,10 +103,10 @@ def test_revert_on_a_tree_removes_the_folders_it_created(tmp_path: Path, spec: P
     root = make_tree(tmp_path / "root", "debian", cpus=8)
     shutil.rmtree(root / "var")  # an image without /var/lib yet
     before = snapshot(root)
-    code, _out, err = run("host-prep", "apply", str(spec), "--root", str(root), "--yes")
+    code, _out, err = run_cli("host-prep", "apply", str(spec), "--root", str(root), "--yes")
     assert code == 0, err
     assert (root / "var/lib/rtlibvirt/host-prep/journal.json").is_file()
-    code, _out, err = run("host-prep", "revert", "--root", str(root))
+    code, _out, err = run_cli("host-prep", "revert", "--root", str(root))
     assert code == 0, err
     assert snapshot(root) == before
 
@@ -122,9 +116,9 @@ def test_verify_says_when_the_kernel_is_not_preempt_rt(
     tmp_path: Path, spec: Path, distro: str, rt: bool
 ) -> None:
     root = make_tree(tmp_path / "root", distro, cpus=8, rt=rt)
-    code, out, err = run("host-prep", "apply", str(spec), "--root", str(root), "--yes")
+    code, out, err = run_cli("host-prep", "apply", str(spec), "--root", str(root), "--yes")
     assert code == 0, err
-    code, out, err = run("host-prep", "verify", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root))
     line = next(line for line in out.splitlines() if line.startswith("kernel "))
     if rt:
         assert line.endswith(" ok")

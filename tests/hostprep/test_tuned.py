@@ -5,15 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from rtlibvirt.cli import cli
+from tests.fakes.hostprep import run_cli
 from tests.fakes.roots import make_tree, snapshot, write
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def tree(tmp_path: Path, profile: str, variables: str | None = None) -> Path:
@@ -31,7 +24,7 @@ def test_realtime_virtual_host_with_other_isolated_cores(tmp_path: Path) -> None
     spec = tmp_path / "host.yaml"
     spec.write_text("isolated_cpus: 2-5\n")
     before = snapshot(root)
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert code == 0, err
     notes = [line for line in out.splitlines() if line.startswith("  tuned:")]
     text = "\n".join(notes)
@@ -41,7 +34,7 @@ def test_realtime_virtual_host_with_other_isolated_cores(tmp_path: Path) -> None
     assert "conflict: TuneD's realtime-virtual-host isolates CPUs 2-7" in text
     assert "host.yaml 2-5" in text and "to combine them" in text
     assert snapshot(root) == before  # notes only
-    code, out, err = run("host-prep", "verify", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root))
     assert "note: TuneD's active profile realtime-virtual-host" in err
 
 
@@ -49,7 +42,7 @@ def test_same_isolated_cores_is_no_conflict(tmp_path: Path) -> None:
     root = tree(tmp_path, "cpu-partitioning", "isolated_cores=2-5\n")
     spec = tmp_path / "host.yaml"
     spec.write_text("isolated_cpus: 2-5\n")
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root), "--json")
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root), "--json")
     assert code == 0, err
     assert "two writers" in out and "conflict:" not in out
 
@@ -58,13 +51,13 @@ def test_a_profile_without_a_command_line_and_an_unknown_one(tmp_path: Path) -> 
     spec = tmp_path / "host.yaml"
     spec.write_text("isolated_cpus: 2-5\n")
     root = tree(tmp_path, "throughput-performance")
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert code == 0, err
     assert "transparent hugepages always" in out and "two writers" not in out
     (root / "etc/tuned/active_profile").write_text("my-site-profile\n")
-    code, out, err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert code == 0, err
     assert "my-site-profile" in out and "tuned-adm verify" in out
     (root / "etc/tuned/active_profile").write_text("$(reboot)\n")  # not a profile name
-    code, out, _err = run("host-prep", "plan", str(spec), "--root", str(root))
+    code, out, _err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
     assert code == 0 and "tuned:" not in out
