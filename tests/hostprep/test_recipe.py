@@ -15,7 +15,7 @@ from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep.plan import build_plan
 from rtlibvirt.hostprep.verify import verify as verify_plan
 from tests.fakes.hostprep import Host, run_cli
-from tests.fakes.roots import make_tree, snapshot, write
+from tests.fakes.roots import add_service_units, make_tree, snapshot, systemctl, write
 
 ONLY = "isolated_cpus: 2-5\n"
 RECIPE_ARGS = {
@@ -152,3 +152,25 @@ def test_a_mask_the_kernel_refuses_leaves_no_runtime_value_half_done(
         assert (host.root / path.lstrip("/")).read_text() == text, path
     host.revert()  # the files written before the runtime step are journaled
     assert not (host.root / "etc/sysctl.d/50-rtlibvirt.conf").exists()
+
+
+def test_ksm_services_are_disabled_where_installed(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "root", "rhel", cpus=8)
+    add_service_units(root, "rhel")  # ksm.service (static here), no ksmtuned
+    write(
+        root,
+        "/usr/lib/systemd/system/ksmtuned.service",
+        "[Unit]\nDescription=Kernel Samepage Merging (KSM) Tuning Daemon\n\n"
+        "[Service]\nExecStart=/usr/sbin/ksmtuned\n\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    systemctl(root, "enable", "ksmtuned.service")
+    spec = tmp_path / "host.yaml"
+    spec.write_text(ONLY)
+    before = snapshot(root)
+    code, out, err = run_cli("host-prep", "apply", str(spec), "--root", str(root), "--yes")
+    assert code == 0, err
+    assert "ksmtuned.service: disabled for `ksm: false`" in out
+    assert not (root / "etc/systemd/system/multi-user.target.wants/ksmtuned.service").exists()
+    code, out, err = run_cli("host-prep", "revert", "--root", str(root))
+    assert code == 0, err
+    assert snapshot(root) == before
