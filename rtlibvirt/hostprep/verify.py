@@ -68,6 +68,8 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
             else:
                 have = cmdline.find(arg, configured or [])
                 found = f"{have} instead" if have else "not configured"
+                if method == "grubby" and not have:  # apply --root lists grubby, never runs it
+                    found = "not in the boot entry (grubby is not run with --root)"
                 rows.append(
                     Row(f"cmdline {arg.key}", arg.text, found, "differs" if have else "missing")
                 )
