@@ -13,6 +13,9 @@ Standard library only.
 
 from __future__ import annotations
 
+import os
+import stat
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from rtlibvirt.kernel.fs import HostFS
@@ -24,12 +27,22 @@ VALUE_LIMIT = 4096  # a sysfs value is at most a page
 
 
 def read_small(fs: HostFS, host_path: str) -> str | None:
-    """A sysfs value (at most a page), stripped; None when it cannot be read."""
+    """A sysfs value (at most a page), stripped; None when it cannot be read.
+
+    Only a regular file is read (a tree's FIFO or device would block or never end).
+    """
     try:
-        with open(fs.path(host_path), "rb") as handle:
-            data = handle.read(VALUE_LIMIT + 1)
+        fd = os.open(fs.path(host_path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, VALUE_LIMIT + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if len(data) > VALUE_LIMIT:
         return None
     return data.decode("utf-8", "replace").strip()
@@ -61,11 +74,13 @@ def governors(fs: HostFS) -> dict[str, str]:
 
 
 def available_governors(fs: HostFS) -> frozenset[str] | None:
-    """The governors every policy offers; None without a cpufreq policy."""
+    """The governors every policy offers; None without a policy whose list can be read."""
     offered: frozenset[str] | None = None
     for policy in policies(fs):
         text = read_small(fs, f"{CPUFREQ}/{policy}/scaling_available_governors")
-        words = frozenset((text or "").split())
+        if text is None:
+            continue  # not known: nothing is judged from it
+        words = frozenset(text.split())
         offered = words if offered is None else offered & words
     return offered
 

@@ -8,6 +8,7 @@ the var/lib folders it created.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -129,3 +130,20 @@ def test_verify_says_when_the_kernel_is_not_preempt_rt(
         assert "not PREEMPT_RT" in line and "PREEMPT_DYNAMIC" in line and line.endswith("WARNING")
         assert "linux-image-rt-amd64" in err
         assert code == 0, out
+
+
+def test_fifos_where_kernel_files_are_expected_do_not_hang(tmp_path: Path, spec: Path) -> None:
+    root = make_tree(tmp_path / "root", "debian", cpus=8)
+    for host_path in (
+        "sys/kernel/realtime",
+        "etc/tuned/active_profile",
+        "sys/devices/system/cpu/cpufreq/policy0/scaling_available_governors",
+        "sys/devices/system/cpu/vulnerabilities/itlb_multihit",
+    ):
+        (root / host_path).parent.mkdir(parents=True, exist_ok=True)
+        (root / host_path).unlink(missing_ok=True)
+        os.mkfifo(root / host_path)  # opening one for reading would block
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
+    assert code == 0, err
+    code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root))
+    assert "kernel " in out and "Traceback" not in err
