@@ -69,6 +69,9 @@ class CommandError(HostError):
 Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
 
 
+VALUE_LIMIT = 64 << 10  # a kernel value: a page; a cpumask of 8192 CPUs is 2.3 KiB
+
+
 def canonical_value(host_path: str, text: str) -> str:
     """A kernel value as host-prep plans and writes it (see Effects.read_value)."""
     if "[" in text:
@@ -170,12 +173,27 @@ class Effects:
         -> ``never``), a cpumask without leading zeros (``0003`` -> ``3``), so that
         what is read compares with what is planned and can be written back.
         """
+        shown = self.fs.path(host_path)
         try:
-            text = self.fs.read(host_path).strip()
-        except FileNotFoundError:
+            fd = os.open(shown, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise HostError(f"{self.fs.path(host_path)}: cannot read: {exc.strerror}") from None
+            raise HostError(f"{shown}: cannot read: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a tree's FIFO would block
+                raise HostError(f"{shown}: not a regular file; a kernel value was expected")
+            data = os.read(fd, VALUE_LIMIT + 1)
+        except OSError as exc:
+            raise HostError(f"{shown}: cannot read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        if len(data) > VALUE_LIMIT:
+            raise HostError(f"{shown}: more than {VALUE_LIMIT} bytes; a kernel value was expected")
+        try:
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise HostError(f"{shown}: not UTF-8 text; a kernel value was expected") from None
         return canonical_value(host_path, text)
 
     # ---- changing --------------------------------------------------------

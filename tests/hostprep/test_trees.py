@@ -147,3 +147,8 @@ def test_fifos_where_kernel_files_are_expected_do_not_hang(tmp_path: Path, spec:
     assert code == 0, err
     code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root))
     assert "kernel " in out and "Traceback" not in err
+    # a runtime value host-prep would compare: refused in one line, not read
+    (root / "sys/kernel/mm/transparent_hugepage/enabled").unlink()
+    os.mkfifo(root / "sys/kernel/mm/transparent_hugepage/enabled")
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
+    assert code == 1 and "enabled: not a regular file" in err and "Traceback" not in err
