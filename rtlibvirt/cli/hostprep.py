@@ -95,7 +95,7 @@ def plan(host_file: Path, root: Path, runtime_only: bool, as_json: bool) -> None
     from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_plan
 
-    prepared = _prepare(host_file, root, runtime_only)
+    prepared = _prepare(host_file, root, runtime_only, need_bootloader=False)
     result = api.run_plan(prepared)
     if as_json:
         _echo_json(result.to_json())
@@ -115,8 +115,16 @@ def plan(host_file: Path, root: Path, runtime_only: bool, as_json: bool) -> None
     help="Only the runtime values (sysctl, 2M hugepages, resctrl mount, machine-check "
     "polling, lapic_timer_advance_ns): no files. What rtlibvirt-host.service runs at boot.",
 )
+@click.option(
+    "--skip-cmdline",
+    is_flag=True,
+    help="Where host-prep cannot set the kernel command line (no update-grub or grubby: "
+    "the plan says so), apply everything else; the arguments are then yours to add by hand.",
+)
 @json_option
-def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool, as_json: bool) -> None:
+def apply(
+    host_file: Path, root: Path, yes: bool, runtime_only: bool, skip_cmdline: bool, as_json: bool
+) -> None:
     """Make the host match HOST.yaml (after showing the plan and asking).
 
     Every change is journaled before it is made; applying the same file again
@@ -131,6 +139,7 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool, as_json: b
       rtlibvirt host-prep apply host.yaml --yes
       rtlibvirt host-prep apply host.yaml --yes --json | jq .reboot_required
       rtlibvirt host-prep apply host.yaml --runtime-only --yes
+      rtlibvirt host-prep apply host.yaml --skip-cmdline   # no update-grub/grubby here
     """
     from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_plan
@@ -138,7 +147,7 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool, as_json: b
     if as_json and not yes:
         raise InputError("--json needs --yes: there is no question to answer in JSON")
     api.need_root(root)
-    prepared = _prepare(host_file, root, runtime_only)
+    prepared = _prepare(host_file, root, runtime_only, need_bootloader=not skip_cmdline)
     if as_json:
         _echo_json(api.run_apply(prepared).to_json())
         return
@@ -194,16 +203,24 @@ def verify(ctx: click.Context, host_file: Path, root: Path, as_json: bool) -> No
 
     prepared = _prepare(host_file, root, False, need_bootloader=False)
     for topic, text in prepared.plan.notes:
-        if topic == "boot loader":
+        if topic in ("boot loader", "tuned"):
             click.echo(f"note: {text}", err=True)
     result = api.run_verify(prepared)
     rows, drift = result.rows, result.drift
+    if not as_json:
+        from rtlibvirt.hostprep.verify import compared
+
+        click.echo(f"compared: {compared(prepared.plan, prepared.effects)}", err=True)
     if as_json:
         _echo_json(result.to_json())
         if drift:
             ctx.exit(EXIT_DIFFERS)
         return
     click.echo(render_rows(rows), nl=False)
+    if any(r.what == "kernel" and r.status == "warning" for r in rows):
+        from rtlibvirt.kernel.realtime import RT_KERNEL_HINT
+
+        click.echo(f"warning: the kernel is not PREEMPT_RT: {RT_KERNEL_HINT}", err=True)
     pending = [r for r in drift if r.status == "reboot pending"]
     if drift:
         extra = f" ({len(pending)} waiting for a reboot)" if pending else ""

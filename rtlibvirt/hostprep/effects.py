@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rtlibvirt.errors import HostError
-from rtlibvirt.kernel import files
+from rtlibvirt.kernel import cpuset, files, realtime
 from rtlibvirt.kernel.fs import HostFS
 
 MAX_FILE = 16 << 20  # a file host-prep changes (and keeps the original of) is kilobytes
@@ -67,6 +67,21 @@ class CommandError(HostError):
 
 
 Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
+
+
+VALUE_LIMIT = 64 << 10  # a kernel value: a page; a cpumask of 8192 CPUs is 2.3 KiB
+
+
+def canonical_value(host_path: str, text: str) -> str:
+    """A kernel value as host-prep plans and writes it (see Effects.read_value)."""
+    if "[" in text:
+        return realtime.selected(text)
+    if host_path.endswith("/cpumask"):
+        try:
+            return cpuset.format_mask(cpuset.parse_mask(text))
+        except cpuset.CpuListError:
+            return text
+    return text
 
 
 def run_command(argv: Sequence[str]) -> tuple[int, str, str]:
@@ -152,13 +167,34 @@ class Effects:
         return st.st_uid, st.st_gid
 
     def read_value(self, host_path: str) -> str | None:
-        """A kernel value (``/proc/sys/...``), stripped; None if the file does not exist."""
+        """A kernel value (``/proc/sys/...``), stripped; None if the file does not exist.
+
+        In the form it is written in: a selector's chosen word (``always [never]``
+        -> ``never``), a cpumask without leading zeros (``0003`` -> ``3``), so that
+        what is read compares with what is planned and can be written back.
+        """
+        shown = self.fs.path(host_path)
         try:
-            return self.fs.read(host_path).strip()
-        except FileNotFoundError:
+            fd = os.open(shown, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise HostError(f"{self.fs.path(host_path)}: cannot read: {exc.strerror}") from None
+            raise HostError(f"{shown}: cannot read: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a tree's FIFO would block
+                raise HostError(f"{shown}: not a regular file; a kernel value was expected")
+            data = os.read(fd, VALUE_LIMIT + 1)
+        except OSError as exc:
+            raise HostError(f"{shown}: cannot read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        if len(data) > VALUE_LIMIT:
+            raise HostError(f"{shown}: more than {VALUE_LIMIT} bytes; a kernel value was expected")
+        try:
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise HostError(f"{shown}: not UTF-8 text; a kernel value was expected") from None
+        return canonical_value(host_path, text)
 
     # ---- changing --------------------------------------------------------
     # Every change is made relative to the parent directory's descriptor

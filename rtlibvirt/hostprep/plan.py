@@ -16,6 +16,7 @@ from typing import Any
 from rtlibvirt.config.host import Resolved
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep import cmdline, grub, modprobe, runtime, services, sysctl, systemd
+from rtlibvirt.hostprep import tuned as tuned_notes
 from rtlibvirt.hostprep.changes import FileChange, MountChange, Plan, RuntimeChange
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.facts import HostFacts
@@ -45,6 +46,8 @@ def _grub(plan: Plan, options: PlanOptions) -> None:
     except HostError as exc:
         if options.need_bootloader:
             raise
+        # The rest of the plan stands: shown whole, applied on request (--skip-cmdline).
+        plan.cmdline_problem = exc.message
         plan.note("boot loader", exc.message)
 
 
@@ -56,6 +59,7 @@ MODULES: tuple[Module, ...] = (
     Module("modprobe", lambda plan, options: modprobe.plan(plan), boot_time=False),
     Module("sysctl", lambda plan, options: sysctl.plan(plan), boot_time=False),
     Module("runtime", lambda plan, options: runtime.plan(plan), boot_time=False),
+    Module("tuned", lambda plan, options: tuned_notes.plan(plan), boot_time=True),  # notes only
 )
 
 
@@ -72,7 +76,7 @@ def build_plan(
     HostError when the kernel arguments cannot reach a boot loader here, unless
     ``need_bootloader`` is false (verify: the running kernel is still checked).
     """
-    cl = cmdline.plan(host)
+    cl = cmdline.plan(host, facts)
     plan = Plan(
         host=host,
         facts=facts,

@@ -17,6 +17,7 @@ and the services are only disabled for the next boot.
 
 from __future__ import annotations
 
+from rtlibvirt.config.host import KSM_SERVICES
 from rtlibvirt.hostprep import systemd
 from rtlibvirt.hostprep.changes import FileChange, Plan
 
@@ -28,6 +29,12 @@ def plan(plan_: Plan) -> None:
     facts, host = plan_.facts, plan_.host
     for unit in host.missing_services:
         plan_.note("services", f"{unit}: not installed; skipped")
+    for unit in host.services:
+        if unit in KSM_SERVICES and unit not in host.spec.disable_services:
+            plan_.note(
+                "services",
+                f"{unit}: disabled for `ksm: false`: it would start KSM again (ksm/run 1)",
+            )
     if not host.services and not host.masks:
         return
     run = plan_.unit_run  # the systemd module's run, with our own unit enabled
