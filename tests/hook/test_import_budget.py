@@ -72,6 +72,7 @@ VALIDATION = ISOLATION | {
     "rtlibvirt.config",
     "rtlibvirt.config.document",
     "rtlibvirt.config.model",
+    "rtlibvirt.config.sysvalues",
     "rtlibvirt.config.units",
     "rtlibvirt.config.vm",
     "rtlibvirt.errors",
