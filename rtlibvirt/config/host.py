@@ -154,6 +154,9 @@ class Resolved:
     source: str
     text: bytes  # the file as written, installed for the boot-time unit
     warnings: tuple[Problem, ...]
+    # guest-prep: the guest profile (hostprep.profiles.guest.GuestProfile), which
+    # also marks a guest: nothing that belongs to a hypervisor is planned
+    guest: Any = None
 
     def hugepages(self, size: str) -> int | None:
         for pages in self.spec.hugepages:

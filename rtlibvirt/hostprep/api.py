@@ -130,6 +130,39 @@ def prepare(
     return Prepared(plan, effects, Journal(effects), tuple(host.warnings), host.source)
 
 
+def prepare_guest(
+    root: Path,
+    vm_file: Path,
+    *,
+    runtime_only: bool = False,
+    need_bootloader: bool = True,
+) -> Prepared:
+    """guest-prep: the same engine, with the guest profile derived from ``vm_file``.
+
+    Nothing is changed. SpecError (exit 2) lists every problem of the spec;
+    ``profiles.guest.NothingToDo`` when it has no real-time vCPUs.
+    """
+    from rtlibvirt.config.loader import load
+    from rtlibvirt.config.vm import validate_document
+    from rtlibvirt.hostprep.facts import gather
+    from rtlibvirt.hostprep.plan import build_plan
+    from rtlibvirt.hostprep.profiles import guest
+
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory", "--root names the tree to prepare")
+    doc = load(vm_file)
+    loaded = validate_document(doc)
+    fs = HostFS(root)
+    facts = gather(fs)
+    host = guest.resolve(doc, loaded, facts)
+    plan = build_plan(
+        host, facts, runtime_only=runtime_only, program="", need_bootloader=need_bootloader
+    )
+    guest.finish(plan)
+    effects = Effects(fs, runtime=is_live(root), commands=is_live(root))
+    return Prepared(plan, effects, Journal(effects), tuple(host.warnings), host.source)
+
+
 def need_root(root: Path) -> None:
     if is_live(root) and os.geteuid() != 0:
         raise HostError("changing the host needs root", "run it with sudo")

@@ -49,6 +49,7 @@ def plan(host: Resolved) -> CmdlinePlan:
     """The kernel arguments for ``host``, in a stable order, each with its reason."""
     spec = host.spec
     intel = host.vendor == "intel"
+    guest = host.guest is not None  # guest-prep: no argument that belongs to a hypervisor
     iso, hk = cpuset.format_cpulist(host.isolated), cpuset.format_cpulist(host.housekeeping)
     args: list[KernelArg] = []
     notes: list[str] = []
@@ -91,9 +92,12 @@ def plan(host: Resolved) -> CmdlinePlan:
     add("nosoftlockup", None, "no soft-lockup detector")
     add("skew_tick", "1", "per-CPU ticks offset, less lock contention")
     add("tsc", "reliable", "no TSC watchdog checks")
-    add("clocksource", "tsc", "TSC as the clock source")
-    add("no_timer_check", None, "no timer IRQ check at boot")
-    if spec.idle == "poll":
+    if not guest:  # a KVM guest keeps kvm-clock, its stable paravirtual clock
+        add("clocksource", "tsc", "TSC as the clock source")
+        add("no_timer_check", None, "no timer IRQ check at boot")
+    if spec.idle == "poll" and guest:
+        add("idle", "poll", "idle vCPUs poll instead of halting: no wake-up exit (asked)")
+    elif spec.idle == "poll":
         add("idle", "poll", "idle CPUs poll: no C-state exit latency")
         add("processor.max_cstate", "0", "ACPI idle limited to C0/C1")
         if intel:
@@ -111,12 +115,13 @@ def plan(host: Resolved) -> CmdlinePlan:
             if spec.pstate == "disable"
             else f"{driver} in {spec.pstate} mode",
         )
-    add("audit", "0", "no audit records from system calls")
-    add("kvm.kvmclock_periodic_sync", "N", "no periodic kvmclock updates")
-    if intel:
-        add("kvm_intel.ple_gap", "0", "no pause-loop exits: vCPUs own their CPUs")
-    else:
-        add("kvm_amd.pause_filter_count", "0", "no pause-filter exits: vCPUs own their CPUs")
+    if not guest:
+        add("audit", "0", "no audit records from system calls")
+        add("kvm.kvmclock_periodic_sync", "N", "no periodic kvmclock updates")
+        if intel:
+            add("kvm_intel.ple_gap", "0", "no pause-loop exits: vCPUs own their CPUs")
+        else:
+            add("kvm_amd.pause_filter_count", "0", "no pause-filter exits: vCPUs own their CPUs")
     if spec.mitigations == "off":
         add("nospectre_v2", None, "Spectre v2 mitigations off (asked: mitigations: off)")
         add("spectre_v2_user", "off", "Spectre v2 user-space mitigations off")

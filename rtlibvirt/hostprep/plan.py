@@ -37,6 +37,7 @@ class Module:
     name: str
     add: Callable[[Plan, PlanOptions], None]
     boot_time: bool  # skipped by --runtime-only: its changes take effect at boot
+    hypervisor_only: bool = False  # never planned in a guest (guest-prep)
 
 
 def _grub(plan: Plan, options: PlanOptions) -> None:
@@ -53,7 +54,9 @@ MODULES: tuple[Module, ...] = (
     Module("grub", _grub, boot_time=True),
     Module("systemd", lambda plan, options: systemd.plan(plan, options.program), boot_time=True),
     Module("services", lambda plan, options: services.plan(plan), boot_time=True),
-    Module("modprobe", lambda plan, options: modprobe.plan(plan), boot_time=False),
+    Module(
+        "modprobe", lambda plan, options: modprobe.plan(plan), boot_time=False, hypervisor_only=True
+    ),
     Module("sysctl", lambda plan, options: sysctl.plan(plan), boot_time=False),
     Module("runtime", lambda plan, options: runtime.plan(plan), boot_time=False),
 )
@@ -84,6 +87,8 @@ def build_plan(
         plan.note("kernel command line", note)
     options = PlanOptions(program=program, need_bootloader=need_bootloader)
     for module in MODULES:
+        if module.hypervisor_only and host.guest is not None:
+            continue
         if not (runtime_only and module.boot_time):
             module.add(plan, options)
     return plan

@@ -67,6 +67,9 @@ def plan(plan_: Plan, program: str) -> None:
             reboot=True,
         )
     )
+    if host.guest is not None:  # guest-prep: its own boot-time unit, no host.yaml
+        plan_.files.extend(host.guest.boot_files(reload))
+        return
     plan_.files.append(
         FileChange(
             HOST_YAML,
