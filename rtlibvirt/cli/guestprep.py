@@ -129,3 +129,59 @@ def revert(root: Path, as_json: bool) -> None:
       rtlibvirt guest-prep revert --root /srv/guest-image
     """
     do_revert(root, as_json)
+
+
+@guest_prep.command("cloud-init", context_settings=CONTEXT)
+@vm_argument
+@click.option(
+    "--root",
+    metavar="DIR",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Plan on the guest image's tree DIR (its distribution, boot loader and units) "
+    "instead of the smallest tree of --distro.",
+)
+@click.option(
+    "--distro",
+    type=click.Choice(["debian", "ubuntu", "rhel"]),
+    default="debian",
+    show_default=True,
+    help="The guest's distribution family, without --root: GRUB drop-in and update-grub "
+    "(debian, ubuntu) or grubby (rhel and its kin).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the user-data to FILE instead of standard output.",
+)
+def cloud_init(vm_file: Path, root: Path | None, distro: str, output: Path | None) -> None:
+    """Print #cloud-config user-data that applies guest-prep's plan at first boot.
+
+    The same plan as `guest-prep plan`: its files through write_files, its links
+    and commands (the boot-loader update) through runcmd, the services through
+    systemctl, then one reboot (power_state). For `virt-install --cloud-init
+    user-data=FILE` or any NoCloud seed. Changes nothing here.
+
+    \b
+    Examples:
+      rtlibvirt guest-prep cloud-init plc.yaml > user-data
+      virt-install ... --cloud-init user-data=user-data
+      rtlibvirt guest-prep cloud-init plc.yaml --distro rhel -o user-data
+    """
+    from rtlibvirt.hostprep import api
+    from rtlibvirt.hostprep.profiles.guest import NothingToDo
+    from rtlibvirt.kernel.files import atomic_write
+
+    try:
+        text, prepared = api.guest_cloud_init(vm_file, root, distro)
+    except NothingToDo as exc:
+        click.echo(str(exc), err=True)
+        raise click.exceptions.Exit(0) from None
+    for problem in prepared.warnings:
+        click.echo(f"warning: {problem.render(prepared.source)}", err=True)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(output, text.encode("utf-8"), mode=0o600)
+        click.echo(f"wrote {output}", err=True)

@@ -163,6 +163,30 @@ def prepare_guest(
     return Prepared(plan, effects, Journal(effects), tuple(host.warnings), host.source)
 
 
+def guest_cloud_init(
+    vm_file: Path, root: Path | None = None, distro: str = "debian"
+) -> tuple[str, Prepared]:
+    """guest-prep's plan as ``#cloud-config`` user-data (and the Prepared it came from).
+
+    On ``root`` (an image's tree), or else on the smallest tree of ``distro``
+    (see :func:`rtlibvirt.hostprep.cloudinit.skeleton`). Changes nothing.
+    """
+    import tempfile
+
+    from rtlibvirt.config.vm import load_spec
+    from rtlibvirt.hostprep import cloudinit
+    from rtlibvirt.hostprep.plan import preview
+
+    with tempfile.TemporaryDirectory(prefix="rtlibvirt-cloud-init-") as scratch:
+        if root is None:
+            vm = load_spec(vm_file).spec
+            units = [*vm.guest.disable_services, *vm.guest.mask_services]
+            cloudinit.skeleton(Path(scratch), distro, vm.vcpus, units)
+        prepared = prepare_guest(root or Path(scratch), vm_file)
+        pv = preview(prepared.plan, prepared.effects, prepared.journal)
+        return cloudinit.user_data(prepared.plan, pv, prepared.source), prepared
+
+
 def need_root(root: Path) -> None:
     if is_live(root) and os.geteuid() != 0:
         raise HostError("changing the host needs root", "run it with sudo")
