@@ -30,8 +30,8 @@ from rtlibvirt.cli.options import (
 def render(spec_file: Path, output: Path | None) -> None:
     """Print the libvirt domain XML of VM.yaml. Needs no libvirt daemon.
 
-    On standard error it recommends the guest kernel's isolation of the
-    realtime vCPUs (isolcpus, nohz_full, rcu_nocbs), as `rtlibvirt probe`
+    On standard error it points to `rtlibvirt guest-prep` for the guest half
+    (the guest kernel's isolation of the realtime vCPUs), as `rtlibvirt probe`
     measures it.
 
     \b
@@ -53,13 +53,15 @@ def render(spec_file: Path, output: Path | None) -> None:
 
 
 def _recommend_guest_cmdline(spec: Any) -> None:
-    """On stderr, so that stdout stays the XML: what the guest's own kernel should isolate."""
-    from rtlibvirt.probe.guest import isolation_args
+    """On stderr, so that stdout stays the XML: the guest half, and what sets it up."""
+    from rtlibvirt.hostprep.profiles.guest import kernel_args
 
-    args = isolation_args(spec.vcpus, spec.realtime_vcpus)
+    args = kernel_args(spec.vcpus, spec.realtime_vcpus, spec.guest)
     if args:
         click.echo(
-            f"recommended guest kernel command line (docs/probe.md): {' '.join(args)}", err=True
+            "inside the guest, `rtlibvirt guest-prep apply VM.yaml` sets the guest half "
+            f"(docs/guest.md); its kernel command line: {' '.join(args)}",
+            err=True,
         )
 
 

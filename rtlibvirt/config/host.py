@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.kernelargs import NONEXISTENT, arg_key
@@ -41,8 +41,10 @@ from rtlibvirt.config.sysvalues import (  # noqa: F401  (also imported from here
     _service,
 )
 from rtlibvirt.errors import Problem
-from rtlibvirt.hostprep.facts import HostFacts
 from rtlibvirt.kernel import cpuset
+
+if TYPE_CHECKING:  # facts are read by hostprep; config needs only their type
+    from rtlibvirt.hostprep.facts import HostFacts
 
 # Arguments host-prep derives from isolated_cpus and housekeeping_cpus: given
 # again in extra_kernel_args they would bypass the rules that keep CPU 0 and

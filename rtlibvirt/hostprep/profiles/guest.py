@@ -27,19 +27,21 @@ profile and the guest chapter of Red Hat's real-time virtualization guide):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rtlibvirt.config.document import Document
 from rtlibvirt.config.host import HostSpec, Resolved, _check_services
 from rtlibvirt.config.model import Checker, item_path
-from rtlibvirt.config.vm import Loaded, VmSpec
+from rtlibvirt.config.vm import Guest
 from rtlibvirt.errors import Problem
-from rtlibvirt.hostprep.changes import HEADER, FileChange, Plan
-from rtlibvirt.hostprep.effects import FileState
-from rtlibvirt.hostprep.facts import HostFacts, read_text
 from rtlibvirt.kernel import cpuset
+
+if TYPE_CHECKING:  # what plans and reads a tree; `render` and the probe need only derive()
+    from rtlibvirt.config.document import Document
+    from rtlibvirt.config.vm import Loaded
+    from rtlibvirt.hostprep.changes import FileChange, Plan
+    from rtlibvirt.hostprep.facts import HostFacts
 
 UNIT = "rtlibvirt-guest.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
@@ -48,7 +50,6 @@ KTHREAD_SCRIPT = "/usr/local/sbin/rtlibvirt-guest-kthreads"
 # The kernel threads raised, in the order of vm.yaml's guest.kthreads keys.
 KTHREADS = ("ksoftirqd", "ktimers", "rcuc", "rcub")
 
-HOST_HEADER = HEADER.format(source="host.yaml")
 GUEST_HEADER = (
     "# Written by `rtlibvirt guest-prep apply` from {source}.\n"
     "# `rtlibvirt guest-prep revert` removes it; edit the VM's spec and apply again to change it.\n"
@@ -75,7 +76,7 @@ class NothingToDo(Exception):
 class GuestProfile:
     """What guest-prep takes from a VM's spec, beyond the engine's resolved configuration."""
 
-    vm: VmSpec
+    section: Guest  # vm.yaml's guest: section
     source: str
     realtime: frozenset[int]
     housekeeping: frozenset[int]
@@ -88,6 +89,9 @@ class GuestProfile:
         ``systemctl enable`` makes for a unit with only ``WantedBy=multi-user.target``:
         so it works on a tree, without systemd running, and from cloud-init.
         """
+        from rtlibvirt.hostprep.changes import FileChange
+        from rtlibvirt.hostprep.effects import FileState
+
         if not self.kthreads:
             return []
         names = ", ".join(f"{name}/N at {prio}" for name, prio in self.kthreads)
@@ -178,6 +182,8 @@ class _GuestChecker(Checker):
 
 def guest_cpus(facts: HostFacts) -> tuple[frozenset[int] | None, str]:
     """The guest's online CPUs (its vCPUs) and the file they were read from."""
+    from rtlibvirt.hostprep.facts import read_text
+
     fs = facts.fs
     for name in ("online", "present"):
         path = f"/sys/devices/system/cpu/{name}"
@@ -190,21 +196,83 @@ def guest_cpus(facts: HostFacts) -> tuple[frozenset[int] | None, str]:
     return None, ""
 
 
-def resolve(doc: Document, loaded: Loaded, facts: HostFacts) -> Resolved:
-    """The engine's configuration for the guest of ``loaded``; SpecError lists every problem.
+def derive(
+    vcpus: int,
+    realtime: Iterable[int],
+    section: Guest | None = None,
+    source: str = "vm.yaml",
+    vendor: str = "intel",
+) -> Resolved:
+    """The engine's configuration for a guest of ``vcpus`` vCPUs whose ``realtime`` ones are
+    isolated: the one definition of the guest half (guest-prep, cloud-init, the probe's
+    guest, render's recommendation). No facts: services are checked by :func:`resolve`.
 
-    NothingToDo when the spec has no real-time vCPUs.
+    NothingToDo without real-time vCPUs; ValueError when no vCPU is left for the
+    guest's own work (resolve reports it on the spec).
+    """
+    g = section or Guest()
+    rt = frozenset(v for v in realtime if 0 <= v < vcpus)
+    if not rt:
+        raise NothingToDo(
+            f"{source}: the VM has no real-time vCPUs (cpu.realtime is off): "
+            "guest-prep has nothing to do"
+        )
+    housekeeping = frozenset(range(vcpus)) - rt
+    if not housekeeping:
+        raise ValueError("every vCPU is real-time")
+    spec = HostSpec(
+        isolated_cpus=tuple(sorted(rt)),
+        housekeeping_cpus=tuple(sorted(housekeeping)),
+        hugepages=(),
+        iommu=False,
+        cache_allocation=False,
+        idle="poll" if g.idle_poll else "default",
+        pstate="default",
+        disable_services=g.disable_services,
+        mask_services=g.mask_services,
+        extra_kernel_args=g.extra_kernel_args,
+    )
+    kthreads = tuple(
+        (name, getattr(g.kthreads, name)) for name in KTHREADS if getattr(g.kthreads, name) > 0
+    )
+    return Resolved(
+        spec=spec,
+        vendor=vendor,  # no vendor-specific argument is planned in a guest
+        isolated=rt,
+        housekeeping=housekeeping,
+        services=(),
+        missing_services=(),
+        masks=(),
+        source=source,
+        text=b"",
+        warnings=(),
+        guest=GuestProfile(g, source, rt, housekeeping, kthreads),
+    )
+
+
+def kernel_args(vcpus: int, realtime: Iterable[int], section: Guest | None = None) -> list[str]:
+    """The guest's kernel command line: empty without real-time vCPUs or without a vCPU
+    left for the guest's own work (a Linux guest with every vCPU isolated has nowhere
+    to run its own work)."""
+    from rtlibvirt.hostprep import cmdline
+
+    try:
+        return cmdline.plan(derive(vcpus, realtime, section)).texts
+    except (NothingToDo, ValueError):
+        return []
+
+
+def resolve(doc: Document, loaded: Loaded, facts: HostFacts) -> Resolved:
+    """The engine's configuration for the guest of ``loaded``, checked against the guest
+    (its CPUs, its units); SpecError lists every problem. NothingToDo when the spec has
+    no real-time vCPUs.
     """
     vm = loaded.spec
     rt = frozenset(vm.realtime_vcpus)
-    if not rt:
-        raise NothingToDo(
-            f"{loaded.source}: the VM has no real-time vCPUs (cpu.realtime is off): "
-            "guest-prep has nothing to do"
-        )
     check = _GuestChecker(doc)
-    housekeeping = frozenset(range(vm.vcpus)) - rt
-    if not housekeeping:
+    try:
+        host = derive(vm.vcpus, rt, vm.guest, loaded.source, facts.vendor or "intel")
+    except ValueError:
         Checker.error(
             check,
             ("cpu", "realtime"),
@@ -214,6 +282,8 @@ def resolve(doc: Document, loaded: Loaded, facts: HostFacts) -> Resolved:
             f"{cpuset.format_cpulist(range(1, vm.vcpus)) or '1'}`"
             + (" with `vcpus: 2`" if vm.vcpus == 1 else ""),
         )
+        check.raise_errors()
+        raise
     online, where = guest_cpus(facts)
     if online is not None and not rt <= online:
         missing = rt - online
@@ -227,46 +297,22 @@ def resolve(doc: Document, loaded: Loaded, facts: HostFacts) -> Resolved:
             f"run guest-prep inside the VM this spec defines (vcpus: {vm.vcpus}), or bring "
             "its CPUs online",
         )
-    g = vm.guest
-    spec = HostSpec(
-        isolated_cpus=tuple(sorted(rt)),
-        housekeeping_cpus=tuple(sorted(housekeeping)),
-        hugepages=(),
-        iommu=False,
-        cache_allocation=False,
-        idle="poll" if g.idle_poll else "default",
-        pstate="default",
-        disable_services=g.disable_services,
-        mask_services=g.mask_services,
-        extra_kernel_args=g.extra_kernel_args,
-    )
-    services, missing_units, masks = _check_services(spec, facts, check)
+    services, missing_units, masks = _check_services(host.spec, facts, check)
     check.raise_errors()
-    kthreads = tuple(
-        (name, getattr(g.kthreads, name)) for name in KTHREADS if getattr(g.kthreads, name) > 0
-    )
-    profile = GuestProfile(vm, loaded.source, rt, housekeeping, kthreads)
     warnings: tuple[Problem, ...] = (*loaded.warnings, *check.warnings)
-    return Resolved(
-        spec=spec,
-        vendor=facts.vendor or "intel",  # no vendor-specific argument is planned in a guest
-        isolated=rt,
-        housekeeping=housekeeping,
-        services=services,
-        missing_services=missing_units,
-        masks=masks,
-        source=loaded.source,
-        text=b"",
-        warnings=warnings,
-        guest=profile,
+    return dataclasses.replace(
+        host, services=services, missing_services=missing_units, masks=masks, warnings=warnings
     )
 
 
 def finish(plan: Plan) -> None:
     """The guest's touches to a plan the engine built: its files' headers, its notes."""
+    from rtlibvirt.hostprep.changes import HEADER
+    from rtlibvirt.hostprep.effects import FileState
+
     profile: GuestProfile = plan.host.guest
     ours = header(_base(profile.source)).encode()
-    theirs = HOST_HEADER.encode()
+    theirs = HEADER.format(source="host.yaml").encode()
     for index, change in enumerate(plan.files):
         want = change.want
         if want.kind == "file" and theirs in want.data:
@@ -283,6 +329,8 @@ def finish(plan: Plan) -> None:
 
 def preempt_rt(facts: HostFacts) -> str:
     """Whether the guest's running kernel is PREEMPT_RT, and where to get one if not."""
+    from rtlibvirt.hostprep.facts import read_text
+
     fs = facts.fs
     flag = read_text(fs, "/sys/kernel/realtime")
     version = read_text(fs, "/proc/sys/kernel/version") or ""
