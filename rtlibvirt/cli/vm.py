@@ -53,14 +53,19 @@ def render(spec_file: Path, output: Path | None) -> None:
 
 
 def _recommend_guest_cmdline(spec: Any) -> None:
-    """On stderr, so that stdout stays the XML: the guest half, and what sets it up."""
-    from rtlibvirt.hostprep.profiles.guest import kernel_args
+    """On stderr, so that stdout stays the XML: guest-prep sets the guest half.
 
-    args = kernel_args(spec.vcpus, spec.realtime_vcpus, spec.guest)
-    if args:
+    Names only the vCPUs (the command line itself is guest-prep's: deriving it here
+    would make every render import host-prep's engine).
+    """
+    from rtlibvirt.kernel.cpuset import format_cpulist
+
+    rt = set(spec.realtime_vcpus)
+    if rt and len(rt) < spec.vcpus:
         click.echo(
-            "inside the guest, `rtlibvirt guest-prep apply VM.yaml` sets the guest half "
-            f"(docs/guest.md); its kernel command line: {' '.join(args)}",
+            f"inside the guest, `rtlibvirt guest-prep apply VM.yaml` isolates vCPUs "
+            f"{format_cpulist(rt)} (its kernel command line, CPUAffinity, kernel threads: "
+            "docs/guest.md)",
             err=True,
         )
 

@@ -127,17 +127,22 @@ def prepare(
         need_bootloader=need_bootloader,
     )
     effects = Effects(fs, runtime=live, commands=live)
-    return Prepared(plan, effects, Journal(effects), tuple(host.warnings), host.source)
+    journal = Journal(effects)
+    _same_profile(journal, guest=False)
+    return Prepared(plan, effects, journal, tuple(host.warnings), host.source)
 
 
 def prepare_guest(
     root: Path,
-    vm_file: Path,
+    vm_file: Path | None = None,
     *,
+    data: Mapping[str, Any] | None = None,
+    source: str = "vm spec",
     runtime_only: bool = False,
     need_bootloader: bool = True,
 ) -> Prepared:
-    """guest-prep: the same engine, with the guest profile derived from ``vm_file``.
+    """guest-prep: the same engine, with the guest profile derived from a vm.yaml
+    (``vm_file``, or ``data``: a mapping with its keys, as the Ansible module gives it).
 
     Nothing is changed. SpecError (exit 2) lists every problem of the spec;
     ``profiles.guest.NothingToDo`` when it has no real-time vCPUs.
@@ -148,9 +153,18 @@ def prepare_guest(
     from rtlibvirt.hostprep.plan import build_plan
     from rtlibvirt.hostprep.profiles import guest
 
+    if (vm_file is None) == (data is None):
+        raise InputError("give the VM spec as a file or as a mapping, not both or neither")
     if not root.is_dir():
         raise InputError(f"{root}: not a directory", "--root names the tree to prepare")
-    doc = load(vm_file)
+    if vm_file is not None:
+        doc = load(vm_file)
+    else:
+        assert data is not None
+        if not isinstance(data, Mapping):
+            raise InputError(f"the VM spec must be a mapping, got {type(data).__name__}")
+        text = spec_text(data)  # bounded, plain data
+        doc = Document(source=source, data=json.loads(text.split(b"\n", 1)[1]))
     loaded = validate_document(doc)
     fs = HostFS(root)
     facts = gather(fs)
@@ -160,7 +174,32 @@ def prepare_guest(
     )
     guest.finish(plan)
     effects = Effects(fs, runtime=is_live(root), commands=is_live(root))
-    return Prepared(plan, effects, Journal(effects), tuple(host.warnings), host.source)
+    journal = Journal(effects)
+    _same_profile(journal, guest=True)
+    return Prepared(plan, effects, journal, tuple(host.warnings), host.source)
+
+
+def _same_profile(journal: Journal, *, guest: bool) -> None:
+    """HostError when the journal holds the other command's changes.
+
+    host-prep and guest-prep share one journal (a machine is a host or a guest):
+    applying one over the other would put the other's files back as no longer
+    planned. Each profile has a file only it writes; finding the other's, refuse.
+    """
+    from rtlibvirt.hostprep import systemd
+    from rtlibvirt.hostprep.profiles.guest import UNIT_PATH
+
+    theirs, mine, other = (
+        (systemd.HOST_YAML, "guest-prep", "host-prep")
+        if guest
+        else (UNIT_PATH, "host-prep", "guest-prep")
+    )
+    if journal.file_entry(theirs) is not None:
+        raise HostError(
+            f"this machine's host-prep journal holds {other}'s changes ({theirs}): "
+            f"{mine} would undo them",
+            f"undo them first with `rtlibvirt {other} revert`, or keep using {other}",
+        )
 
 
 def guest_cloud_init(

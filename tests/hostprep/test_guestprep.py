@@ -268,3 +268,25 @@ def test_guest_and_host_prep_import_nothing_of_libvirt(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_host_prep_and_guest_prep_do_not_undo_each_other(tmp_path: Path) -> None:
+    """One journal: each refuses while it holds the other's changes, and changes nothing."""
+    root = make_tree(tmp_path / "root", "debian", cpus=4)
+    host_yaml = tmp_path / "host.yaml"
+    host_yaml.write_text("isolated_cpus: 1-3\n")
+    code, _, err = run("host-prep", "apply", str(host_yaml), "--root", str(root), "--yes")
+    assert code == 0, err
+    applied = snapshot(root)
+    code, out, err = run("guest-prep", "apply", str(PLC), "--root", str(root), "--yes")
+    assert code == 1 and not out
+    assert "holds host-prep's changes" in err and "rtlibvirt host-prep revert" in err
+    assert snapshot(root) == applied
+    assert run("host-prep", "revert", "--root", str(root))[0] == 0
+
+    code, _, err = run("guest-prep", "apply", str(PLC), "--root", str(root), "--yes")
+    assert code == 0, err
+    applied = snapshot(root)
+    code, _, err = run("host-prep", "plan", str(host_yaml), "--root", str(root))
+    assert code == 1 and "holds guest-prep's changes" in err
+    assert snapshot(root) == applied
