@@ -20,25 +20,29 @@ def test_wheel_contains_templates_and_hook(wheel: Path) -> None:
     assert not any(n.startswith(("xml_templates/", "hooks/", "tests/")) for n in names)
 
 
-def test_installed_wheel_works_from_another_folder(wheel: Path, tmp_path: Path) -> None:
-    env_dir = tmp_path / "env"
+def fresh_env(env_dir: Path, wheel: Path, deps: Path) -> Path:
+    """A new venv with rtlibvirt from ``wheel`` only and its dependencies from ``deps``
+    (a folder on its path: no network, no compiling libvirt-python again); its Python."""
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    # The dependencies come from this environment (no network, no compiling
-    # libvirt-python again); rtlibvirt itself only from the wheel.
     env_site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    deps = sysconfig.get_paths()["purelib"]
-    Path(env_site, "deps.pth").write_text(deps + "\n")
+    Path(env_site, "deps.pth").write_text(f"{deps}\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         check=True,
         capture_output=True,
     )
+    return python
+
+
+def test_installed_wheel_works_from_another_folder(wheel: Path, tmp_path: Path) -> None:
+    env_dir = tmp_path / "env"
+    python = fresh_env(env_dir, wheel, Path(sysconfig.get_paths()["purelib"]))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     probe = subprocess.run(
@@ -85,9 +89,6 @@ def test_guest_install_without_libvirt_runs_guest_prep(wheel: Path, tmp_path: Pa
     guest-prep plans on a faithful root; a command that needs libvirt says what to install."""
     from tests.fakes.roots import make_tree
 
-    env_dir = tmp_path / "env"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
     deps = tmp_path / "deps"
     deps.mkdir()
     here = Path(sysconfig.get_paths()["purelib"])
@@ -95,18 +96,8 @@ def test_guest_install_without_libvirt_runs_guest_prep(wheel: Path, tmp_path: Pa
         top = entry.name.split("-")[0].split(".")[0].lower().replace("_yaml", "")
         if top in GUEST_DEPS:
             (deps / entry.name).symlink_to(entry)
-    env_site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    Path(env_site, "deps.pth").write_text(f"{deps}\n")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True,
-        capture_output=True,
-    )
+    env_dir = tmp_path / "env"
+    python = fresh_env(env_dir, wheel, deps)
     no_libvirt = subprocess.run(
         [str(python), "-c", "import libvirt"], capture_output=True, text=True, cwd=tmp_path
     )

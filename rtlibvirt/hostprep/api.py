@@ -85,6 +85,15 @@ def spec_text(data: Mapping[str, Any]) -> bytes:
     return out
 
 
+def mapping_document(data: Any, source: str, what: str) -> tuple[Document, bytes]:
+    """A spec given as a mapping (Ansible's): bounded, plain data, as a Document, and
+    the bytes it is written as (:func:`spec_text`)."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"the {what} must be a mapping, got {type(data).__name__}")
+    text = spec_text(data)
+    return Document(source=source, data=json.loads(text.split(b"\n", 1)[1])), text
+
+
 def prepare(
     root: Path,
     host_file: Path | None = None,
@@ -113,12 +122,8 @@ def prepare(
         host = load_host_spec(host_file, facts)
     else:
         assert data is not None
-        if not isinstance(data, Mapping):
-            raise InputError(f"the host spec must be a mapping, got {type(data).__name__}")
-        text = spec_text(data)
-        host = resolve(
-            Document(source=source, data=json.loads(text.split(b"\n", 1)[1])), facts, text
-        )
+        doc, text = mapping_document(data, source, "host spec")
+        host = resolve(doc, facts, text)
     plan = build_plan(
         host,
         facts,
@@ -161,10 +166,7 @@ def prepare_guest(
         doc = load(vm_file)
     else:
         assert data is not None
-        if not isinstance(data, Mapping):
-            raise InputError(f"the VM spec must be a mapping, got {type(data).__name__}")
-        text = spec_text(data)  # bounded, plain data
-        doc = Document(source=source, data=json.loads(text.split(b"\n", 1)[1]))
+        doc = mapping_document(data, source, "VM spec")[0]
     loaded = validate_document(doc)
     fs = HostFS(root)
     facts = gather(fs)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
@@ -42,16 +40,6 @@ REVERT = """
         command: revert
         root: "{{ rtlibvirt_guest_root }}"
 """
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
-    unpacked = sshd.unpack(Path(sys.prefix) / "cache" / "openssh-server")
-    running = sshd.start(unpacked, tmp_path_factory.mktemp("sshd"))
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def inventory(tmp: Path, server: sshd.Sshd, wheel: Path) -> Path:

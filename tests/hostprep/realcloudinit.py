@@ -10,19 +10,13 @@ jinja2, requests, configobj, jsonpatch; see pyproject's test extras).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtlibvirt.probe import debs
-from tests.hostprep.realgrub import Unavailable, cache_dir
+from tests.hostprep.realgrub import unpacked
 
 PACKAGE = "cloud-init"
 # validate_cloudconfig_file: the "#cloud-config" header, YAML, then the JSON schema of
@@ -65,27 +59,7 @@ class CloudInit:
 
 def fetch() -> CloudInit:
     """The unpacked package, from the cache or fetched now (once per machine)."""
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            package = debs.candidate(PACKAGE)[0]
-        except (debs.PackageError, OSError) as exc:
-            raise Unavailable(f"apt cannot look up {PACKAGE}: {exc}") from exc
-        tree = folder / f"cloud-init-{re.sub(r'[^A-Za-z0-9.+~-]', '_', package.version)}"
-        if (tree / "usr/lib/python3/dist-packages/cloudinit/config/schema.py").is_file():
-            return CloudInit(tree, package.version)
-        scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=folder))
-        try:
-            try:
-                deb = debs.download(package, folder)
-            except (debs.PackageError, OSError) as exc:
-                raise Unavailable(f"cannot download {PACKAGE}: {exc}") from exc
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(scratch)], check=True)
-            with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(tree)
-            os.replace(scratch, tree)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return CloudInit(tree, package.version)
+    tree, version = unpacked(
+        (PACKAGE,), "cloud-init", "usr/lib/python3/dist-packages/cloudinit/config/schema.py"
+    )
+    return CloudInit(tree, version)
