@@ -49,14 +49,7 @@ def inventory(tmp: Path, server: sshd.Sshd, wheel: Path) -> Path:
     spec["guest"] = {"disable_services": ["irqbalance"]}
     hosts: dict[str, dict[str, Any]] = {
         "local": {"ansible_connection": "local"},
-        "remote": {
-            "ansible_host": sshd.ADDRESS,
-            "ansible_port": server.port,
-            "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(server.key),
-            "ansible_ssh_common_args": " ".join(server.ssh_args()),
-            "ansible_ssh_transfer_method": "piped",
-        },
+        "remote": server.inventory_host(),
     }
     shared = {
         "ansible_python_interpreter": sys.executable,

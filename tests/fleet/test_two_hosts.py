@@ -48,14 +48,7 @@ def inventory(tmp: Path, server: sshd.Sshd, wheel: Path, name: str, priority: in
     per_host = f"{tmp}/{{{{ inventory_hostname }}}}"
     hosts: dict[str, dict[str, Any]] = {
         "local": {"ansible_connection": "local"},
-        "remote": {
-            "ansible_host": sshd.ADDRESS,
-            "ansible_port": server.port,
-            "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(server.key),
-            "ansible_ssh_common_args": " ".join(server.ssh_args()),
-            "ansible_ssh_transfer_method": "piped",  # Debian's sftp-server is not unpacked
-        },
+        "remote": server.inventory_host(),
     }
     spec = vm_spec("{{ inventory_hostname }}", priority)
     shared = {

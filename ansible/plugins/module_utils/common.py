@@ -17,7 +17,7 @@ import contextlib
 import json
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     import rtlibvirt  # pylint: disable=unused-import
@@ -112,6 +112,24 @@ def file_diffs(planned):
             }
         )
     return diffs
+
+
+def prep_module(**extra_options):
+    """The AnsibleModule of rtlibvirt_host and rtlibvirt_guest: command, spec or src, root
+    (and ``extra_options``), check mode supported."""
+    argument_spec = dict(
+        command=dict(type="str", default="apply", choices=["plan", "apply", "verify", "revert"]),
+        spec=dict(type="dict"),
+        src=dict(type="path"),
+        root=dict(type="path", default="/"),
+    )
+    argument_spec.update(extra_options)
+    return AnsibleModule(
+        argument_spec=argument_spec,
+        mutually_exclusive=[("spec", "src")],
+        required_if=[("command", name, ("spec", "src"), True) for name in ("plan", "apply", "verify")],
+        supports_check_mode=True,
+    )
 
 
 def run_prep(module, prepare):

@@ -150,31 +150,16 @@ rows:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rtlibvirt.realtime.plugins.module_utils.common import (
     bounded_mapping,
+    prep_module,
     require_rtlibvirt,
     run_prep,
 )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            command=dict(type="str", default="apply", choices=["plan", "apply", "verify", "revert"]),
-            spec=dict(type="dict"),
-            src=dict(type="path"),
-            root=dict(type="path", default="/"),
-            runtime_only=dict(type="bool", default=False),
-        ),
-        mutually_exclusive=[("spec", "src")],
-        required_if=[
-            ("command", "plan", ("spec", "src"), True),
-            ("command", "apply", ("spec", "src"), True),
-            ("command", "verify", ("spec", "src"), True),
-        ],
-        supports_check_mode=True,
-    )
+    module = prep_module(runtime_only=dict(type="bool", default=False))
     require_rtlibvirt(module, libvirt=False)
     params = module.params
 
