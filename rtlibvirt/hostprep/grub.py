@@ -256,7 +256,8 @@ def entry_problems(options: str, args: Sequence[str]) -> list[str]:
     problems += [f"{w} left" for w in words if arg_key(w) in keys and w not in args]
     hugepages = [w for w in words if arg_key(w) in ("hugepagesz", "hugepages")]
     wanted = [a for a in args if arg_key(a) in ("hugepagesz", "hugepages")]
-    if not problems and hugepages != wanted:
+    # the order matters only where hugepages are planned: the user's own are theirs
+    if not problems and wanted and hugepages != wanted:
         problems.append(f"hugepage arguments in the order {' '.join(hugepages)}")
     return problems
 

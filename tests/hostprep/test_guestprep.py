@@ -85,9 +85,10 @@ def test_plc_isolates_exactly_its_realtime_vcpus(tmp_path: Path, distro: str) ->
     assert package[distro] in notes
 
 
-def test_apply_twice_is_once_and_revert_is_byte_for_byte(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "root", "debian", cpus=4)
-    add_service_units(root)
+@pytest.mark.parametrize("distro", ["debian", "ubuntu", "rhel"])
+def test_apply_twice_is_once_and_revert_is_byte_for_byte(tmp_path: Path, distro: str) -> None:
+    root = make_tree(tmp_path / "root", distro, cpus=4)
+    add_service_units(root, distro)
     spec = spec_with(tmp_path, "guest:\n  disable_services: [cups, irqbalance]\n")
     original = snapshot(root)
 
@@ -290,3 +291,57 @@ def test_host_prep_and_guest_prep_do_not_undo_each_other(tmp_path: Path) -> None
     code, _, err = run("host-prep", "plan", str(host_yaml), "--root", str(root))
     assert code == 1 and "holds guest-prep's changes" in err
     assert snapshot(root) == applied
+
+
+@pytest.mark.parametrize("distro", ["debian", "rhel"])
+def test_driven_as_a_live_guest_with_the_command_stand_ins(fake_host, distro: str) -> None:
+    """The tree driven as the live guest would be: update-grub, or grubby over the BLS
+    entries (tests/fakes/bin), systemctl; every entry gets the isolation once, and
+    revert gives the tree back byte for byte."""
+    from rtlibvirt.config.loader import load
+    from rtlibvirt.config.vm import validate_document
+    from rtlibvirt.hostprep.apply import apply
+    from rtlibvirt.hostprep.effects import Effects
+    from rtlibvirt.hostprep.facts import gather
+    from rtlibvirt.hostprep.grub import bls_entries
+    from rtlibvirt.hostprep.journal import Journal
+    from rtlibvirt.hostprep.plan import build_plan
+    from rtlibvirt.hostprep.revert import revert
+    from rtlibvirt.kernel.fs import HostFS
+
+    host = fake_host(distro, cpus=4)
+    original = snapshot(host.root)
+
+    def planned():
+        fs = HostFS(host.root)
+        facts = gather(fs)
+        doc = load(PLC)
+        resolved = profile.resolve(doc, validate_document(doc), facts)
+        plan = build_plan(resolved, facts)
+        profile.finish(plan)
+        return plan, Effects(fs, runtime=True, commands=True)
+
+    plan, effects = planned()
+    apply(plan, effects, Journal(effects))
+    if distro == "rhel":
+        entries = bls_entries(HostFS(host.root))
+        assert entries
+        for options in entries.values():
+            words = options.split()
+            for arg in plan.cmdline.texts:
+                assert words.count(arg) == 1, (arg, options)
+            assert not any(w.startswith(("kvm", "intel_iommu", "iommu=")) for w in words)
+        assert any(c.startswith("grubby") for c in host.commands())
+    else:
+        assert "update-grub" in " ".join(host.commands())
+        cfg = (host.root / "boot/grub/grub.cfg").read_text()
+        assert "isolcpus=managed_irq,domain,1-3" in cfg and "irqaffinity=0" in cfg
+    plan, effects = planned()
+    assert apply(plan, effects, Journal(effects)).lines == []  # twice = once
+    effects = Effects(HostFS(host.root), runtime=True, commands=True)
+    revert(effects, Journal(effects))
+    after = snapshot(host.root)
+    # the stand-ins' own log and the runtime values they cannot take back are not the tree's
+    assert {k: v for k, v in after.items() if not k.startswith("proc/")} == {
+        k: v for k, v in original.items() if not k.startswith("proc/")
+    }
