@@ -45,7 +45,8 @@ def test_a_help_text_change_shows_in_the_table() -> None:
 
 def test_registry_is_complete() -> None:
     codes = [c.code for c in CHECKS]
-    assert len(codes) == len(set(codes)) == 28
+    assert len(codes) == len(set(codes)) == 31
+    assert {"kernel-not-rt", "cpufreq-governor", "thp-enabled"} <= set(codes)  # issue 22
     for registered in CHECKS:
         assert registered.about, f"{registered.code} has no docstring"
         assert registered.severity in ("error", "warning", "info")

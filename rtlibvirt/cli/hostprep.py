@@ -92,7 +92,7 @@ def plan(host_file: Path, root: Path, runtime_only: bool, as_json: bool) -> None
       rtlibvirt host-prep plan host.yaml --runtime-only
       rtlibvirt host-prep plan host.yaml --root /srv/image   # a tree; cpu_vendor if no /proc
     """
-    show_plan(_prepare(host_file, root, runtime_only), as_json)
+    show_plan(_prepare(host_file, root, runtime_only, need_bootloader=False), as_json)
 
 
 def show_plan(prepared: Any, as_json: bool) -> None:
@@ -119,8 +119,16 @@ def show_plan(prepared: Any, as_json: bool) -> None:
     help="Only the runtime values (sysctl, 2M hugepages, resctrl mount, machine-check "
     "polling, lapic_timer_advance_ns): no files. What rtlibvirt-host.service runs at boot.",
 )
+@click.option(
+    "--skip-cmdline",
+    is_flag=True,
+    help="Where host-prep cannot set the kernel command line (no update-grub or grubby: "
+    "the plan says so), apply everything else; the arguments are then yours to add by hand.",
+)
 @json_option
-def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool, as_json: bool) -> None:
+def apply(
+    host_file: Path, root: Path, yes: bool, runtime_only: bool, skip_cmdline: bool, as_json: bool
+) -> None:
     """Make the host match HOST.yaml (after showing the plan and asking).
 
     Every change is journaled before it is made; applying the same file again
@@ -135,8 +143,15 @@ def apply(host_file: Path, root: Path, yes: bool, runtime_only: bool, as_json: b
       rtlibvirt host-prep apply host.yaml --yes
       rtlibvirt host-prep apply host.yaml --yes --json | jq .reboot_required
       rtlibvirt host-prep apply host.yaml --runtime-only --yes
+      rtlibvirt host-prep apply host.yaml --skip-cmdline   # no update-grub/grubby here
     """
-    do_apply(lambda: _prepare(host_file, root, runtime_only), root, yes, runtime_only, as_json)
+    do_apply(
+        lambda: _prepare(host_file, root, runtime_only, need_bootloader=not skip_cmdline),
+        root,
+        yes,
+        runtime_only,
+        as_json,
+    )
 
 
 def do_apply(
@@ -215,16 +230,24 @@ def do_verify(ctx: click.Context, prepared: Any, as_json: bool) -> None:
     from rtlibvirt.hostprep.report import render_rows
 
     for topic, text in prepared.plan.notes:
-        if topic == "boot loader":
+        if topic in ("boot loader", "tuned"):
             click.echo(f"note: {text}", err=True)
     result = api.run_verify(prepared)
     rows, drift = result.rows, result.drift
+    if not as_json:
+        from rtlibvirt.hostprep.verify import compared
+
+        click.echo(f"compared: {compared(prepared.plan, prepared.effects)}", err=True)
     if as_json:
         _echo_json(result.to_json())
         if drift:
             ctx.exit(EXIT_DIFFERS)
         return
     click.echo(render_rows(rows), nl=False)
+    if any(r.what == "kernel" and r.status == "warning" for r in rows):
+        from rtlibvirt.kernel.realtime import RT_KERNEL_HINT
+
+        click.echo(f"warning: the kernel is not PREEMPT_RT: {RT_KERNEL_HINT}", err=True)
     pending = [r for r in drift if r.status == "reboot pending"]
     if drift:
         extra = f" ({len(pending)} waiting for a reboot)" if pending else ""

@@ -46,6 +46,32 @@ from rtlibvirt.kernel import cpuset
 if TYPE_CHECKING:  # facts are read by hostprep; config needs only their type
     from rtlibvirt.hostprep.facts import HostFacts
 
+# The cpufreq governors of Linux (drivers/cpufreq/cpufreq_*.c, and the ones
+# intel_pstate and amd-pstate offer in active mode: performance and powersave).
+GOVERNORS = ("performance", "schedutil", "ondemand", "conservative", "powersave", "userspace")
+# energy_perf_bias by name, and the number the kernel keeps (Documentation/ABI/
+# testing/sysfs-devices-system-cpu: 0 performance ... 15 power).
+EPB_VALUES: dict[str, int] = {
+    "performance": 0,
+    "balance-performance": 4,
+    "normal": 6,
+    "balance-power": 8,
+    "power": 15,
+}
+# The keys that only make sense on a hypervisor: KVM's options, the IOMMU for
+# device passthrough, hugepages reserved for guests' memory, cache allocation
+# for the hook. A profile for a guest (Resolved.hypervisor false) plans none of them.
+HYPERVISOR_ONLY = (
+    "hugepages",
+    "iommu",
+    "cache_allocation",
+    "lapic_timer_advance_ns",
+    "kvm_nx_huge_pages",
+)
+# Services that run KSM: stopped with `ksm: false` where they are installed.
+KSM_SERVICES = ("ksm.service", "ksmtuned.service")
+
+
 # Arguments host-prep derives from isolated_cpus and housekeeping_cpus: given
 # again in extra_kernel_args they would bypass the rules that keep CPU 0 and
 # the housekeeping CPUs for the host (nohz=off turns nohz_full off).
@@ -130,6 +156,60 @@ class HostSpec(Model):
     mitigations: str = setting(
         choice("keep", "off"), "off disables Spectre v2 mitigations (nospectre_v2)", default="keep"
     )
+    kvm_nx_huge_pages: str = setting(
+        choice("off", "auto"),
+        "off: KVM keeps guests' huge pages whole (kvm.nx_huge_pages=off; no iTLB multihit "
+        "mitigation: on affected CPUs a guest can crash the host); auto: the kernel's choice",
+        default="off",
+    )
+    rcu_normal_after_boot: bool = setting(
+        boolean(),
+        "no expedited RCU grace periods (IPIs to every CPU) after boot; with it "
+        "rcutree.nohz_full_patience_delay=1000 where the kernel has it",
+        default=True,
+    )
+    transparent_hugepages: str = setting(
+        choice("never", "madvise", "always", "default"),
+        "transparent hugepages (cmdline and now); never: no khugepaged or compaction "
+        "behind the vCPUs; default: left alone",
+        default="never",
+    )
+    numa_balancing: bool = setting(
+        boolean(),
+        "false: automatic NUMA balancing off (kernel.numa_balancing = 0: no page-fault "
+        "scanning of the vCPUs' memory); true: left alone",
+        default=False,
+    )
+    ksm: bool = setting(
+        boolean(),
+        "false: KSM stopped and its pages unmerged (ksm/run = 2 at each boot; ksm and "
+        "ksmtuned services disabled where installed); true: left alone",
+        default=False,
+    )
+    hung_task_timeout_secs: int | None = setting(
+        optional(integer(0, 2_000_000)),
+        "kernel.hung_task_timeout_secs; a task blocked behind a FIFO vCPU is not reported "
+        "hung before this; null: left alone",
+        default=600,
+    )
+    cpu_governor: str = setting(
+        choice(*GOVERNORS, "default"),
+        "the cpufreq governor of every CPU (cpufreq.default_governor= and now, where cpufreq "
+        "exists); default: left alone",
+        default="performance",
+    )
+    energy_perf_bias: str = setting(
+        choice(*EPB_VALUES, "default"),
+        "the CPUs' energy/performance bias (energy_perf_bias, where the CPU has it); "
+        "default: left alone",
+        default="performance",
+    )
+    unbound_workqueues: str = setting(
+        choice("housekeeping", "default"),
+        "housekeeping: unbound workqueues (the global, writeback and every sysfs workqueue's "
+        "cpumask) on the housekeeping CPUs from boot on; default: left alone",
+        default="housekeeping",
+    )
     extra_kernel_args: tuple[str, ...] = setting(
         list_of(KERNEL_ARG),
         "more kernel arguments; one with the name of a planned one replaces it",
@@ -156,8 +236,11 @@ class Resolved:
     source: str
     text: bytes  # the file as written, installed for the boot-time unit
     warnings: tuple[Problem, ...]
-    # guest-prep: the guest profile (hostprep.profiles.guest.GuestProfile), which
-    # also marks a guest: nothing that belongs to a hypervisor is planned
+    # False for a guest: nothing of HYPERVISOR_ONLY is planned (no KVM options,
+    # IOMMU, hugepages or cache allocation), whatever the spec says.
+    hypervisor: bool = True
+    # guest-prep: the guest profile (hostprep.profiles.guest.GuestProfile): its
+    # boot-time unit for the kernel threads, its files' headers
     guest: Any = None
 
     def hugepages(self, size: str) -> int | None:
@@ -182,7 +265,14 @@ def resolve(doc: Document, facts: HostFacts, text: bytes = b"") -> Resolved:
     housekeeping = _check_cpus(spec, facts, check)
     vendor = _check_vendor(spec, facts, check)
     services, missing, masks = _check_services(spec, facts, check)
+    if not spec.ksm:
+        services += tuple(
+            unit
+            for unit in KSM_SERVICES
+            if unit not in services and unit not in masks and facts.unit_file(unit) is not None
+        )
     _check_rest(spec, check)
+    _check_governor(spec, facts, check)
     check.raise_errors()
     assert vendor is not None and housekeeping is not None
     return Resolved(
@@ -392,6 +482,18 @@ def _check_rest(spec: HostSpec, check: Checker) -> None:
             "kernel's 2048 bytes (it drops the rest without a word)",
             "give fewer or shorter arguments",
         )
+
+
+def _check_governor(spec: HostSpec, facts: HostFacts, check: Checker) -> None:
+    offered = facts.cpufreq_governors
+    if spec.cpu_governor == "default" or offered is None or spec.cpu_governor in offered:
+        return
+    check.error(
+        ("cpu_governor",),
+        f"the running kernel has no {spec.cpu_governor!r} governor: its cpufreq driver "
+        f"offers {', '.join(sorted(offered)) or 'none'} (scaling_available_governors)",
+        "choose one of those, or `default` to leave the governor alone",
+    )
 
 
 _REPEATABLE = frozenset({"console", "hugepagesz", "hugepages", "modprobe.blacklist"})

@@ -522,6 +522,67 @@ def _rt_group_sched(ctx: Context) -> Iterator[Found]:
     )
 
 
+# ---- the host kernel and its tuning (host-prep's recipe) ----------------------------
+
+
+@check("kernel-not-rt", "warning", "host")
+def _kernel_not_rt(ctx: Context) -> Iterator[Found]:
+    """A realtime vCPU on a host whose kernel is not PREEMPT_RT (``/sys/kernel/realtime``,
+    else the kernel version, as ``uname -v`` shows it): a vCPU can wait behind
+    non-preemptible kernel sections of milliseconds, whatever else is tuned."""
+    from rtlibvirt.kernel import realtime
+
+    fs = ctx.on.fs
+    if not ctx.dom.realtime_vcpus or fs is None:
+        return
+    rt, evidence = realtime.preempt_rt(fs)
+    if rt is False:
+        yield Found(f"the host kernel is not PREEMPT_RT ({evidence})", realtime.RT_KERNEL_HINT)
+
+
+@check("cpufreq-governor", "warning", "host")
+def _cpufreq_governor(ctx: Context) -> Iterator[Found]:
+    """A realtime vCPU on a host CPU whose cpufreq governor is not ``performance``: the
+    frequency changes under the vCPU (a host without cpufreq is not reported)."""
+    from rtlibvirt.kernel import cpufreq
+
+    fs = ctx.on.fs
+    if not ctx.dom.realtime_vcpus or fs is None:
+        return
+    slow: dict[str, list[int]] = {}
+    for cpu in sorted(ctx.dom.realtime_cpu_set & ctx.on.topology.all):
+        governor = cpufreq.read_small(fs, f"{cpufreq.CPU_DIR}/cpu{cpu}/cpufreq/scaling_governor")
+        if governor is not None and governor != "performance":
+            slow.setdefault(governor, []).append(cpu)
+    for governor, cpus in slow.items():
+        yield Found(
+            f"host {_cpus_label(cpus)} of realtime vCPUs run the {governor!r} cpufreq "
+            "governor: the frequency changes under the vCPUs",
+            "set the performance governor: `cpu_governor: performance` in host.yaml "
+            "(`rtlibvirt host-prep`), or cpufreq.default_governor=performance",
+        )
+
+
+@check("thp-enabled", "warning", "host")
+def _thp_enabled(ctx: Context) -> Iterator[Found]:
+    """Transparent hugepages not ``never`` on a host of realtime vCPUs: khugepaged scans
+    and compaction can stall them (``madvise`` is reported as info)."""
+    from rtlibvirt.kernel import realtime
+
+    fs = ctx.on.fs
+    if not ctx.dom.realtime_vcpus or fs is None:
+        return
+    mode = realtime.thp_mode(fs)
+    if mode in ("always", "madvise"):
+        yield Found(
+            f"transparent hugepages are {mode!r} ({realtime.THP_ENABLED}): khugepaged and "
+            "memory compaction can stall the vCPUs",
+            "`transparent_hugepages: never` in host.yaml (`rtlibvirt host-prep`), or "
+            "transparent_hugepage=never on the kernel command line",
+            severity="info" if mode == "madvise" else None,
+        )
+
+
 # ---------------------------------------------------------------------------
 # The domain itself
 # ---------------------------------------------------------------------------

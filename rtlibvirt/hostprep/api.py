@@ -47,23 +47,47 @@ def is_live(root: Path) -> bool:
     return root.resolve() == Path("/")
 
 
-def program(live: bool) -> str:
-    """The rtlibvirt that rtlibvirt-host.service runs at boot.
+# Where a tree's rtlibvirt usually is (pip, a distribution package, a venv in /opt).
+TREE_PROGRAMS = ("/usr/local/bin/rtlibvirt", "/usr/bin/rtlibvirt", "/opt/rtlibvirt/bin/rtlibvirt")
 
-    On the live host: the ``rtlibvirt`` beside this Python (a virtual
-    environment), else the one on PATH; for a tree the default path.
+
+def program(live: bool, fs: HostFS | None = None) -> tuple[str, str]:
+    """The rtlibvirt that rtlibvirt-host.service runs at boot, and how it was found.
+
+    On the live host: the one running now (``sys.argv[0]``), else the one
+    beside this Python (a virtual environment), else the one on PATH. For a
+    tree: the first of those paths, then :data:`TREE_PROGRAMS`, that is an
+    executable file in the tree; else the default path, said to be missing.
     """
     from rtlibvirt.hostprep.plan import DEFAULT_PROGRAM
 
-    if not live:
-        return DEFAULT_PROGRAM
     argv0 = sys.argv[0] if sys.argv else ""
+    mine: list[tuple[str, str]] = []
     if os.path.basename(argv0) == "rtlibvirt" and os.path.exists(argv0):
-        return os.path.abspath(argv0)
+        mine.append((os.path.abspath(argv0), "the rtlibvirt running this command"))
     beside = os.path.join(os.path.dirname(sys.executable), "rtlibvirt")
     if os.access(beside, os.X_OK):
-        return beside
-    return shutil.which("rtlibvirt") or DEFAULT_PROGRAM
+        mine.append((beside, f"the rtlibvirt beside this Python ({sys.executable})"))
+    found = shutil.which("rtlibvirt")
+    if found:
+        mine.append((os.path.abspath(found), "the rtlibvirt on PATH"))
+    if live:
+        if mine:
+            return mine[0]
+        return DEFAULT_PROGRAM, "no rtlibvirt found on this host (not on PATH): install it there"
+    assert fs is not None
+    for path, _ in [*mine, *((p, "") for p in TREE_PROGRAMS)]:
+        try:
+            if fs.path(path).is_file() and os.access(fs.path(path), os.X_OK):
+                return path, f"found in the tree at {path}"
+        except OSError:
+            continue
+    looked = ", ".join(dict.fromkeys([p for p, _ in mine] + list(TREE_PROGRAMS)))
+    return (
+        DEFAULT_PROGRAM,
+        f"no rtlibvirt in the tree (looked for {looked}): "
+        f"install it at {DEFAULT_PROGRAM} in the tree before it boots, or the unit fails",
+    )
 
 
 def spec_text(data: Mapping[str, Any]) -> bytes:
@@ -124,13 +148,16 @@ def prepare(
         assert data is not None
         doc, text = mapping_document(data, source, "host spec")
         host = resolve(doc, facts, text)
+    path, how = program(live, fs)
     plan = build_plan(
         host,
         facts,
         runtime_only=runtime_only,
-        program=program(live),
+        program=path,
         need_bootloader=need_bootloader,
     )
+    if not runtime_only:
+        plan.note("systemd", f"rtlibvirt-host.service runs {path}: {how}")
     effects = Effects(fs, runtime=live, commands=live)
     journal = Journal(effects)
     _same_profile(journal, guest=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from rtlibvirt.errors import HostError
@@ -61,8 +62,7 @@ def apply(plan: Plan, effects: Effects, journal: Journal) -> Report:
                 report.did(f"mounted {mount.fstype} on {mount.path}")
             for entry in pv.stale_runtime:
                 restore_value(entry, effects, journal, report)
-            for value_change, current in pv.runtime:
-                _set_value(value_change, current, effects, journal, report)
+            _set_values(pv.runtime, effects, journal, report)
         elif pv.runtime or pv.mounts:
             report.did(f"runtime values not written (--root {effects.fs.root})")
         if journal.exists and journal.empty():
@@ -120,12 +120,58 @@ def _apply_grubby(
             )
 
 
+def _set_values(
+    changes: list[tuple[RuntimeChange, str]], effects: Effects, journal: Journal, report: Report
+) -> None:
+    """Set the runtime values; if the kernel refuses one, put back those set so far.
+
+    A refused write (EINVAL: a cpumask or governor the kernel will not take; EIO)
+    leaves no runtime value half done: the ones this call set are written back
+    and forgotten, then one HostError names the value and the kernel's answer.
+    """
+    done: list[tuple[RuntimeChange, str, bool]] = []  # (change, value before, new record)
+    for change, now in changes:
+        fresh = journal.runtime_entry(change.path) is None
+        try:
+            if _set_value(change, now, effects, journal, report):
+                done.append((change, now, fresh))
+        except HostError as exc:
+            if fresh:
+                journal.forget_runtime(change.path)  # recorded, but never changed
+            for undo, before, new in reversed(done):
+                with contextlib.suppress(HostError):
+                    effects.write_value(undo.path, before)
+                    if new:
+                        journal.forget_runtime(undo.path)
+            journal.save()
+            raise HostError(
+                f"the kernel refused {change.label} = {change.value}: {exc.message}"
+                + (
+                    f"; the {len(done)} runtime value(s) set before it were put back"
+                    if done
+                    else ""
+                ),
+                _refused_hint(change),
+            ) from None
+
+
+def _refused_hint(change: RuntimeChange) -> str:
+    if change.path.endswith("/cpumask"):
+        return (
+            "the kernel takes no cpumask without an online CPU, and some workqueues do not "
+            "allow theirs to change; set `unbound_workqueues: default` to leave them alone"
+        )
+    if change.path.endswith("/scaling_governor"):
+        return "choose a governor of scaling_available_governors, or `cpu_governor: default`"
+    return "check the value against the kernel's documentation of that file"
+
+
 def _set_value(
     change: RuntimeChange, now: str, effects: Effects, journal: Journal, report: Report
-) -> None:
+) -> bool:
     if not change.writable:
         report.warn(f"{change.label} is {now}, wanted {change.value}: read-only here, not set")
-        return
+        return False
     entry = journal.runtime_entry(change.path)
     previous = entry["previous"] if entry is not None else now
     journal.record_runtime(change.path, previous, change.value)
@@ -134,3 +180,4 @@ def _set_value(
     report.did(f"set {change.label} {now} -> {change.value}")
     if got != change.value:
         report.warn(f"{change.label}: wrote {change.value} but the kernel now has {got}")
+    return True

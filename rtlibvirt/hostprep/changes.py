@@ -64,6 +64,7 @@ class Plan:
     cmdline: CmdlinePlan
     runtime_only: bool
     bootloader: str = ""  # a sentence: how the kernel arguments reach the boot loader
+    cmdline_problem: str | None = None  # why the kernel arguments cannot be applied here
     files: list[FileChange] = field(default_factory=list)
     grubby: GrubbyChange | None = None
     runtime: list[RuntimeChange] = field(default_factory=list)

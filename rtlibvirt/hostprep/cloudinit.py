@@ -11,7 +11,10 @@ user-data are those of ``guest-prep plan``.
 
 A new guest has no tree to plan on yet: :func:`skeleton` makes the smallest
 tree of its distribution family that the plan needs (os-release, the boot-loader
-tool, its vCPUs, its listed units), or ``--root`` names an image's tree. What
+tool, its vCPUs, its listed units, the workqueue and THP files every distribution
+kernel has), or ``--root`` names an image's tree. A kernel parameter planned only
+where the running kernel has it (``rcutree.nohz_full_patience_delay``) is left
+out without a tree that shows it. What
 cloud-init does is not journaled (rtlibvirt is not in the guest): to undo it
 later, install rtlibvirt in the guest and use guest-prep, or write it off with
 the image.
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rtlibvirt.hostprep.changes import Plan
-from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.kernel.cpuset import format_cpulist, format_mask
 
 # The distribution families a skeleton can be made for: os-release and boot-loader tool.
 DISTROS: dict[str, tuple[str, str]] = {
@@ -55,6 +58,14 @@ def skeleton(root: Path, distro: str, vcpus: int, units: list[str]) -> None:
         tool: ("#!/bin/sh\n", 0o755),
         "/sys/devices/system/cpu/online": (f"{format_cpulist(range(vcpus))}\n", 0o444),
         "/sys/devices/system/cpu/present": (f"{format_cpulist(range(vcpus))}\n", 0o444),
+        # what every Debian and RHEL kernel has: the unbound and writeback workqueue
+        # cpumasks and the THP selector (the plan sets them again at each boot)
+        "/sys/devices/virtual/workqueue/cpumask": (f"{format_mask(range(vcpus))}\n", 0o644),
+        "/sys/devices/virtual/workqueue/writeback/cpumask": (
+            f"{format_mask(range(vcpus))}\n",
+            0o644,
+        ),
+        "/sys/kernel/mm/transparent_hugepage/enabled": ("always [madvise] never\n", 0o644),
     }
     units_dir = "/usr/lib/systemd/system" if distro == "rhel" else "/lib/systemd/system"
     for unit in units:

@@ -20,7 +20,16 @@ from rtlibvirt.config.kernelargs import (
     KernelArg,
     parse_arg,
 )
+from rtlibvirt.hostprep.facts import HostFacts
 from rtlibvirt.kernel import cpuset
+
+PATIENCE = "/sys/module/rcutree/parameters/nohz_full_patience_delay"
+NX_HUGE_PAGES_WHY = (
+    "KVM keeps guests' huge pages whole: no 4K split of executable pages and no "
+    "kvm-nx-lpage-recovery thread zapping them; security trade-off: this turns off the "
+    "iTLB multihit mitigation, so on an affected CPU a guest can crash the host with a "
+    "machine check (kvm_nx_huge_pages: auto keeps it)"
+)
 
 
 def split_cmdline(text: str) -> list[str]:
@@ -45,11 +54,17 @@ class CmdlinePlan:
         return [arg.text for arg in self.args]
 
 
-def plan(host: Resolved) -> CmdlinePlan:
-    """The kernel arguments for ``host``, in a stable order, each with its reason."""
+def plan(host: Resolved, facts: HostFacts | None = None) -> CmdlinePlan:
+    """The kernel arguments for ``host``, in a stable order, each with its reason.
+
+    ``facts``: the host's, to add a parameter only where its kernel has it
+    (``rcutree.nohz_full_patience_delay``); without them such a parameter is
+    left out with a note.
+    """
     spec = host.spec
+    hypervisor = host.hypervisor
     intel = host.vendor == "intel"
-    guest = host.guest is not None  # guest-prep: no argument that belongs to a hypervisor
+    guest = not hypervisor  # guest-prep: no argument that belongs to a hypervisor
     iso, hk = cpuset.format_cpulist(host.isolated), cpuset.format_cpulist(host.housekeeping)
     args: list[KernelArg] = []
     notes: list[str] = []
@@ -71,12 +86,41 @@ def plan(host: Resolved) -> CmdlinePlan:
         "RCU callback threads poll instead of being woken by the real-time CPUs",
     )
     add("irqaffinity", hk, "IRQs go to the housekeeping CPUs by default")
-    one_g = host.hugepages("1G")
+    if spec.rcu_normal_after_boot:
+        add(
+            "rcupdate.rcu_normal_after_boot",
+            "1",
+            "no expedited RCU grace periods after boot: they send IPIs to every CPU, the "
+            "real-time ones too",
+        )
+        if facts is not None and facts.fs.exists(PATIENCE):
+            add(
+                "rcutree.nohz_full_patience_delay",
+                "1000",
+                "RCU leaves a nohz_full CPU running one task alone for up to 1 s before "
+                "it disturbs it for a quiescent state",
+            )
+        else:
+            where = "under the root" if facts is None or not facts.fs.is_live else "here"
+            notes.append(
+                "rcutree.nohz_full_patience_delay: not added: the running kernel "
+                f"{where} has no such parameter ({PATIENCE}; Linux 6.10 and later)"
+            )
+    one_g = host.hugepages("1G") if hypervisor else None
     if one_g is not None:
         add("default_hugepagesz", "1G", "1G pages are the default hugepage size")
         add("hugepagesz", "1G", "the next hugepages= counts 1G pages")
         add("hugepages", str(one_g), f"{one_g} x 1G reserved at boot, while memory is unfragmented")
-    if spec.iommu:
+    if spec.transparent_hugepages != "default":
+        add(
+            "transparent_hugepage",
+            spec.transparent_hugepages,
+            "no khugepaged scans or compaction stalls behind the vCPUs' memory "
+            "(hugepages for VMs are reserved, not transparent)"
+            if spec.transparent_hugepages == "never"
+            else f"transparent hugepages: {spec.transparent_hugepages}",
+        )
+    if spec.iommu and hypervisor:
         if intel:
             add("intel_iommu", "on", "IOMMU on, for VFIO device passthrough")
         else:
@@ -86,7 +130,7 @@ def plan(host: Resolved) -> CmdlinePlan:
                 "unknown option)"
             )
         add("iommu", "pt", "host devices keep identity (passthrough) DMA mappings")
-    if spec.cache_allocation:
+    if spec.cache_allocation and hypervisor:
         add("rdt", "l3cat", "L3 cache allocation for resctrl")
     add("nmi_watchdog", "0", "no NMI watchdog interrupts")
     add("nosoftlockup", None, "no soft-lockup detector")
@@ -115,13 +159,25 @@ def plan(host: Resolved) -> CmdlinePlan:
             if spec.pstate == "disable"
             else f"{driver} in {spec.pstate} mode",
         )
-    if not guest:
+    if spec.cpu_governor != "default":
+        add(
+            "cpufreq.default_governor",
+            spec.cpu_governor,
+            "every CPU starts with this governor: intel_pstate=disable alone leaves the "
+            "fallback driver's default (often schedutil or ondemand), which changes the "
+            "frequency under the vCPUs"
+            if spec.cpu_governor == "performance"
+            else f"every CPU starts with the {spec.cpu_governor} governor",
+        )
+    if hypervisor:
         add("audit", "0", "no audit records from system calls")
         add("kvm.kvmclock_periodic_sync", "N", "no periodic kvmclock updates")
         if intel:
             add("kvm_intel.ple_gap", "0", "no pause-loop exits: vCPUs own their CPUs")
         else:
             add("kvm_amd.pause_filter_count", "0", "no pause-filter exits: vCPUs own their CPUs")
+        if spec.kvm_nx_huge_pages == "off":
+            add("kvm.nx_huge_pages", "off", NX_HUGE_PAGES_WHY)
     if spec.mitigations == "off":
         add("nospectre_v2", None, "Spectre v2 mitigations off (asked: mitigations: off)")
         add("spectre_v2_user", "off", "Spectre v2 user-space mitigations off")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rtlibvirt.errors import HostError
-from rtlibvirt.kernel import files
+from rtlibvirt.kernel import cpuset, files, realtime
 from rtlibvirt.kernel.fs import HostFS
 
 MAX_FILE = 16 << 20  # a file host-prep changes (and keeps the original of) is kilobytes
@@ -67,6 +67,18 @@ class CommandError(HostError):
 
 
 Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
+
+
+def canonical_value(host_path: str, text: str) -> str:
+    """A kernel value as host-prep plans and writes it (see Effects.read_value)."""
+    if "[" in text:
+        return realtime.selected(text)
+    if host_path.endswith("/cpumask"):
+        try:
+            return cpuset.format_mask(cpuset.parse_mask(text))
+        except cpuset.CpuListError:
+            return text
+    return text
 
 
 def run_command(argv: Sequence[str]) -> tuple[int, str, str]:
@@ -152,13 +164,19 @@ class Effects:
         return st.st_uid, st.st_gid
 
     def read_value(self, host_path: str) -> str | None:
-        """A kernel value (``/proc/sys/...``), stripped; None if the file does not exist."""
+        """A kernel value (``/proc/sys/...``), stripped; None if the file does not exist.
+
+        In the form it is written in: a selector's chosen word (``always [never]``
+        -> ``never``), a cpumask without leading zeros (``0003`` -> ``3``), so that
+        what is read compares with what is planned and can be written back.
+        """
         try:
-            return self.fs.read(host_path).strip()
+            text = self.fs.read(host_path).strip()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise HostError(f"{self.fs.path(host_path)}: cannot read: {exc.strerror}") from None
+        return canonical_value(host_path, text)
 
     # ---- changing --------------------------------------------------------
     # Every change is made relative to the parent directory's descriptor

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep.effects import FileState
-from rtlibvirt.kernel import cpuset, mounts
+from rtlibvirt.kernel import cpufreq, cpuset, mounts
 from rtlibvirt.kernel import files as fsutil
 from rtlibvirt.kernel.fs import CPU_DIR, HostFS
 
@@ -66,6 +66,8 @@ class HostFacts:
     kvm_params: frozenset[str] | None = None  # /sys/module/kvm/parameters, if kvm is loaded
     filesystems: frozenset[str] = frozenset()  # from /proc/filesystems
     proc_cmdline: str | None = None
+    # the governors every cpufreq policy offers; None: no cpufreq here
+    cpufreq_governors: frozenset[str] | None = None
     # what host-prep's journal says /etc/systemd/system held before it changed it
     unit_originals: dict[str, FileState] = field(default_factory=dict)
 
@@ -188,6 +190,7 @@ def gather(fs: HostFS) -> HostFacts:
     filesystems = mounts.parse_filesystems(read_text(fs, mounts.FILESYSTEMS) or "")
     cmdline = read_text(fs, "/proc/cmdline")
     unit_originals = _unit_originals(fs)
+    governors = cpufreq.available_governors(fs)
     return HostFacts(
         fs=fs,
         vendor_id=vendor_id,
@@ -199,6 +202,7 @@ def gather(fs: HostFS) -> HostFacts:
         filesystems=filesystems,
         proc_cmdline=cmdline.strip() if cmdline is not None else None,
         unit_originals=unit_originals,
+        cpufreq_governors=governors,
     )
 
 

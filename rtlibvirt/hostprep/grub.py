@@ -52,7 +52,7 @@ def detect(facts: HostFacts, args: Sequence[str]) -> Bootloader:
                 "so host-prep cannot set the kernel command line",
                 f"add these arguments to your boot loader's kernel command line by hand:\n"
                 f"    {by_hand}\n"
-                "  then use `rtlibvirt host-prep apply --runtime-only` for the rest",
+                "  then `rtlibvirt host-prep apply --skip-cmdline` applies the rest",
             )
         return Bootloader(
             "grub-dropin", tool, f"{facts.os_name}: GRUB drop-in {DROPIN}, then update-grub"
@@ -64,7 +64,8 @@ def detect(facts: HostFacts, args: Sequence[str]) -> Bootloader:
                 f"{facts.os_name}: grubby is not installed under {facts.fs.root}, "
                 "so host-prep cannot set the kernel command line",
                 f"install grubby (dnf install grubby), or add these arguments by hand:\n"
-                f"    {by_hand}",
+                f"    {by_hand}\n"
+                "  then `rtlibvirt host-prep apply --skip-cmdline` applies the rest",
             )
         return Bootloader("grubby", tool, f"{facts.os_name}: grubby --update-kernel=ALL")
     name = facts.os_name if facts.os_release else f"no /etc/os-release under {facts.fs.root}"
@@ -73,7 +74,7 @@ def detect(facts: HostFacts, args: Sequence[str]) -> Bootloader:
         "(GRUB drop-in) and on Fedora, RHEL and their kin (grubby)",
         f"add these arguments to your boot loader's kernel command line by hand:\n"
         f"    {by_hand}\n"
-        "  then use `rtlibvirt host-prep apply --runtime-only` for the rest",
+        "  then `rtlibvirt host-prep apply --skip-cmdline` applies the rest",
     )
 
 
@@ -203,6 +204,33 @@ def bls_default_args(fs: HostFS) -> list[str] | None:
     return cmdline.split_cmdline(entries[chosen])
 
 
+_DROPIN_ARGS = re.compile(r"rtlibvirt_args='([^'\n]*)'")
+
+
+def dropin_args(fs: HostFS) -> list[str] | None:
+    """The arguments host-prep's GRUB drop-in appends (its ``rtlibvirt_args='...'``
+    line, read, never run); None without the drop-in or that line."""
+    text = read_text(fs, DROPIN)
+    for line in (text or "").splitlines():
+        m = _DROPIN_ARGS.fullmatch(line.strip())
+        if m:
+            return cmdline.split_cmdline(m.group(1))
+    return None
+
+
+def configured_args(fs: HostFS, method: str | None) -> tuple[list[str] | None, str]:
+    """The kernel arguments the boot-loader files configure, and which files those are.
+
+    For a tree (``--root``), where no boot loader tool ran: the GRUB drop-in's
+    arguments, or the BootLoaderSpec entries grubby edits.
+    """
+    if method == "grub-dropin":
+        return dropin_args(fs), f"the GRUB drop-in {DROPIN} (grub.cfg is made by update-grub)"
+    if method == "grubby":
+        return bls_default_args(fs), f"the default boot entry under {BLS_DIR}"
+    return boot_entry_args(fs, None), f"the boot entry ({GRUB_CFG} or {BLS_DIR})"
+
+
 def boot_entry_args(fs: HostFS, method: str | None) -> list[str] | None:
     """The arguments the next boot will use, where they can be read; None if not known."""
     if method == "grubby":
@@ -256,8 +284,7 @@ def entry_problems(options: str, args: Sequence[str]) -> list[str]:
     problems += [f"{w} left" for w in words if arg_key(w) in keys and w not in args]
     hugepages = [w for w in words if arg_key(w) in ("hugepagesz", "hugepages")]
     wanted = [a for a in args if arg_key(a) in ("hugepagesz", "hugepages")]
-    # the order matters only where hugepages are planned: the user's own are theirs
-    if not problems and wanted and hugepages != wanted:
+    if not problems and wanted and hugepages != wanted:  # none planned: the user's stay
         problems.append(f"hugepage arguments in the order {' '.join(hugepages)}")
     return problems
 

@@ -36,6 +36,7 @@ class Journal:
         self.fs = effects.fs
         self.data: dict[str, Any] = _empty()
         self._lock_fd: int | None = None
+        self._created: list[str] = []  # folders above our own that _mkdir made
         self.exists = False
         self._load()
 
@@ -145,6 +146,8 @@ class Journal:
             if not self.fs.path(os.path.dirname(host_path)).is_dir():
                 self._mkdir(os.path.dirname(host_path))
             self.effects.put(host_path, FileState("dir", mode=0o700))
+            if host_path not in self.own_dirs and not host_path.startswith(self.dir + "/"):
+                self._created.append(host_path)  # e.g. a tree's /var/lib: removed with ours
 
     def lock(self) -> None:
         """Hold the journal's lock (released by the kernel if we die)."""
@@ -169,6 +172,10 @@ class Journal:
 
     def save(self) -> None:
         self._ensure()
+        if self._created:  # recorded in the first save after they were made
+            made = self.data.setdefault("created_dirs", [])
+            made.extend(p for p in self._created if p not in made)
+            self._created = []
         text = json.dumps(self.data, indent=1, sort_keys=True) + "\n"
         self.effects.put(self.path, FileState.file(text.encode("utf-8"), 0o600))
         self.exists = True
@@ -282,7 +289,18 @@ class Journal:
         """Remove the journal and our own directories (once everything is reverted)."""
         self.close()
         self.effects.remove_tree(self.dir)
-        for own in self.own_dirs[1:]:
+        made = sorted(
+            (
+                p
+                for p in self.data.get("created_dirs", [])
+                if isinstance(p, str)
+                and (p == "/var" or p.startswith("/var/"))
+                and os.path.normpath(p) == p
+            ),
+            key=len,
+            reverse=True,
+        )
+        for own in [*self.own_dirs[1:], *made]:  # deepest first; only when empty
             with contextlib.suppress(OSError):
                 if self.fs.path(own).is_dir() and not any(self.fs.path(own).iterdir()):
                     self.effects.put(own, FileState.absent())

@@ -14,15 +14,24 @@ import os
 
 from rtlibvirt.hostprep.changes import FileChange, Plan, RuntimeChange, header
 from rtlibvirt.hostprep.effects import FileState
+from rtlibvirt.kernel.cpufreq import read_small
 
 PATH = "/etc/modprobe.d/50-rtlibvirt.conf"
 KVM_PARAMS = "/sys/module/kvm/parameters"
 
 
+ITLB_MULTIHIT = "/sys/devices/system/cpu/vulnerabilities/itlb_multihit"
+
+
 def plan(plan_: Plan) -> None:
     host, facts = plan_.host, plan_.facts
+    if not host.hypervisor:
+        return  # KVM's options are a hypervisor's business
     intel = host.vendor == "intel"
     kvm = ["kvmclock_periodic_sync=N"]
+    if host.spec.kvm_nx_huge_pages == "off":
+        kvm.append("nx_huge_pages=off")
+        _nx_huge_pages(plan_)
     ns = host.spec.lapic_timer_advance_ns
     params = facts.kvm_params
     if ns is not None:
@@ -64,6 +73,39 @@ def plan(plan_: Plan) -> None:
             "kvm",
             reboot=True,
         )
+    )
+
+
+def _nx_huge_pages(plan_: Plan) -> None:
+    """kvm.nx_huge_pages now, where kvm is loaded; and what the CPU says of iTLB multihit."""
+    fs = plan_.facts.fs
+    state = read_small(fs, ITLB_MULTIHIT)
+    if state is None:
+        plan_.note(
+            "kvm",
+            f"nx_huge_pages=off: {ITLB_MULTIHIT} does not exist under {fs.root}, so whether "
+            "this CPU is affected by iTLB multihit is not known; on an affected CPU a guest "
+            "can crash the host (set `kvm_nx_huge_pages: auto` to keep the mitigation)",
+        )
+    elif state.startswith("Not affected"):
+        plan_.note("kvm", f"nx_huge_pages=off: this CPU is not affected by iTLB multihit ({state})")
+    else:
+        plan_.note(
+            "kvm",
+            f"nx_huge_pages=off: this CPU is affected by iTLB multihit ({state}): with the "
+            "mitigation off a guest can crash the host with a machine check; set "
+            "`kvm_nx_huge_pages: auto` unless every guest is trusted",
+        )
+    path = f"{KVM_PARAMS}/nx_huge_pages"
+    now = read_small(fs, path)
+    if now is None:
+        return
+    if now == "never":  # the mitigation is disabled for good (nx_huge_pages=never)
+        plan_.note("kvm", "nx_huge_pages is 'never' here: huge pages are never split already")
+        return
+    writable = bool(os.stat(fs.path(path)).st_mode & 0o200)
+    plan_.runtime.append(
+        RuntimeChange(path, "N", "kvm.nx_huge_pages", "guests' huge pages stay whole", writable)
     )
 
 

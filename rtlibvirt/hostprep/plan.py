@@ -16,6 +16,7 @@ from typing import Any
 from rtlibvirt.config.host import Resolved
 from rtlibvirt.errors import HostError
 from rtlibvirt.hostprep import cmdline, grub, modprobe, runtime, services, sysctl, systemd
+from rtlibvirt.hostprep import tuned as tuned_notes
 from rtlibvirt.hostprep.changes import FileChange, MountChange, Plan, RuntimeChange
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.facts import HostFacts
@@ -37,7 +38,6 @@ class Module:
     name: str
     add: Callable[[Plan, PlanOptions], None]
     boot_time: bool  # skipped by --runtime-only: its changes take effect at boot
-    hypervisor_only: bool = False  # never planned in a guest (guest-prep)
 
 
 def _grub(plan: Plan, options: PlanOptions) -> None:
@@ -46,6 +46,8 @@ def _grub(plan: Plan, options: PlanOptions) -> None:
     except HostError as exc:
         if options.need_bootloader:
             raise
+        # The rest of the plan stands: shown whole, applied on request (--skip-cmdline).
+        plan.cmdline_problem = exc.message
         plan.note("boot loader", exc.message)
 
 
@@ -54,11 +56,10 @@ MODULES: tuple[Module, ...] = (
     Module("grub", _grub, boot_time=True),
     Module("systemd", lambda plan, options: systemd.plan(plan, options.program), boot_time=True),
     Module("services", lambda plan, options: services.plan(plan), boot_time=True),
-    Module(
-        "modprobe", lambda plan, options: modprobe.plan(plan), boot_time=False, hypervisor_only=True
-    ),
+    Module("modprobe", lambda plan, options: modprobe.plan(plan), boot_time=False),
     Module("sysctl", lambda plan, options: sysctl.plan(plan), boot_time=False),
     Module("runtime", lambda plan, options: runtime.plan(plan), boot_time=False),
+    Module("tuned", lambda plan, options: tuned_notes.plan(plan), boot_time=True),  # notes only
 )
 
 
@@ -75,7 +76,7 @@ def build_plan(
     HostError when the kernel arguments cannot reach a boot loader here, unless
     ``need_bootloader`` is false (verify: the running kernel is still checked).
     """
-    cl = cmdline.plan(host)
+    cl = cmdline.plan(host, facts)
     plan = Plan(
         host=host,
         facts=facts,
@@ -87,8 +88,6 @@ def build_plan(
         plan.note("kernel command line", note)
     options = PlanOptions(program=program, need_bootloader=need_bootloader)
     for module in MODULES:
-        if module.hypervisor_only and host.guest is not None:
-            continue
         if not (runtime_only and module.boot_time):
             module.add(plan, options)
     return plan

@@ -11,7 +11,7 @@ from rtlibvirt.hostprep.changes import FileChange, Plan
 from rtlibvirt.hostprep.effects import Effects, FileState
 from rtlibvirt.hostprep.journal import Journal
 from rtlibvirt.hostprep.plan import Preview
-from rtlibvirt.hostprep.verify import Row, describe_state, verify
+from rtlibvirt.hostprep.verify import Row, compared, describe_state, verify
 from rtlibvirt.kernel import cpuset
 
 
@@ -56,7 +56,14 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
     notes = {topic: [t for p, t in plan.notes if p == topic] for topic, _ in plan.notes}
 
     if not plan.runtime_only:
-        add("\nKernel command line (takes effect at the next boot):\n")
+        if plan.cmdline_problem is None:
+            add("\nKernel command line (takes effect at the next boot):\n")
+        else:
+            add(
+                "\nKernel command line (NOT APPLIABLE here: no boot-loader tool host-prep "
+                "knows; add these by hand, and `apply --skip-cmdline` applies the rest):\n"
+                f"  why: {plan.cmdline_problem}\n"
+            )
         width = max(len(a.text) for a in plan.cmdline.args)
         for arg in plan.cmdline.args:
             add(f"  {arg.text:<{width}}  {arg.why}\n")
@@ -105,7 +112,7 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
         for text in notes.pop("services", []):
             add(f"  note: {text}\n")
 
-    at_boot = "from /etc/sysctl.d" if guest else "by rtlibvirt-host.service"
+    at_boot = "from sysctl.d and rtlibvirt-guest.service" if guest else "by rtlibvirt-host.service"
     add(f"\nRuntime values (now; also at every boot {at_boot}):\n")
     if not effects.runtime:
         add(f"  (not written: with --root {facts.fs.root} only files change)\n")
@@ -143,7 +150,13 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
 def render_rows(rows: list[Row]) -> str:
     headers = ("WHAT", "WANTED", "FOUND", "STATUS")
     cells = [headers] + [
-        (r.what, r.wanted, r.found, r.status.upper() if r.drift else r.status) for r in rows
+        (
+            r.what,
+            r.wanted,
+            r.found,
+            r.status.upper() if r.drift or r.status == "warning" else r.status,
+        )
+        for r in rows
     ]
     widths = [min(max(len(c[i]) for c in cells), 48) for i in range(3)]
     lines = []
@@ -292,6 +305,8 @@ class PlanResult:
             "isolated_cpus": sorted(host.isolated),
             "housekeeping_cpus": sorted(host.housekeeping),
             "bootloader": plan.bootloader or None,
+            "cmdline_appliable": plan.cmdline_problem is None,
+            "cmdline_problem": plan.cmdline_problem,
             "kernel_args": [{"arg": arg.text, "why": arg.why} for arg in plan.cmdline.args]
             if not plan.runtime_only
             else [],
@@ -324,6 +339,7 @@ class VerifyResult:
                 for r in self.rows
             ],
             "differ": len(self.drift),
+            "cmdline_compared": compared(self.prepared.plan, self.prepared.effects),
             "notes": [{"topic": topic, "text": text} for topic, text in self.prepared.plan.notes],
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rtlibvirt.config.host import Resolved
 from rtlibvirt.hostprep.changes import FileChange, Plan, RuntimeChange, header
 from rtlibvirt.hostprep.effects import FileState
 
@@ -22,6 +23,33 @@ VALUES: tuple[tuple[str, str, str, bool], ...] = (
 )
 
 
+def values(host: Resolved) -> list[tuple[str, str, str, bool]]:
+    """:data:`VALUES` and the ones host.yaml's keys ask for (each optional: a kernel
+    without NUMA balancing or the hung-task detector has no such key)."""
+    out = list(VALUES)
+    if not host.spec.numa_balancing:
+        out.append(
+            (
+                "kernel.numa_balancing",
+                "0",
+                "no automatic NUMA balancing: no page-fault scanning of the vCPUs' memory "
+                "(VMs are placed by their pinning)",
+                True,
+            )
+        )
+    timeout = host.spec.hung_task_timeout_secs
+    if timeout is not None:
+        out.append(
+            (
+                "kernel.hung_task_timeout_secs",
+                str(timeout),
+                f"a task blocked behind a FIFO vCPU is reported hung only after {timeout} s",
+                True,
+            )
+        )
+    return out
+
+
 def proc_path(key: str) -> str:
     return "/proc/sys/" + key.replace(".", "/")
 
@@ -29,7 +57,7 @@ def proc_path(key: str) -> str:
 def plan(plan_: Plan) -> None:
     if not plan_.runtime_only:
         lines = [header()]
-        for key, value, why, optional in VALUES:
+        for key, value, why, optional in values(plan_.host):
             lines.append(f"# {why}\n{'-' if optional else ''}{key} = {value}\n")
         plan_.files.append(
             FileChange(
@@ -44,7 +72,7 @@ def plan(plan_: Plan) -> None:
 
 def runtime(plan_: Plan) -> None:
     fs = plan_.facts.fs
-    for key, value, why, _optional in VALUES:
+    for key, value, why, _optional in values(plan_.host):
         path = proc_path(key)
         if not fs.exists(path):
             plan_.note(

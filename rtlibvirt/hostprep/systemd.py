@@ -67,8 +67,7 @@ def plan(plan_: Plan, program: str) -> None:
             reboot=True,
         )
     )
-    if host.guest is not None:  # guest-prep: its own boot-time unit, no host.yaml
-        plan_.files.extend(host.guest.boot_files(reload))
+    if host.guest is not None:  # guest-prep: its own boot-time unit (profiles.guest), no host.yaml
         return
     plan_.files.append(
         FileChange(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from rtlibvirt.hostprep import cmdline, grub, services
 from rtlibvirt.hostprep.changes import Plan
 from rtlibvirt.hostprep.effects import Effects, FileState
+from rtlibvirt.kernel import realtime
 
 
 @dataclass(frozen=True)
@@ -16,11 +17,13 @@ class Row:
     what: str
     wanted: str
     found: str
-    status: str  # "ok", "reboot pending", "differs", "missing", "n/a"
+    status: str  # "ok", "reboot pending", "differs", "missing", "n/a", "warning"
 
     @property
     def drift(self) -> bool:
-        return self.status not in ("ok", "n/a")
+        """Differs from host.yaml; a "warning" (a kernel that is not PREEMPT_RT) is
+        not in host.yaml's hands and is shown, not counted."""
+        return self.status not in ("ok", "n/a", "warning")
 
 
 def describe_state(state: FileState) -> str:
@@ -29,16 +32,47 @@ def describe_state(state: FileState) -> str:
     return state.kind
 
 
+def _method(plan: Plan) -> str | None:
+    if plan.grubby is not None:
+        return "grubby"
+    return "grub-dropin" if plan.bootloader else None
+
+
+def compared(plan: Plan, effects: Effects) -> str:
+    """Which command line verify compares: the running kernel's, or (a tree) the configured."""
+    if not effects.runtime:
+        return f"the configured command line: {grub.configured_args(effects.fs, _method(plan))[1]}"
+    return "the running kernel's /proc/cmdline, and the boot entry for a reboot pending"
+
+
 def verify(plan: Plan, effects: Effects) -> list[Row]:
-    """The live host (or the tree) against the plan, one row per thing checked."""
+    """The live host (or the tree) against the plan, one row per thing checked.
+
+    On a tree (``--root``: no runtime value is written there) the kernel
+    arguments are compared with the boot-loader files, not with a running
+    kernel's /proc/cmdline, and runtime values are shown but not compared
+    (rtlibvirt-host.service sets them when the tree boots).
+    """
     rows: list[Row] = []
     facts = plan.facts
     fs = facts.fs
-    method = "grubby" if plan.grubby is not None else "grub-dropin" if plan.bootloader else None
+    tree = not effects.runtime
+    method = _method(plan)
     boot = grub.boot_entry_args(fs, method)
     live = cmdline.split_cmdline(facts.proc_cmdline) if facts.proc_cmdline is not None else None
+    if tree:
+        configured, _ = grub.configured_args(fs, method)
+        for arg in plan.cmdline.args if not plan.runtime_only else ():
+            if configured is not None and cmdline.present(arg, configured):
+                rows.append(Row(f"cmdline {arg.key}", arg.text, "configured", "ok"))
+            else:
+                have = cmdline.find(arg, configured or [])
+                found = f"{have} instead" if have else "not configured"
+                rows.append(
+                    Row(f"cmdline {arg.key}", arg.text, found, "differs" if have else "missing")
+                )
     if not plan.runtime_only:
-        for arg in plan.cmdline.args:
+        for arg in plan.cmdline.args if not tree else ():
             in_live = live is not None and cmdline.present(arg, live)
             in_boot = boot is not None and cmdline.present(arg, boot)
             if in_live:
@@ -85,6 +119,9 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
         current = effects.read_value(value_change.path)
         if current is None:
             rows.append(Row(value_change.label, value_change.value, "absent", "n/a"))
+        elif tree:
+            shown = f"{current} (a tree: set at its boot)"
+            rows.append(Row(value_change.label, value_change.value, shown, "n/a"))
         else:
             rows.append(
                 Row(
@@ -95,5 +132,10 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
                 )
             )
     for mount in plan.mounts:
-        rows.append(Row(f"mount {mount.path}", mount.fstype, "not mounted", "missing"))
+        status = "n/a" if tree else "missing"
+        rows.append(Row(f"mount {mount.path}", mount.fstype, "not mounted", status))
+    rt, evidence = realtime.preempt_rt(fs)
+    if rt is not None:
+        found = "PREEMPT_RT" if rt else f"not PREEMPT_RT: {evidence}"
+        rows.append(Row("kernel", "PREEMPT_RT", found, "ok" if rt else "warning"))
     return rows

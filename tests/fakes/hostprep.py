@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from rtlibvirt.hostprep.plan import build_plan
 from rtlibvirt.hostprep.report import Report
 from rtlibvirt.hostprep.revert import revert as revert_plan
 from rtlibvirt.kernel.fs import HostFS
-from tests.fakes.roots import BIN, make_tree
+from tests.fakes.roots import BIN, KernelTree, make_tree
 
 SEED_HOST = """\
 # The seed checklist's host: 14 CPUs, CPU 4 for the real-time vCPU.
@@ -41,6 +41,7 @@ class Host:
     root: Path
     log: Path
     spec: Path
+    refuse: dict[str, int] = field(default_factory=dict)  # kernel files that refuse writes
 
     def commands(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
@@ -53,7 +54,12 @@ class Host:
     def effects(
         self, live: bool = True, before_change: Callable[[str], None] | None = None
     ) -> Effects:
-        return Effects(HostFS(self.root), runtime=live, commands=live, before_change=before_change)
+        return Effects(
+            KernelTree(self.root, self.refuse),
+            runtime=live,
+            commands=live,
+            before_change=before_change,
+        )
 
     def apply(
         self,

@@ -9,10 +9,15 @@ that record their arguments and act on the tree.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
 from pathlib import Path
+from typing import ClassVar
+
+from rtlibvirt.kernel.cpuset import format_mask, parse_mask
+from rtlibvirt.kernel.fs import HostFS
 
 BIN = Path(__file__).resolve().parent / "bin"
 
@@ -247,8 +252,14 @@ def make_tree(
     vendor: str = "GenuineIntel",
     kvm_param: str = "lapic_timer_advance_ns",
     proc: bool = True,
+    rt: bool = True,
+    cpufreq: bool = True,
 ) -> Path:
-    """A fake root of ``distro`` (debian, ubuntu, rhel, or anything else: unknown)."""
+    """A fake root of ``distro`` (debian, ubuntu, rhel, or anything else: unknown).
+
+    ``rt``: a PREEMPT_RT kernel (its version string says so, as uname -v does);
+    ``cpufreq``: acpi-cpufreq's one policy per CPU, and energy_perf_bias.
+    """
     root.mkdir(parents=True, exist_ok=True)
     for d in ("etc", "var/lib", "run", "usr/sbin", "boot"):
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -278,6 +289,7 @@ def make_tree(
             write(
                 root, f"/sys/devices/system/machinecheck/machinecheck{cpu}/check_interval", "300\n"
             )
+        add_recipe_files(root, distro, cpus=cpus, rt=rt, cpufreq=cpufreq)
     units = "/usr/lib/systemd/system" if distro == "rhel" else "/lib/systemd/system"
     for name in ("irqbalance", "wpa_supplicant"):
         write(root, f"{units}/{name}.service", UNIT.format(name=name))
@@ -336,6 +348,117 @@ def make_tree(
             'NAME="Alpine Linux"\nID=alpine\nPRETTY_NAME="Alpine Linux v3.20"\n',
         )
     return root
+
+
+KERNEL_VERSION = {
+    # /proc/sys/kernel/version (uname -v) of each distribution's kernels
+    ("debian", True): "#1 SMP PREEMPT_RT Debian 6.1.115-1 (2024-11-01)",
+    ("debian", False): "#1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)",
+    ("ubuntu", True): "#12~24.04.1-Ubuntu SMP PREEMPT_RT Thu Oct 10 10:55:18 UTC 2024",
+    ("ubuntu", False): "#45-Ubuntu SMP PREEMPT_DYNAMIC Fri Aug 30 12:02:04 UTC 2024",
+    ("rhel", True): "#1 SMP PREEMPT_RT Thu Apr 4 20:26:50 EDT 2024",
+    ("rhel", False): "#1 SMP PREEMPT_DYNAMIC Fri Mar 29 23:14:13 EDT 2024",
+}
+GOVERNORS = "conservative ondemand userspace powersave performance schedutil"
+
+
+def add_recipe_files(
+    root: Path, distro: str, *, cpus: int, rt: bool = True, cpufreq: bool = True
+) -> None:
+    """The kernel files of the rest of the real-time recipe, as a distribution kernel
+    on an Intel server has them: RCU and KVM parameters, THP, KSM, NUMA balancing,
+    hung-task timeout, cpufreq (acpi-cpufreq, schedutil), energy_perf_bias, and the
+    sysfs workqueues (Linux 6.1's writeback and blkcg_punt_bio)."""
+    version = KERNEL_VERSION.get((distro, rt), KERNEL_VERSION[("debian", rt)])
+    write(root, "/proc/sys/kernel/version", version + "\n", 0o444)
+    if rt and distro == "rhel":
+        write(root, "/sys/kernel/realtime", "1\n", 0o444)  # kernel-rt has the RT patch set's file
+    write(root, "/proc/sys/kernel/numa_balancing", "1\n")
+    write(root, "/proc/sys/kernel/hung_task_timeout_secs", "120\n")
+    write(root, "/sys/module/rcutree/parameters/nohz_full_patience_delay", "0\n", 0o444)
+    write(root, "/sys/module/rcupdate/parameters/rcu_normal_after_boot", "0\n", 0o444)
+    write(root, "/sys/module/kvm/parameters/nx_huge_pages", "Y\n")
+    write(
+        root,
+        "/sys/devices/system/cpu/vulnerabilities/itlb_multihit",
+        "KVM: Mitigation: Split huge pages\n",
+        0o444,
+    )
+    write(root, "/sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n")
+    write(root, "/sys/kernel/mm/ksm/run", "0\n")
+    full = format(2**cpus - 1, "x").rjust((cpus + 3) // 4, "0")
+    write(root, "/sys/devices/virtual/workqueue/cpumask", full + "\n")
+    for name in ("writeback", "blkcg_punt_bio"):
+        write(root, f"/sys/devices/virtual/workqueue/{name}/cpumask", full + "\n")
+        write(root, f"/sys/devices/virtual/workqueue/{name}/per_cpu", "0\n", 0o444)
+    if cpufreq:
+        for cpu in range(cpus):
+            policy = f"/sys/devices/system/cpu/cpufreq/policy{cpu}"
+            write(root, f"{policy}/scaling_governor", "schedutil\n")
+            write(root, f"{policy}/scaling_available_governors", GOVERNORS + "\n", 0o444)
+            write(root, f"/sys/devices/system/cpu/cpu{cpu}/power/energy_perf_bias", "6\n")
+
+
+class KernelTree(HostFS):
+    """A HostFS over a fake root whose kernel files answer writes as the kernel does.
+
+    Selector files (``transparent_hugepage/enabled``) take one of their words and
+    read back as the whole list with that word in brackets; cpumasks take a hex
+    mask, refuse one without a present CPU (EINVAL) and read back in the kernel's
+    width; ``scaling_governor`` takes only a governor of its policy's
+    ``scaling_available_governors`` (EINVAL); ``energy_perf_bias`` takes 0-15 or
+    a name and reads back the number. ``refuse``: paths whose every write fails
+    with that errno (a workqueue the kernel will not move: EINVAL, EIO).
+    """
+
+    EPB: ClassVar[dict[str, int]] = {
+        "performance": 0,
+        "balance-performance": 4,
+        "normal": 6,
+        "balance-power": 8,
+        "power": 15,
+    }
+
+    def __init__(self, root: Path | str, refuse: dict[str, int] | None = None) -> None:
+        super().__init__(root)
+        self.refuse = dict(refuse or {})
+        self.writes: list[tuple[str, str]] = []
+
+    def _fail(self, host_path: str, code: int = errno.EINVAL) -> OSError:
+        return OSError(code, os.strerror(code), host_path)
+
+    def write(self, host_path: str, value: str) -> None:
+        text = value.rstrip("\n")
+        if host_path in self.refuse:
+            raise self._fail(host_path, self.refuse[host_path])
+        current = self.read_or(host_path, "")
+        if "[" in current:
+            words = [w.strip("[]") for w in current.split()]
+            if text not in words:
+                raise self._fail(host_path)
+            text = " ".join(f"[{w}]" if w == text else w for w in words)
+        elif host_path.endswith("/cpumask"):
+            try:
+                cpus = parse_mask(text)
+            except ValueError:
+                raise self._fail(host_path) from None
+            present = self.cpus_present()
+            if not cpus & present:
+                raise self._fail(host_path)
+            text = format_mask(cpus, max(present) + 1)
+        elif host_path.endswith("/scaling_governor"):
+            offered = self.read_or(
+                host_path.replace("scaling_governor", "scaling_available_governors"), ""
+            )
+            if text not in offered.split():
+                raise self._fail(host_path)
+        elif host_path.endswith("/energy_perf_bias"):
+            number = self.EPB.get(text, int(text) if text.isdigit() else -1)
+            if not 0 <= number <= 15:
+                raise self._fail(host_path)
+            text = str(number)
+        super().write(host_path, text)
+        self.writes.append((host_path, text))
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, bytes]]:

@@ -330,3 +330,44 @@ def test_cpu_quota_and_cpu_model() -> None:
         "<cputune>", "<cputune><period>100000</period><quota>50000</quota>"
     )
     assert domain_codes(throttled)["cpu-quota"] == "warning"
+
+
+# ---- the host kernel and its tuning ----------------------------------------------------
+
+
+def test_kernel_not_rt(fake: FakeSys) -> None:
+    fake.write("/proc/sys/kernel/version", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)")
+    h = host(host_uri("single-node"), fake.fs)
+    assert codes(h, make_spec())["kernel-not-rt"] == "warning"
+    assert "PREEMPT_DYNAMIC" in finding(h, make_spec(), "kernel-not-rt")
+    assert "kernel-not-rt" not in codes(h, make_spec(realtime=False))
+    fake.write("/proc/sys/kernel/version", "#1 SMP PREEMPT_RT Debian 6.1.115-1 (2024-11-01)")
+    assert "kernel-not-rt" not in codes(host(host_uri("single-node"), fake.fs), make_spec())
+    fake.write("/sys/kernel/realtime", "1")  # the RT patch set's file decides first
+    fake.write("/proc/sys/kernel/version", "#1 SMP PREEMPT Fri Mar 29 23:14:13 EDT 2024")
+    assert "kernel-not-rt" not in codes(host(host_uri("single-node"), fake.fs), make_spec())
+
+
+def test_kernel_unknown_is_not_reported(fake: FakeSys) -> None:
+    assert "kernel-not-rt" not in codes(host(host_uri("single-node"), fake.fs), make_spec())
+
+
+def test_cpufreq_governor(fake: FakeSys) -> None:
+    fake.write("/sys/devices/system/cpu/cpu5/cpufreq/scaling_governor", "schedutil")
+    fake.write("/sys/devices/system/cpu/cpu4/cpufreq/scaling_governor", "performance")
+    h = host(host_uri("single-node"), fake.fs)
+    assert codes(h, make_spec())["cpufreq-governor"] == "warning"
+    text = finding(h, make_spec(), "cpufreq-governor")
+    assert "CPU 5" in text and "'schedutil'" in text
+    fake.write("/sys/devices/system/cpu/cpu5/cpufreq/scaling_governor", "performance")
+    assert "cpufreq-governor" not in codes(host(host_uri("single-node"), fake.fs), make_spec())
+
+
+@pytest.mark.parametrize(("mode", "severity"), [("always", "warning"), ("madvise", "info")])
+def test_thp_enabled(fake: FakeSys, mode: str, severity: str) -> None:
+    words = " ".join(f"[{w}]" if w == mode else w for w in ("always", "madvise", "never"))
+    fake.write("/sys/kernel/mm/transparent_hugepage/enabled", words)
+    h = host(host_uri("single-node"), fake.fs)
+    assert codes(h, make_spec())["thp-enabled"] == severity
+    fake.write("/sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]")
+    assert "thp-enabled" not in codes(host(host_uri("single-node"), fake.fs), make_spec())

@@ -102,7 +102,9 @@ def test_disable_and_mask_equal_systemctl_and_revert_is_exact(
     original = snapshot(root)
     expected = expected_by_systemctl(root, tmp_path, disable, mask)
     spec = tmp_path / "host.yaml"
-    spec.write_text(f"isolated_cpus: 4\ndisable_services: {disable}\nmask_services: {mask}\n")
+    spec.write_text(  # ksm: true: only the units listed here
+        f"isolated_cpus: 4\nksm: true\ndisable_services: {disable}\nmask_services: {mask}\n"
+    )
 
     code, out, err = run("host-prep", "apply", str(spec), "--root", str(root), "--yes")
     assert code == 0, err

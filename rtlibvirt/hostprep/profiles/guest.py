@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # what plans and reads a tree; `render` and the probe need on
 UNIT = "rtlibvirt-guest.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 WANTS_LINK = f"/etc/systemd/system/multi-user.target.wants/{UNIT}"
-KTHREAD_SCRIPT = "/usr/local/sbin/rtlibvirt-guest-kthreads"
+BOOT_SCRIPT = "/usr/local/sbin/rtlibvirt-guest-boot"
 # The kernel threads raised, in the order of vm.yaml's guest.kthreads keys.
 KTHREADS = ("ksoftirqd", "ktimers", "rcuc", "rcub")
 
@@ -82,8 +82,12 @@ class GuestProfile:
     housekeeping: frozenset[int]
     kthreads: tuple[tuple[str, int], ...]  # (name, SCHED_FIFO priority), priority > 0
 
-    def boot_files(self, reload: tuple[tuple[str, ...], ...]) -> list[FileChange]:
-        """The boot-time unit that raises the kernel threads, its script, its enable link.
+    def boot_files(
+        self, values: Sequence[tuple[str, str]], reload: tuple[tuple[str, ...], ...]
+    ) -> list[FileChange]:
+        """The boot-time unit: its script (the kernel threads raised, and ``values``: the
+        plan's /sys values that do not survive a reboot, such as the workqueue cpumasks),
+        the unit, and its enable link.
 
         Enabled by its ``multi-user.target.wants`` link, which is all that
         ``systemctl enable`` makes for a unit with only ``WantedBy=multi-user.target``:
@@ -92,22 +96,28 @@ class GuestProfile:
         from rtlibvirt.hostprep.changes import FileChange
         from rtlibvirt.hostprep.effects import FileState
 
-        if not self.kthreads:
+        if not self.kthreads and not values:
             return []
-        names = ", ".join(f"{name}/N at {prio}" for name, prio in self.kthreads)
+        what = []
+        if self.kthreads:
+            names = ", ".join(f"{name}/N at {prio}" for name, prio in self.kthreads)
+            what.append(f"raises the guest's per-CPU kernel threads to SCHED_FIFO ({names})")
+        if values:
+            what.append(f"writes {len(values)} /sys value{'s' if len(values) > 1 else ''}")
+        text = boot_script(self.kthreads, values, self.source)
         return [
             FileChange(
-                KTHREAD_SCRIPT,
-                FileState.file(kthread_script(self.kthreads, self.source).encode(), 0o755),
-                f"raises the guest's per-CPU kernel threads to SCHED_FIFO ({names})",
-                "kthreads",
+                BOOT_SCRIPT,
+                FileState.file(text.encode(), 0o755),
+                "; ".join(what),
+                "boot",
                 reboot=True,
             ),
             FileChange(
                 UNIT_PATH,
                 FileState.file(unit_text(self.source).encode()),
-                f"runs {KTHREAD_SCRIPT} at each boot",
-                "kthreads",
+                f"runs {BOOT_SCRIPT} at each boot",
+                "boot",
                 reboot=True,
                 then=reload,
             ),
@@ -115,7 +125,7 @@ class GuestProfile:
                 WANTS_LINK,
                 FileState.symlink(UNIT_PATH),
                 f"enables {UNIT} (what `systemctl enable` does)",
-                "kthreads",
+                "boot",
                 then=reload,
             ),
         ]
@@ -125,38 +135,52 @@ def header(source: str) -> str:
     return GUEST_HEADER.format(source=source)
 
 
-def kthread_script(kthreads: Sequence[tuple[str, int]], source: str) -> str:
-    """A POSIX shell script: every kernel thread NAME/N to SCHED_FIFO at its priority."""
-    cases = "".join(f"        {name}/[0-9]*) prio={prio} ;;\n" for name, prio in kthreads)
-    return (
-        "#!/bin/sh\n"
-        + header(_base(source))
-        + "# The guest's per-CPU kernel threads to SCHED_FIFO, at the priorities of TuneD's\n"
-        "# realtime-virtual-guest profile, so that they run ahead of ordinary tasks (and below\n"
-        "# the real-time application): run at each boot by rtlibvirt-guest.service.\n"
-        "status=0\n"
-        "for dir in /proc/[0-9]*; do\n"
-        '    comm=$(cat "$dir/comm" 2>/dev/null) || continue\n'
-        '    case "$comm" in\n'
-        f"{cases}"
-        "        *) continue ;;\n"
-        "    esac\n"
-        '    chrt --fifo --pid "$prio" "${dir#/proc/}" || status=1\n'
-        "done\n"
-        'exit "$status"\n'
-    )
+def boot_script(
+    kthreads: Sequence[tuple[str, int]], values: Sequence[tuple[str, str]], source: str
+) -> str:
+    """A POSIX shell script: every kernel thread NAME/N to SCHED_FIFO at its priority, then
+    each (/sys path, value) written; exit 1 if anything could not be done."""
+    import shlex
+
+    out = [
+        "#!/bin/sh\n",
+        header(_base(source)),
+        "# What the guest needs again at each boot, run by rtlibvirt-guest.service.\n",
+        "status=0\n",
+    ]
+    if kthreads:
+        cases = "".join(f"        {name}/[0-9]*) prio={prio} ;;\n" for name, prio in kthreads)
+        out.append(
+            "# The per-CPU kernel threads to SCHED_FIFO, at the priorities of TuneD's\n"
+            "# realtime-virtual-guest profile: ahead of ordinary tasks, below the real-time\n"
+            "# application.\n"
+            "for dir in /proc/[0-9]*; do\n"
+            '    comm=$(cat "$dir/comm" 2>/dev/null) || continue\n'
+            '    case "$comm" in\n'
+            f"{cases}"
+            "        *) continue ;;\n"
+            "    esac\n"
+            '    chrt --fifo --pid "$prio" "${dir#/proc/}" || status=1\n'
+            "done\n"
+        )
+    if values:
+        out.append("# Values of /sys that do not survive a reboot (the plan's runtime values).\n")
+        for path, value in values:
+            out.append(f"printf '%s\\n' {shlex.quote(value)} > {shlex.quote(path)} || status=1\n")
+    out.append('exit "$status"\n')
+    return "".join(out)
 
 
 def unit_text(source: str) -> str:
     return header(_base(source)) + (
         "[Unit]\n"
-        "Description=rtlibvirt: the guest's per-CPU kernel threads to SCHED_FIFO\n"
+        "Description=rtlibvirt: the guest's real-time settings that do not survive a reboot\n"
         "After=local-fs.target\n"
         "\n"
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
-        f"ExecStart={KTHREAD_SCRIPT}\n"
+        f"ExecStart={BOOT_SCRIPT}\n"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
@@ -231,6 +255,16 @@ def derive(
         disable_services=g.disable_services,
         mask_services=g.mask_services,
         extra_kernel_args=g.extra_kernel_args,
+        # the host recipe's items, as they apply inside a guest (each item: docs/guest.md)
+        rcu_normal_after_boot=True,
+        transparent_hugepages="never",
+        numa_balancing=False,
+        hung_task_timeout_secs=600,
+        unbound_workqueues="housekeeping",
+        ksm=True,  # left alone: page merging is the host's business
+        kvm_nx_huge_pages="auto",  # a hypervisor's (never planned in a guest)
+        cpu_governor="default",  # a guest's vCPUs have no frequency of their own
+        energy_perf_bias="default",
     )
     kthreads = tuple(
         (name, getattr(g.kthreads, name)) for name in KTHREADS if getattr(g.kthreads, name) > 0
@@ -246,6 +280,7 @@ def derive(
         source=source,
         text=b"",
         warnings=(),
+        hypervisor=False,
         guest=GuestProfile(g, source, rt, housekeeping, kthreads),
     )
 
@@ -318,36 +353,33 @@ def finish(plan: Plan) -> None:
         if want.kind == "file" and theirs in want.data:
             data = want.data.replace(theirs, ours, 1)
             plan.files[index] = dataclasses.replace(change, want=FileState.file(data, want.mode))
+    values = [(c.path, c.value) for c in plan.runtime if c.path.startswith("/sys/")]
+    reload = (("systemctl", "daemon-reload"),) if plan.facts.systemd_running else ()
+    boot = profile.boot_files(values, reload)
+    plan.files.extend(boot)
     plan.note("kernel", preempt_rt(plan.facts))
-    if profile.kthreads:
+    if boot:
         plan.note(
-            "kthreads",
-            f"{UNIT} raises them at each boot; `guest-prep revert` removes it, and the "
-            "priorities it set stay until the next boot",
+            "boot",
+            f"{UNIT} sets the kernel threads' priorities and the /sys values again at each "
+            "boot; `guest-prep revert` removes it (what it set stays until the next boot)",
         )
 
 
 def preempt_rt(facts: HostFacts) -> str:
-    """Whether the guest's running kernel is PREEMPT_RT, and where to get one if not."""
-    from rtlibvirt.hostprep.facts import read_text
+    """Whether the guest's running kernel is PREEMPT_RT (kernel.realtime), and the package
+    that provides one on the guest's distribution if not."""
+    from rtlibvirt.kernel import realtime
 
-    fs = facts.fs
-    flag = read_text(fs, "/sys/kernel/realtime")
-    version = read_text(fs, "/proc/sys/kernel/version") or ""
-    if (flag or "").strip() == "1" or "PREEMPT_RT" in version:
-        return "the running kernel is PREEMPT_RT"
+    rt, evidence = realtime.preempt_rt(facts.fs)
+    if rt:
+        return f"the running kernel is PREEMPT_RT ({evidence})"
     package = next((RT_KERNEL_PACKAGES[i] for i in facts.os_ids if i in RT_KERNEL_PACKAGES), None)
     get = (
         f"install {package} and boot it"
         if package
         else "install your distribution's PREEMPT_RT kernel and boot it"
     )
-    if flag is None and not version:
-        return (
-            f"whether the kernel is PREEMPT_RT is not known under {fs.root} (no "
-            f"/sys/kernel/realtime, no /proc/sys/kernel/version): for bounded latency, {get}"
-        )
-    return (
-        "the running kernel is not PREEMPT_RT (no /sys/kernel/realtime = 1): "
-        f"for bounded latency in the guest, {get}"
-    )
+    if rt is None:
+        return f"whether the kernel is PREEMPT_RT is not known ({evidence}): {get}"
+    return f"the running kernel is not PREEMPT_RT ({evidence}): for bounded latency, {get}"
