@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.cfg scripts/install-deps
 	scripts/install-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[host,test]'
 	touch $@
 
 setup: $(STAMP)

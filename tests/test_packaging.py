@@ -20,25 +20,29 @@ def test_wheel_contains_templates_and_hook(wheel: Path) -> None:
     assert not any(n.startswith(("xml_templates/", "hooks/", "tests/")) for n in names)
 
 
-def test_installed_wheel_works_from_another_folder(wheel: Path, tmp_path: Path) -> None:
-    env_dir = tmp_path / "env"
+def fresh_env(env_dir: Path, wheel: Path, deps: Path) -> Path:
+    """A new venv with rtlibvirt from ``wheel`` only and its dependencies from ``deps``
+    (a folder on its path: no network, no compiling libvirt-python again); its Python."""
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    # The dependencies come from this environment (no network, no compiling
-    # libvirt-python again); rtlibvirt itself only from the wheel.
     env_site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    deps = sysconfig.get_paths()["purelib"]
-    Path(env_site, "deps.pth").write_text(deps + "\n")
+    Path(env_site, "deps.pth").write_text(f"{deps}\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         check=True,
         capture_output=True,
     )
+    return python
+
+
+def test_installed_wheel_works_from_another_folder(wheel: Path, tmp_path: Path) -> None:
+    env_dir = tmp_path / "env"
+    python = fresh_env(env_dir, wheel, Path(sysconfig.get_paths()["purelib"]))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     probe = subprocess.run(
@@ -64,3 +68,67 @@ def test_installed_wheel_works_from_another_folder(wheel: Path, tmp_path: Path) 
         text=True,
     )
     assert rendered.stdout == (REPO / "tests" / "expected" / "plc.xml").read_text()
+
+
+# What a guest's `pip install rtlibvirt` brings: the core dependencies, not libvirt-python.
+GUEST_DEPS = ("click", "jinja2", "markupsafe", "lxml", "ruamel")
+
+
+def test_wheel_needs_libvirt_python_only_for_its_host_extra(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    libvirt = [line for line in requires if "libvirt-python" in line]
+    assert libvirt and all('extra == "host"' in line for line in libvirt), requires
+    assert "Provides-Extra: host" in metadata
+
+
+def test_guest_install_without_libvirt_runs_guest_prep(wheel: Path, tmp_path: Path) -> None:
+    """A fresh venv with the wheel and its core dependencies only (no libvirt-python):
+    guest-prep plans on a faithful root; a command that needs libvirt says what to install."""
+    from tests.fakes.roots import make_tree
+
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    here = Path(sysconfig.get_paths()["purelib"])
+    for entry in here.iterdir():
+        top = entry.name.split("-")[0].split(".")[0].lower().replace("_yaml", "")
+        if top in GUEST_DEPS:
+            (deps / entry.name).symlink_to(entry)
+    env_dir = tmp_path / "env"
+    python = fresh_env(env_dir, wheel, deps)
+    no_libvirt = subprocess.run(
+        [str(python), "-c", "import libvirt"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert no_libvirt.returncode == 1 and "No module named 'libvirt'" in no_libvirt.stderr
+
+    root = make_tree(tmp_path / "guest-root", "debian", cpus=4)
+    rtlibvirt = str(env_dir / "bin" / "rtlibvirt")
+    done = subprocess.run(
+        [rtlibvirt, "guest-prep", "plan", str(EXAMPLES / "plc.yaml"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "isolcpus=managed_irq,domain,1-3" in done.stdout and "irqaffinity=0" in done.stdout
+    host_yaml = tmp_path / "host.yaml"
+    host_yaml.write_text("isolated_cpus: 1-3\n")
+    done = subprocess.run(
+        [rtlibvirt, "host-prep", "plan", str(host_yaml), "--root", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nohz_full=1-3" in done.stdout
+    refused = subprocess.run(
+        [rtlibvirt, "define", str(EXAMPLES / "plc.yaml"), "--connect", "test:///default"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "pip install 'rtlibvirt[host]'" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -135,6 +135,7 @@ COMMANDS = {
     "schema": "vm:schema",
     "hook": "hook:hook",
     "host-prep": "hostprep:host_prep",
+    "guest-prep": "guestprep:guest_prep",
     "check": "fit:check",
     "tune": "fit:tune",
     "status": "fit:status",

@@ -92,10 +92,14 @@ def plan(host_file: Path, root: Path, runtime_only: bool, as_json: bool) -> None
       rtlibvirt host-prep plan host.yaml --runtime-only
       rtlibvirt host-prep plan host.yaml --root /srv/image   # a tree; cpu_vendor if no /proc
     """
+    show_plan(_prepare(host_file, root, runtime_only, need_bootloader=False), as_json)
+
+
+def show_plan(prepared: Any, as_json: bool) -> None:
+    """``plan``: host-prep's and guest-prep's."""
     from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_plan
 
-    prepared = _prepare(host_file, root, runtime_only, need_bootloader=False)
     result = api.run_plan(prepared)
     if as_json:
         _echo_json(result.to_json())
@@ -141,13 +145,31 @@ def apply(
       rtlibvirt host-prep apply host.yaml --runtime-only --yes
       rtlibvirt host-prep apply host.yaml --skip-cmdline   # no update-grub/grubby here
     """
+    do_apply(
+        lambda: _prepare(host_file, root, runtime_only, need_bootloader=not skip_cmdline),
+        root,
+        yes,
+        runtime_only,
+        as_json,
+    )
+
+
+def do_apply(
+    prepare: Callable[[], Any],
+    root: Path,
+    yes: bool,
+    runtime_only: bool,
+    as_json: bool,
+    command: str = "host-prep",
+) -> None:
+    """``apply``: host-prep's and guest-prep's (``prepare`` makes the Prepared)."""
     from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_plan
 
     if as_json and not yes:
         raise InputError("--json needs --yes: there is no question to answer in JSON")
     api.need_root(root)
-    prepared = _prepare(host_file, root, runtime_only, need_bootloader=not skip_cmdline)
+    prepared = prepare()
     if as_json:
         _echo_json(api.run_apply(prepared).to_json())
         return
@@ -156,14 +178,15 @@ def apply(
     quiet = yes and runtime_only  # rtlibvirt-host.service at boot: only what it did
     if not quiet:
         click.echo(render_plan(prepared.plan, pv, prepared.effects, prepared.journal), nl=False)
+    machine = "guest" if command == "guest-prep" else "host"
     if not planned.changed:
         if quiet:
-            click.echo("The host already matches; nothing changed.")
+            click.echo(f"The {machine} already matches; nothing changed.")
         return
     if not yes:
         if not sys.stdin.isatty():
             raise InputError(
-                "refusing to change the host without --yes: standard input is not a terminal"
+                f"refusing to change the {machine} without --yes: standard input is not a terminal"
             )
         if not click.confirm("\nApply these changes?", default=False):
             click.echo("Nothing was changed.")
@@ -176,7 +199,7 @@ def apply(
     for warning in report.warnings if report else []:
         click.echo(f"warning: {warning}", err=True)
     click.echo(
-        "Applied. `rtlibvirt host-prep verify` checks it; `rtlibvirt host-prep revert` undoes it."
+        f"Applied. `rtlibvirt {command} verify` checks it; `rtlibvirt {command} revert` undoes it."
     )
 
 
@@ -198,10 +221,14 @@ def verify(ctx: click.Context, host_file: Path, root: Path, as_json: bool) -> No
       rtlibvirt host-prep verify host.yaml --json | jq '.rows[] | select(.status != "ok")'
       rtlibvirt host-prep verify host.yaml --root /srv/image
     """
+    do_verify(ctx, _prepare(host_file, root, False, need_bootloader=False), as_json)
+
+
+def do_verify(ctx: click.Context, prepared: Any, as_json: bool) -> None:
+    """``verify``: host-prep's and guest-prep's; exit 3 on drift."""
     from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.report import render_rows
 
-    prepared = _prepare(host_file, root, False, need_bootloader=False)
     for topic, text in prepared.plan.notes:
         if topic in ("boot loader", "tuned"):
             click.echo(f"note: {text}", err=True)
@@ -244,6 +271,11 @@ def revert(root: Path, as_json: bool) -> None:
       rtlibvirt host-prep revert
       rtlibvirt host-prep revert --root /srv/image
     """
+    do_revert(root, as_json)
+
+
+def do_revert(root: Path, as_json: bool) -> None:
+    """``revert``: host-prep's and guest-prep's (one journal: a machine is a host or a guest)."""
     from rtlibvirt.hostprep import api
 
     result = api.run_revert(root)

@@ -30,8 +30,8 @@ from rtlibvirt.cli.options import (
 def render(spec_file: Path, output: Path | None) -> None:
     """Print the libvirt domain XML of VM.yaml. Needs no libvirt daemon.
 
-    On standard error it recommends the guest kernel's isolation of the
-    realtime vCPUs (isolcpus, nohz_full, rcu_nocbs), as `rtlibvirt probe`
+    On standard error it points to `rtlibvirt guest-prep` for the guest half
+    (the guest kernel's isolation of the realtime vCPUs), as `rtlibvirt probe`
     measures it.
 
     \b
@@ -53,13 +53,20 @@ def render(spec_file: Path, output: Path | None) -> None:
 
 
 def _recommend_guest_cmdline(spec: Any) -> None:
-    """On stderr, so that stdout stays the XML: what the guest's own kernel should isolate."""
-    from rtlibvirt.probe.guest import isolation_args
+    """On stderr, so that stdout stays the XML: guest-prep sets the guest half.
 
-    args = isolation_args(spec.vcpus, spec.realtime_vcpus)
-    if args:
+    Names only the vCPUs (the command line itself is guest-prep's: deriving it here
+    would make every render import host-prep's engine).
+    """
+    from rtlibvirt.kernel.cpuset import format_cpulist
+
+    rt = set(spec.realtime_vcpus)
+    if rt and len(rt) < spec.vcpus:
         click.echo(
-            f"recommended guest kernel command line (docs/probe.md): {' '.join(args)}", err=True
+            f"inside the guest, `rtlibvirt guest-prep apply VM.yaml` isolates vCPUs "
+            f"{format_cpulist(rt)} (its kernel command line, CPUAffinity, kernel threads: "
+            "docs/guest.md)",
+            err=True,
         )
 
 

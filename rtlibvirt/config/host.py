@@ -8,26 +8,21 @@ host does not have, the CPU vendor, services that are not installed.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtlibvirt.config.document import Document, KeyPath
 from rtlibvirt.config.kernelargs import NONEXISTENT, arg_key
 from rtlibvirt.config.model import (
     Checker,
     Errors,
-    Invalid,
     ListOf,
     Model,
-    Scalar,
     boolean,
-    check_text,
     choice,
     cpus,
     integer,
-    json_pattern,
     list_of,
     model,
     nested,
@@ -36,19 +31,20 @@ from rtlibvirt.config.model import (
     short,
     validate_model,
 )
+from rtlibvirt.config.sysvalues import (  # noqa: F401  (also imported from here)
+    EXTRA_ARGS_MAX,
+    KERNEL_ARG,
+    KERNEL_ARG_MAX,
+    SERVICE_NAME,
+    UNIT_NAME_MAX,
+    _kernel_arg,
+    _service,
+)
 from rtlibvirt.errors import Problem
-from rtlibvirt.hostprep.facts import HostFacts
 from rtlibvirt.kernel import cpuset
 
-# A unit name as systemd checks it (unit_name_is_valid): a prefix, an optional
-# @instance (empty for a template), a known type; at most 255 characters.
-_UNIT_TYPES = ("service", "socket", "timer", "path", "target")
-_UNIT_CHARS = r"[A-Za-z0-9:_.\\-]"
-_SERVICE = re.compile(
-    rf"(?P<prefix>{_UNIT_CHARS}+)(?:@(?P<instance>{_UNIT_CHARS}*))?"
-    rf"(?:\.(?P<type>{'|'.join(_UNIT_TYPES)}))?"
-)
-UNIT_NAME_MAX = 255
+if TYPE_CHECKING:  # facts are read by hostprep; config needs only their type
+    from rtlibvirt.hostprep.facts import HostFacts
 
 # The cpufreq governors of Linux (drivers/cpufreq/cpufreq_*.c, and the ones
 # intel_pstate and amd-pstate offer in active mode: performance and powersave).
@@ -75,19 +71,6 @@ HYPERVISOR_ONLY = (
 # Services that run KSM: stopped with `ksm: false` where they are installed.
 KSM_SERVICES = ("ksm.service", "ksmtuned.service")
 
-# One kernel argument: a parameter name (letters, digits, _ . -; a module's
-# parameters are module.name), then optionally = and a value of the characters
-# arguments are made of. No blank, quote, newline or shell or GRUB-script
-# character: the argument is written into a shell string for GRUB, and into
-# grub.cfg's `linux` line, where `#` starts a comment, `$` a variable and `;`
-# a new command; and not "--", which ends the kernel's arguments.
-_KERNEL_KEY_MAX = 128
-_KERNEL_KEY = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{_KERNEL_KEY_MAX - 1}}}")
-_KERNEL_VALUE = re.compile(r"[A-Za-z0-9_.,:/=+@%~!^-]*")
-KERNEL_ARG_MAX = 1024
-# The kernel keeps the first COMMAND_LINE_SIZE - 1 bytes (2048 on x86) and drops
-# the rest without a word: the extra arguments leave room for the planned ones.
-EXTRA_ARGS_MAX = 1024
 
 # Arguments host-prep derives from isolated_cpus and housekeeping_cpus: given
 # again in extra_kernel_args they would bypass the rules that keep CPU 0 and
@@ -100,58 +83,6 @@ DERIVED_ARGS: dict[str, str] = {
     "nohz": "isolated_cpus",
     "irqaffinity": "housekeeping_cpus",
 }
-
-
-def _service(value: Any) -> str:
-    text = check_text(value)
-    m = _SERVICE.fullmatch(text)
-    if m is None or text.startswith("-") or len(text) > UNIT_NAME_MAX:
-        raise Invalid(
-            f"{short(text)} is not a systemd unit name: letters, digits and : _ . \\ -, "
-            f"an optional @instance, at most {UNIT_NAME_MAX} characters (e.g. irqbalance, "
-            "getty@tty2, cups.socket)"
-        )
-    if not text.endswith(tuple(f".{t}" for t in _UNIT_TYPES)):
-        text += ".service"
-        if len(text) > UNIT_NAME_MAX:
-            raise Invalid(f"{short(text)} is longer than {UNIT_NAME_MAX} characters")
-    return text
-
-
-SERVICE_NAME = Scalar(_service, {"type": "string", "pattern": json_pattern(_SERVICE)})
-
-
-def _kernel_arg(value: Any) -> str:
-    text = check_text(value, KERNEL_ARG_MAX)
-    key, _, arg_value = text.partition("=")
-    if not _KERNEL_KEY.fullmatch(key) or not _KERNEL_VALUE.fullmatch(arg_value):
-        first = next(
-            (c for c in text if not (c.isascii() and (c.isalnum() or c in "_.,:/=+@%~!^-"))),
-            None,
-        )
-        if first is not None:
-            why = f"{first!r} is not allowed"
-        elif not key or not (key[0].isalnum() or key[0] == "_"):
-            why = "a name starts with a letter, digit or _"
-        else:
-            why = f"the name is longer than {_KERNEL_KEY_MAX} characters"
-        raise Invalid(
-            f"{short(text)} is not one kernel argument: {why}",
-            "one argument per list item, as name or name=value, of letters, digits and "
-            "_ . , : / = + @ % ~ ! ^ -; no blanks, quotes, #, $ or ; "
-            "(e.g. 'console=ttyS0,115200')",
-        )
-    return text
-
-
-KERNEL_ARG = Scalar(
-    _kernel_arg,
-    {
-        "type": "string",
-        "maxLength": KERNEL_ARG_MAX,
-        "pattern": json_pattern(f"{_KERNEL_KEY.pattern}(={_KERNEL_VALUE.pattern})?"),
-    },
-)
 
 
 @model
@@ -308,6 +239,9 @@ class Resolved:
     # False for a guest: nothing of HYPERVISOR_ONLY is planned (no KVM options,
     # IOMMU, hugepages or cache allocation), whatever the spec says.
     hypervisor: bool = True
+    # guest-prep: the guest profile (hostprep.profiles.guest.GuestProfile): its
+    # boot-time unit for the kernel threads, its files' headers
+    guest: Any = None
 
     def hugepages(self, size: str) -> int | None:
         for pages in self.spec.hugepages:

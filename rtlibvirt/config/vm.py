@@ -51,6 +51,13 @@ from rtlibvirt.config.model import (
     short,
     text,
 )
+from rtlibvirt.config.sysvalues import (
+    EXTRA_ARGS_MAX,
+    ISOLATION_ARGS,
+    KERNEL_ARG,
+    REPEATABLE_ARGS,
+    SERVICE_NAME,
+)
 from rtlibvirt.errors import Problem, SpecError
 from rtlibvirt.kernel.cpuset import format_cpulist
 
@@ -460,6 +467,60 @@ class Isolation(Model):
 
 
 @model
+class GuestKthreads(Model):
+    """The guest's per-CPU kernel threads, raised at boot (TuneD's realtime-virtual-guest)."""
+
+    ksoftirqd: int = setting(
+        integer(0, 98), "SCHED_FIFO priority of ksoftirqd/N (softirqs); 0: left alone", default=2
+    )
+    ktimers: int = setting(
+        integer(0, 98),
+        "SCHED_FIFO priority of ktimers/N (timer softirqs, PREEMPT_RT); 0: left alone",
+        default=3,
+    )
+    rcuc: int = setting(
+        integer(0, 98),
+        "SCHED_FIFO priority of rcuc/N (RCU callbacks, PREEMPT_RT); 0: left alone",
+        default=4,
+    )
+    rcub: int = setting(
+        integer(0, 98),
+        "SCHED_FIFO priority of rcub/N (RCU priority boosting, PREEMPT_RT); 0: left alone",
+        default=4,
+    )
+
+
+@model
+class Guest(Model):
+    """Inside the guest: what ``rtlibvirt guest-prep`` adds to the guest half of the recipe."""
+
+    extra_kernel_args: tuple[str, ...] = setting(
+        list_of(KERNEL_ARG),
+        "more guest kernel arguments; one with the name of a planned one replaces it",
+        default=(),
+    )
+    disable_services: tuple[str, ...] = setting(
+        list_of(SERVICE_NAME),
+        "guest systemd units to stop and disable, as `systemctl disable` does, e.g. irqbalance",
+        default=(),
+    )
+    mask_services: tuple[str, ...] = setting(
+        list_of(SERVICE_NAME), "guest systemd units to stop and mask (`systemctl mask`)", default=()
+    )
+    idle_poll: bool = setting(
+        boolean(),
+        "idle=poll in the guest: idle vCPUs poll instead of halting (no wake-up exit, but "
+        "each idle vCPU keeps its host CPU busy)",
+        default=False,
+    )
+    kthreads: GuestKthreads = setting(
+        nested(GuestKthreads),
+        "priorities of the guest's per-CPU kernel threads, set at each boot",
+        default_factory=GuestKthreads,
+    )
+
+
+@model
 class VmSpec(Model):
     """A real-time VM: the contents of ``vm.yaml``."""
 
@@ -482,6 +543,9 @@ class VmSpec(Model):
     devices: Devices = setting(nested(Devices), default_factory=Devices)
     isolation: Isolation = setting(
         nested(Isolation), "what the hook isolates while the VM runs", default_factory=Isolation
+    )
+    guest: Guest = setting(
+        nested(Guest), "inside the guest: `rtlibvirt guest-prep`", default_factory=Guest
     )
 
     # ---- derived views, used by render, the hook and checks -------------
@@ -532,6 +596,8 @@ class VmSpec(Model):
         data["cpu"]["topology"] = self.topology.dump()
         for disk, raw in zip(self.devices.disks, data["devices"]["disks"], strict=True):
             raw["format"] = disk_format(disk)
+        if self.guest == Guest():
+            del data["guest"]  # domain metadata stays as before the section existed
         return data
 
 
@@ -585,6 +651,8 @@ def validate_document(doc: Document) -> Loaded:
     check = Checker(doc)
     if spec is not INVALID:
         _check_semantics(spec, check)
+        if _known(spec.guest):
+            _check_guest(spec.guest, check)
     if problems:
         raise SpecError(doc.source, by_line([*problems, *check.errors]))
     check.raise_errors()
@@ -823,3 +891,44 @@ def _check_semantics(spec: VmSpec, check: Checker) -> None:
             )
         else:
             addresses[dev.address] = index
+
+
+def _check_guest(guest: Guest, check: Checker) -> None:
+    """The ``guest:`` section: arguments guest-prep derives, repeats, the command line's room."""
+    keys: dict[str, int] = {}
+    base = ("guest", "extra_kernel_args")
+    # a list the shape check rejected is INVALID: judge only the valid ones
+    args = guest.extra_kernel_args if _known(guest.extra_kernel_args) else ()
+    for index, arg in enumerate(args):
+        path = check.item(base, index)
+        key = arg.split("=", 1)[0]
+        if key in ISOLATION_ARGS:
+            check.error(
+                path,
+                f"{short(arg)}: guest-prep derives {key} from cpu.realtime.vcpus; given here "
+                "it would bypass the rules that keep a vCPU for the guest's own work",
+                "set `cpu.realtime.vcpus` instead, and remove this argument",
+            )
+        elif key in keys and key not in REPEATABLE_ARGS:
+            check.error(
+                path,
+                f"{key} is given twice (also guest.extra_kernel_args[{keys[key]}])",
+                "give each kernel argument once",
+            )
+        keys.setdefault(key, index)
+    total = len(" ".join(args))
+    if total > EXTRA_ARGS_MAX:
+        check.error(
+            base,
+            f"the extra arguments take {total} bytes: at most {EXTRA_ARGS_MAX}, so that the "
+            "guest's command line stays within the kernel's 2048 bytes",
+            "give fewer or shorter arguments",
+        )
+    disabled = set(guest.disable_services if _known(guest.disable_services) else ())
+    for index, unit in enumerate(guest.mask_services if _known(guest.mask_services) else ()):
+        if unit in disabled:
+            check.error(
+                check.item(("guest", "mask_services"), index),
+                f"{unit} is in both disable_services and mask_services",
+                "a masked unit is disabled too: list it in mask_services only",
+            )

@@ -109,6 +109,15 @@ def spec_text(data: Mapping[str, Any]) -> bytes:
     return out
 
 
+def mapping_document(data: Any, source: str, what: str) -> tuple[Document, bytes]:
+    """A spec given as a mapping (Ansible's): bounded, plain data, as a Document, and
+    the bytes it is written as (:func:`spec_text`)."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"the {what} must be a mapping, got {type(data).__name__}")
+    text = spec_text(data)
+    return Document(source=source, data=json.loads(text.split(b"\n", 1)[1])), text
+
+
 def prepare(
     root: Path,
     host_file: Path | None = None,
@@ -137,12 +146,8 @@ def prepare(
         host = load_host_spec(host_file, facts)
     else:
         assert data is not None
-        if not isinstance(data, Mapping):
-            raise InputError(f"the host spec must be a mapping, got {type(data).__name__}")
-        text = spec_text(data)
-        host = resolve(
-            Document(source=source, data=json.loads(text.split(b"\n", 1)[1])), facts, text
-        )
+        doc, text = mapping_document(data, source, "host spec")
+        host = resolve(doc, facts, text)
     path, how = program(live, fs)
     plan = build_plan(
         host,
@@ -154,7 +159,100 @@ def prepare(
     if not runtime_only:
         plan.note("systemd", f"rtlibvirt-host.service runs {path}: {how}")
     effects = Effects(fs, runtime=live, commands=live)
-    return Prepared(plan, effects, Journal(effects), tuple(host.warnings), host.source)
+    journal = Journal(effects)
+    _same_profile(journal, guest=False)
+    return Prepared(plan, effects, journal, tuple(host.warnings), host.source)
+
+
+def prepare_guest(
+    root: Path,
+    vm_file: Path | None = None,
+    *,
+    data: Mapping[str, Any] | None = None,
+    source: str = "vm spec",
+    runtime_only: bool = False,
+    need_bootloader: bool = True,
+) -> Prepared:
+    """guest-prep: the same engine, with the guest profile derived from a vm.yaml
+    (``vm_file``, or ``data``: a mapping with its keys, as the Ansible module gives it).
+
+    Nothing is changed. SpecError (exit 2) lists every problem of the spec;
+    ``profiles.guest.NothingToDo`` when it has no real-time vCPUs.
+    """
+    from rtlibvirt.config.loader import load
+    from rtlibvirt.config.vm import validate_document
+    from rtlibvirt.hostprep.facts import gather
+    from rtlibvirt.hostprep.plan import build_plan
+    from rtlibvirt.hostprep.profiles import guest
+
+    if (vm_file is None) == (data is None):
+        raise InputError("give the VM spec as a file or as a mapping, not both or neither")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory", "--root names the tree to prepare")
+    if vm_file is not None:
+        doc = load(vm_file)
+    else:
+        assert data is not None
+        doc = mapping_document(data, source, "VM spec")[0]
+    loaded = validate_document(doc)
+    fs = HostFS(root)
+    facts = gather(fs)
+    host = guest.resolve(doc, loaded, facts)
+    plan = build_plan(
+        host, facts, runtime_only=runtime_only, program="", need_bootloader=need_bootloader
+    )
+    guest.finish(plan)
+    effects = Effects(fs, runtime=is_live(root), commands=is_live(root))
+    journal = Journal(effects)
+    _same_profile(journal, guest=True)
+    return Prepared(plan, effects, journal, tuple(host.warnings), host.source)
+
+
+def _same_profile(journal: Journal, *, guest: bool) -> None:
+    """HostError when the journal holds the other command's changes.
+
+    host-prep and guest-prep share one journal (a machine is a host or a guest):
+    applying one over the other would put the other's files back as no longer
+    planned. Each profile has a file only it writes; finding the other's, refuse.
+    """
+    from rtlibvirt.hostprep import systemd
+    from rtlibvirt.hostprep.profiles.guest import UNIT_PATH
+
+    theirs, mine, other = (
+        (systemd.HOST_YAML, "guest-prep", "host-prep")
+        if guest
+        else (UNIT_PATH, "host-prep", "guest-prep")
+    )
+    if journal.file_entry(theirs) is not None:
+        raise HostError(
+            f"this machine's host-prep journal holds {other}'s changes ({theirs}): "
+            f"{mine} would undo them",
+            f"undo them first with `rtlibvirt {other} revert`, or keep using {other}",
+        )
+
+
+def guest_cloud_init(
+    vm_file: Path, root: Path | None = None, distro: str = "debian"
+) -> tuple[str, Prepared]:
+    """guest-prep's plan as ``#cloud-config`` user-data (and the Prepared it came from).
+
+    On ``root`` (an image's tree), or else on the smallest tree of ``distro``
+    (see :func:`rtlibvirt.hostprep.cloudinit.skeleton`). Changes nothing.
+    """
+    import tempfile
+
+    from rtlibvirt.config.vm import load_spec
+    from rtlibvirt.hostprep import cloudinit
+    from rtlibvirt.hostprep.plan import preview
+
+    with tempfile.TemporaryDirectory(prefix="rtlibvirt-cloud-init-") as scratch:
+        if root is None:
+            vm = load_spec(vm_file).spec
+            units = [*vm.guest.disable_services, *vm.guest.mask_services]
+            cloudinit.skeleton(Path(scratch), distro, vm.vcpus, units)
+        prepared = prepare_guest(root or Path(scratch), vm_file)
+        pv = preview(prepared.plan, prepared.effects, prepared.journal)
+        return cloudinit.user_data(prepared.plan, pv, prepared.source), prepared
 
 
 def need_root(root: Path) -> None:

@@ -64,6 +64,7 @@ def plan(host: Resolved, facts: HostFacts | None = None) -> CmdlinePlan:
     spec = host.spec
     hypervisor = host.hypervisor
     intel = host.vendor == "intel"
+    guest = not hypervisor  # guest-prep: no argument that belongs to a hypervisor
     iso, hk = cpuset.format_cpulist(host.isolated), cpuset.format_cpulist(host.housekeeping)
     args: list[KernelArg] = []
     notes: list[str] = []
@@ -135,9 +136,12 @@ def plan(host: Resolved, facts: HostFacts | None = None) -> CmdlinePlan:
     add("nosoftlockup", None, "no soft-lockup detector")
     add("skew_tick", "1", "per-CPU ticks offset, less lock contention")
     add("tsc", "reliable", "no TSC watchdog checks")
-    add("clocksource", "tsc", "TSC as the clock source")
-    add("no_timer_check", None, "no timer IRQ check at boot")
-    if spec.idle == "poll":
+    if not guest:  # a KVM guest keeps kvm-clock, its stable paravirtual clock
+        add("clocksource", "tsc", "TSC as the clock source")
+        add("no_timer_check", None, "no timer IRQ check at boot")
+    if spec.idle == "poll" and guest:
+        add("idle", "poll", "idle vCPUs poll instead of halting: no wake-up exit (asked)")
+    elif spec.idle == "poll":
         add("idle", "poll", "idle CPUs poll: no C-state exit latency")
         add("processor.max_cstate", "0", "ACPI idle limited to C0/C1")
         if intel:
@@ -165,8 +169,8 @@ def plan(host: Resolved, facts: HostFacts | None = None) -> CmdlinePlan:
             if spec.cpu_governor == "performance"
             else f"every CPU starts with the {spec.cpu_governor} governor",
         )
-    add("audit", "0", "no audit records from system calls")
     if hypervisor:
+        add("audit", "0", "no audit records from system calls")
         add("kvm.kvmclock_periodic_sync", "N", "no periodic kvmclock updates")
         if intel:
             add("kvm_intel.ple_gap", "0", "no pause-loop exits: vCPUs own their CPUs")

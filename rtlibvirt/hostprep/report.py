@@ -43,7 +43,9 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
     out: list[str] = []
     add = out.append
     what = "runtime values only" if plan.runtime_only else "boot-time and runtime configuration"
-    add(f"Host preparation for {host.source} ({what}), root {facts.fs.root}\n")
+    guest = host.guest is not None  # guest-prep: the same engine with the guest profile
+    title = "Guest" if guest else "Host"
+    add(f"{title} preparation for {host.source} ({what}), root {facts.fs.root}\n")
     add(f"  host          {facts.os_name}; {vendor} CPU ({source}); CPUs {present}\n")
     add(
         f"  CPUs          isolated {cpuset.format_cpulist(host.isolated)}, "
@@ -110,7 +112,8 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
         for text in notes.pop("services", []):
             add(f"  note: {text}\n")
 
-    add("\nRuntime values (now; also at every boot by rtlibvirt-host.service):\n")
+    at_boot = "from sysctl.d and rtlibvirt-guest.service" if guest else "by rtlibvirt-host.service"
+    add(f"\nRuntime values (now; also at every boot {at_boot}):\n")
     if not effects.runtime:
         add(f"  (not written: with --root {facts.fs.root} only files change)\n")
     width = max([len(c.label) for c in plan.runtime] + [10])
@@ -135,11 +138,12 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
         reboot = [c.path for c, _ in pv.files if c.reboot]
         if reboot or pv.grubby:
             add(
-                "\nNeeds a reboot: the kernel command line, systemd's CPUAffinity and the KVM "
-                "module options take effect at the next boot.\n"
+                "\nNeeds a reboot: the kernel command line, systemd's CPUAffinity and the "
+                + ("kernel threads' priorities" if guest else "KVM module options")
+                + " take effect at the next boot.\n"
             )
     if pv.empty:
-        add("\nThe host already matches; nothing to change.\n")
+        add(f"\nThe {'guest' if guest else 'host'} already matches; nothing to change.\n")
     return "".join(out)
 
 

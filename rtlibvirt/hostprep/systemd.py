@@ -67,6 +67,8 @@ def plan(plan_: Plan, program: str) -> None:
             reboot=True,
         )
     )
+    if host.guest is not None:  # guest-prep: its own boot-time unit (profiles.guest), no host.yaml
+        return
     plan_.files.append(
         FileChange(
             HOST_YAML,

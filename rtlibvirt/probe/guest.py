@@ -5,18 +5,16 @@ command line (``rtlprobe.*``), runs cyclictest as the real-time community
 runs it, writes the results between marker lines to the second serial port
 (``ttyS1``; the first one is the guest's console) and powers the guest off.
 
-The same guest command line isolates the realtime vCPUs inside the guest
-(``isolcpus``, ``nohz_full``, ``rcu_nocbs``): :func:`isolation_args` is also
-what ``rtlibvirt render`` recommends for the user's own guest, so the probe
-measures what the user is told to run.
+The same guest command line isolates the realtime vCPUs inside the guest:
+:func:`isolation_args` is guest-prep's command line (the guest profile, one
+definition), which ``rtlibvirt render`` points to for the user's own guest, so
+the probe measures what the user's guest runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from rtlibvirt.kernel.cpuset import format_cpulist
 
 # cyclictest as OSADL, rteval and the rt-tests documentation run it
 PRIORITY = 95
@@ -126,16 +124,15 @@ class Measurement:
 
 
 def isolation_args(vcpus: int, realtime: Sequence[int]) -> list[str]:
-    """The guest kernel arguments that keep the kernel off the realtime vCPUs.
+    """The guest kernel arguments that keep the kernel off the realtime vCPUs: guest-prep's
+    (``hostprep.profiles.guest``), the one definition of the guest half.
 
     Empty when no vCPU is left for housekeeping: a Linux guest with every vCPU
     isolated has nowhere to run its own work.
     """
-    rt = sorted({v for v in realtime if 0 <= v < vcpus})
-    if not rt or len(rt) == vcpus:
-        return []
-    cpus = format_cpulist(rt)
-    return [f"isolcpus={cpus}", f"nohz_full={cpus}", f"rcu_nocbs={cpus}"]
+    from rtlibvirt.hostprep.profiles.guest import kernel_args
+
+    return kernel_args(vcpus, realtime)
 
 
 def housekeeping_vcpu(vcpus: int, realtime: Sequence[int]) -> int:

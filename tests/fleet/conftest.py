@@ -68,6 +68,20 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The second host: Debian's sshd on 127.0.0.2 (sshd.py), for one test module."""
+    from tests.fleet import sshd
+
+    unpacked = sshd.unpack(Path(sys.prefix) / "cache" / "openssh-server")
+    running = sshd.start(unpacked, tmp_path_factory.mktemp("sshd"))
+    try:
+        yield running
+    finally:
+        running.stop()
+    assert running.process.poll() is not None
+
+
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The collection built from ansible/ and installed: the ANSIBLE_COLLECTIONS_PATH."""

@@ -47,6 +47,18 @@ class Sshd:
     def pid(self) -> int:
         return self.process.pid
 
+    def inventory_host(self) -> dict[str, object]:
+        """Ansible's connection variables for this sshd (root, its key, piped transfers:
+        Debian's sftp-server is not unpacked)."""
+        return {
+            "ansible_host": ADDRESS,
+            "ansible_port": self.port,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": " ".join(self.ssh_args()),
+            "ansible_ssh_transfer_method": "piped",
+        }
+
     def ssh_args(self) -> list[str]:
         """Options for ssh (and for Ansible's ansible_ssh_common_args)."""
         return [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.fleet.conftest import BIN
 
-MODULES = ("rtlibvirt_vm", "rtlibvirt_host", "rtlibvirt_hook", "rtlibvirt_facts")
+MODULES = ("rtlibvirt_vm", "rtlibvirt_host", "rtlibvirt_hook", "rtlibvirt_facts", "rtlibvirt_guest")
 HOME = Path(sys.prefix) / "ansible-test-home"
 
 GET_PIP = '''\

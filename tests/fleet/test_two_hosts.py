@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import libvirt
-import pytest
 from lxml import etree
 
 from tests.conftest import REPO
@@ -44,30 +43,12 @@ def vm_spec(host: str, priority: int = 1) -> dict[str, Any]:
 HOST_SPEC = {"isolated_cpus": 1, "idle": "poll", "disable_services": ["irqbalance"]}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
-    unpacked = sshd.unpack(Path(sys.prefix) / "cache" / "openssh-server")
-    running = sshd.start(unpacked, tmp_path_factory.mktemp("sshd"))
-    try:
-        yield running
-    finally:
-        running.stop()
-    assert running.process.poll() is not None
-
-
 def inventory(tmp: Path, server: sshd.Sshd, wheel: Path, name: str, priority: int = 1) -> Path:
     """The README's inventory: the hosts, then what they share (per-host paths by name)."""
     per_host = f"{tmp}/{{{{ inventory_hostname }}}}"
     hosts: dict[str, dict[str, Any]] = {
         "local": {"ansible_connection": "local"},
-        "remote": {
-            "ansible_host": sshd.ADDRESS,
-            "ansible_port": server.port,
-            "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(server.key),
-            "ansible_ssh_common_args": " ".join(server.ssh_args()),
-            "ansible_ssh_transfer_method": "piped",  # Debian's sftp-server is not unpacked
-        },
+        "remote": server.inventory_host(),
     }
     spec = vm_spec("{{ inventory_hostname }}", priority)
     shared = {

@@ -73,6 +73,7 @@ VALIDATION = ISOLATION | {
     "rtlibvirt.config",
     "rtlibvirt.config.document",
     "rtlibvirt.config.model",
+    "rtlibvirt.config.sysvalues",
     "rtlibvirt.config.units",
     "rtlibvirt.config.vm",
     "rtlibvirt.errors",

@@ -60,18 +60,26 @@ def cache_dir() -> Path:
 
 def fetch() -> Grub:
     """The unpacked grub packages, from the cache or fetched now (once per machine)."""
+    tree, version = unpacked(PACKAGES, "grub", "usr/sbin/grub-mkconfig")
+    return Grub(tree, version)
+
+
+def unpacked(packages: tuple[str, ...], name: str, marker: str) -> tuple[Path, str]:
+    """Debian ``packages`` unpacked together into the cache (never installed), once per
+    machine and version: the tree (``name-VERSION``, complete when ``marker`` is in
+    it) and the first package's version. Unavailable when apt cannot get them."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a") as lock:  # several test runs at once take turns
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            found = [debs.candidate(name)[0] for name in PACKAGES]
+            found = [debs.candidate(package)[0] for package in packages]
         except (debs.PackageError, OSError) as exc:
-            raise Unavailable(f"apt cannot look up {', '.join(PACKAGES)}: {exc}") from exc
+            raise Unavailable(f"apt cannot look up {', '.join(packages)}: {exc}") from exc
         version = found[0].version
-        tree = folder / f"grub-{re.sub(r'[^A-Za-z0-9.+~-]', '_', version)}"
-        if (tree / "usr/sbin/grub-mkconfig").is_file():
-            return Grub(tree, version)
+        tree = folder / f"{name}-{re.sub(r'[^A-Za-z0-9.+~-]', '_', version)}"
+        if (tree / marker).is_file():
+            return tree, version
         scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=folder))
         try:
             for package in found:
@@ -85,7 +93,7 @@ def fetch() -> Grub:
             os.replace(scratch, tree)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return Grub(tree, version)
+        return tree, version
 
 
 def prepare_root(root: Path, grub: Grub) -> None:

@@ -172,3 +172,12 @@ def test_rhel_revert_of_an_edited_entry_with_repeated_keys(
             report.warnings
         )
     assert "isolcpus=managed_irq,domain,4" not in words and "amd_iommu=on" in words
+
+
+def test_an_entrys_own_hugepages_are_no_problem_when_none_are_planned() -> None:
+    """A plan without hugepages (a guest's, or iommu-only host) leaves the user's alone."""
+    from rtlibvirt.hostprep.grub import entry_problems
+
+    options = "root=/dev/vda1 ro hugepages=4 isolcpus=1-3"
+    assert entry_problems(options, ["isolcpus=1-3"]) == []
+    assert entry_problems(options, ["isolcpus=1-3", "hugepagesz=1G", "hugepages=8"]) != []

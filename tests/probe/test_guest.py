@@ -6,6 +6,7 @@ import pytest
 
 from rtlibvirt.config.vm import load_spec
 from rtlibvirt.domain.render import render
+from rtlibvirt.hostprep.profiles.guest import kernel_args
 from rtlibvirt.probe import guest
 from rtlibvirt.probe import run as proberun
 from tests.conftest import EXAMPLES, REPO
@@ -28,12 +29,23 @@ def test_cyclictest_runs_as_the_real_time_community_runs_it() -> None:
 
 
 def test_the_guest_isolates_its_realtime_vcpus_and_keeps_one_for_housekeeping() -> None:
-    assert guest.isolation_args(4, [1, 2, 3]) == ["isolcpus=1-3", "nohz_full=1-3", "rcu_nocbs=1-3"]
-    assert guest.isolation_args(6, [1, 3, 5]) == [
-        "isolcpus=1,3,5",
-        "nohz_full=1,3,5",
-        "rcu_nocbs=1,3,5",
+    # guest-prep's command line (the guest profile): one definition for both
+    assert guest.isolation_args(4, [1, 2, 3]) == [
+        "isolcpus=managed_irq,domain,1-3",
+        "nohz=on",
+        "nohz_full=1-3",
+        "rcu_nocbs=1-3",
+        "rcu_nocb_poll",
+        "irqaffinity=0",
+        "nmi_watchdog=0",
+        "nosoftlockup",
+        "skew_tick=1",
+        "tsc=reliable",
     ]
+    assert guest.isolation_args(4, [1, 2, 3]) == kernel_args(4, [1, 2, 3])
+    six = guest.isolation_args(6, [1, 3, 5])
+    assert {"isolcpus=managed_irq,domain,1,3,5", "nohz_full=1,3,5", "rcu_nocbs=1,3,5"} <= set(six)
+    assert "irqaffinity=0,2,4" in six
     assert guest.isolation_args(2, [0, 1]) == []  # nothing left for the guest's own work
     assert guest.isolation_args(2, []) == []
     assert guest.housekeeping_vcpu(4, [0, 2]) == 1
@@ -53,7 +65,8 @@ def test_one_thread_per_realtime_vcpu_and_the_baseline_on_their_host_cpus() -> N
     plc = target_of("plc.yaml")
     assert (plc.measured, plc.housekeeping) == ((1, 2, 3), 0)
     assert plc.host_cpus == (3, 4, 5) and plc.host_main == 0  # the emulator's CPU
-    assert plc.guest_isolation == ["isolcpus=1-3", "nohz_full=1-3", "rcu_nocbs=1-3"]
+    assert plc.guest_isolation == kernel_args(4, [1, 2, 3])
+    assert "isolcpus=managed_irq,domain,1-3" in plc.guest_isolation
     assert plc.managed and plc.notes == ()
 
     bench = target_of("testbench.yaml")  # every vCPU real-time

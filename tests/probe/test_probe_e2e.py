@@ -28,6 +28,7 @@ import pytest
 from lxml import etree
 
 from rtlibvirt.hook import threads as vcputhreads
+from rtlibvirt.hostprep.profiles.guest import kernel_args
 from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
 from tests.conftest import EXAMPLES, REPO, require_rt_host
@@ -106,7 +107,8 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
             assert held == thread["samples"], label
             assert "-p95 -i200 -t1 -a1 --mainaffinity=0" in configuration["cmdline"], label
         assert "rt-amd64" in configurations["rtlibvirt"]["kernel"]
-        assert report["guest_isolation"] == "isolcpus=1 nohz_full=1 rcu_nocbs=1"
+        assert report["guest_isolation"] == " ".join(kernel_args(2, [1]))  # guest-prep's
+        assert "isolcpus=managed_irq,domain,1 " in report["guest_isolation"]
         assert report["worst_case_ratio_guest_to_bare_metal"] is not None
         assert etree.parse(str(plot)).getroot().tag == "{http://www.w3.org/2000/svg}svg"
 

@@ -150,106 +150,38 @@ rows:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rtlibvirt.realtime.plugins.module_utils.common import (
     bounded_mapping,
-    reported,
+    prep_module,
     require_rtlibvirt,
+    run_prep,
 )
 
 
-def file_diffs(planned):
-    """Ansible's diff list: each file as it is and as it would be."""
-    diffs = []
-    for change, now in planned.preview.files:
-        diffs.append(
-            {
-                "before_header": change.path if now.kind != "absent" else "%s (absent)" % change.path,
-                "after_header": change.path if change.want.kind != "absent" else "%s (removed)" % change.path,
-                "before": now.data.decode("utf-8", "replace") if now.kind == "file" else "",
-                "after": change.want.data.decode("utf-8", "replace") if change.want.kind == "file" else "",
-            }
-        )
-    return diffs
-
-
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            command=dict(type="str", default="apply", choices=["plan", "apply", "verify", "revert"]),
-            spec=dict(type="dict"),
-            src=dict(type="path"),
-            root=dict(type="path", default="/"),
-            runtime_only=dict(type="bool", default=False),
-        ),
-        mutually_exclusive=[("spec", "src")],
-        required_if=[
-            ("command", "plan", ("spec", "src"), True),
-            ("command", "apply", ("spec", "src"), True),
-            ("command", "verify", ("spec", "src"), True),
-        ],
-        supports_check_mode=True,
-    )
-    require_rtlibvirt(module)
+    module = prep_module(runtime_only=dict(type="bool", default=False))
+    require_rtlibvirt(module, libvirt=False)
     params = module.params
-    result = dict(changed=False, result="unchanged", reboot_required=False, done=[])
-    with reported(module, **result):
+
+    def prepare(api, root, need_bootloader):
         from pathlib import Path
 
-        from rtlibvirt.hostprep import api
-
-        root = Path(params["root"])
-        command = params["command"]
-        if command == "revert":
-            if module.check_mode:
-                from rtlibvirt.hostprep.effects import Effects
-                from rtlibvirt.hostprep.journal import Journal
-                from rtlibvirt.kernel.fs import HostFS
-
-                pending = Journal(Effects(HostFS(root), runtime=False, commands=False)).exists
-                result.update(changed=pending, result="would change" if pending else "unchanged")
-            else:
-                result.update(api.run_revert(root).to_json())
-            module.exit_json(**result)
         if params["spec"] is not None:
-            prepared = api.prepare(
+            return api.prepare(
                 root,
                 data=bounded_mapping(module, params["spec"], "spec"),
                 source="spec",
                 runtime_only=params["runtime_only"],
-                need_bootloader=command != "verify",
+                need_bootloader=need_bootloader,
             )
-        else:
-            prepared = api.prepare(
-                root,
-                Path(params["src"]),
-                runtime_only=params["runtime_only"],
-                need_bootloader=command != "verify",
-            )
-        for problem in prepared.warnings:
-            module.warn(problem.render(prepared.source))
-        if command == "verify":
-            data = api.run_verify(prepared).to_json()
-            result.update(data)
-            module.exit_json(**result)
-        if command == "apply" and not module.check_mode:
-            outcome = api.run_apply(prepared)
-        else:
-            outcome = api.run_plan(prepared)
-        data = outcome.to_json()
-        # `warnings` is a key Ansible reads itself: its lines become module warnings.
-        for warning in data.pop("warnings"):
-            if not any(warning == p.render(prepared.source) for p in prepared.warnings):
-                module.warn(warning)
-        result.update(data)
-        # `plan` never changes anything, but says whether apply would: `changed` is
-        # what apply would do only in check mode (Ansible's "would change").
-        if command == "plan" and not module.check_mode:
-            result["changed"] = False
-            result["would_change"] = data["changed"]
-        if module._diff and data["changed"]:
-            result["diff"] = file_diffs(outcome)
-    module.exit_json(**result)
+        return api.prepare(
+            root,
+            Path(params["src"]),
+            runtime_only=params["runtime_only"],
+            need_bootloader=need_bootloader,
+        )
+
+    run_prep(module, prepare)
 
 
 if __name__ == "__main__":
