@@ -140,6 +140,7 @@ COMMANDS = {
     "tune": "fit:tune",
     "status": "fit:status",
     "probe": "probe:probe",
+    "noise": "noise:noise",
 }
 
 if __name__ == "__main__":  # pragma: no cover

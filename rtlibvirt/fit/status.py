@@ -190,7 +190,16 @@ def text(host: HostModel, hook: dict[str, frozenset[int]] | None) -> str:
         width = max(len(d.name) for d in host.domains)
         for dom in sorted(host.domains, key=lambda d: d.name):
             out.append(f"  {dom.name:<{width}}  {_domain_line(dom, dom.name in host.pending)}")
+        out += noise_pointers(host.domains)
     return "\n".join(out) + "\n"
+
+
+def noise_pointers(domains: tuple[DomainFacts, ...]) -> list[str]:
+    """One line per running real-time VM: where to see what disturbs its CPUs (no tracing)."""
+    running = sorted(d.name for d in domains if d.active and d.realtime_vcpus)
+    import shlex
+
+    return [f"What disturbs {name}'s CPUs: rtlibvirt noise {shlex.quote(name)}" for name in running]
 
 
 def to_json(host: HostModel, hook: dict[str, frozenset[int]] | None) -> dict[str, Any]:

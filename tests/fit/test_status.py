@@ -133,3 +133,17 @@ def test_a_new_definition_of_a_running_domain_is_shown_waiting(tmp_path: Path) -
     with connection(uri) as conn:
         conn.defineXML(conn.lookupByName("plc").XMLDesc(0))
         assert gather(conn, uri).pending == frozenset()
+
+
+def test_a_pointer_to_noise_for_each_running_realtime_vm() -> None:
+    from rtlibvirt.domain.facts import DomainFacts
+
+    rt = DomainFacts(name="plc", vcpus=2, active=True, sched={1: ("fifo", 1)})
+    odd = DomainFacts(name="a b", vcpus=1, active=True, sched={0: ("rr", 1)})
+    off = DomainFacts(name="off", vcpus=1, active=False, sched={0: ("fifo", 1)})
+    plain = DomainFacts(name="web", vcpus=1, active=True)
+    assert status.noise_pointers((rt, odd, off, plain)) == [
+        "What disturbs a b's CPUs: rtlibvirt noise 'a b'",
+        "What disturbs plc's CPUs: rtlibvirt noise plc",
+    ]
+    assert status.noise_pointers((off, plain)) == []

@@ -1,0 +1,112 @@
+"""``rtlibvirt noise``: what still disturbs a real-time VM's host CPUs, by source, with the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from rtlibvirt.cli.options import CONTEXT, connect_option, json_option
+from rtlibvirt.errors import HostError, InputError
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("domains", nargs=-1, metavar="[DOMAIN]...")
+@click.option("--cpus", metavar="LIST", help="Measure these host CPUs (a cpulist such as 1-3).")
+@click.option(
+    "--duration", default="10s", show_default=True, metavar="D", help="How long: 10s, 500ms, 5m."
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.svg",
+    help="Write an SVG of disturbances over time per CPU.",
+)
+@connect_option
+@json_option
+def noise(
+    domains: tuple[str, ...],
+    cpus: str | None,
+    duration: str,
+    plot_file: Path | None,
+    uri: str,
+    as_json: bool,
+) -> None:
+    """Show what disturbs the host CPUs of running real-time VMs, by source, with the fix.
+
+    Traces the host CPUs of the named running domains' real-time vCPUs (of
+    every running real-time VM when none is named, or the CPUs of --cpus) for
+    --duration in a private tracefs instance, and attributes every interruption:
+    device IRQs, softirqs, local timer interrupts and their hrtimers, IPIs,
+    kernel work items and any thread other than the VM's own vCPU thread. Each
+    source gets its count, total and longest time and a hint that names the
+    fix. Needs root on the VM's host. Ctrl-C stops early and reports.
+
+    \b
+    Examples:
+      rtlibvirt noise plc                   # the CPUs of plc's real-time vCPUs, 10 s
+      rtlibvirt noise --cpus 1 --duration 5s
+      rtlibvirt noise plc --json | jq '.cpus[].sources[0]'
+    """
+    from rtlibvirt.kernel.cpuset import CpuListError, parse_cpulist
+    from rtlibvirt.kernel.fs import HostFS
+    from rtlibvirt.noise import measure, report, tracefs
+
+    seconds = measure.parse_duration(duration)
+    wanted = None
+    if cpus is not None:
+        try:
+            wanted = parse_cpulist(cpus)
+        except CpuListError as exc:
+            raise InputError(
+                f"--cpus {cpus!r}: {exc}", "write a cpulist such as 1 or 2-3"
+            ) from None
+    if plot_file is not None and not plot_file.parent.is_dir():
+        raise InputError(f"--plot {plot_file}: its folder does not exist")
+    fs = HostFS("/")
+    if os.geteuid() != 0:
+        raise HostError("rtlibvirt noise traces the kernel: it needs root", "run it with sudo")
+    if wanted is not None and not domains:
+        targets = measure.targets_of_cpus(fs, wanted)
+    else:
+        from rtlibvirt.fit.host import domain_facts, is_local
+        from rtlibvirt.virt import connection as virt
+
+        if not is_local(uri):
+            raise InputError(
+                f"rtlibvirt noise traces this host's kernel; {uri} is not local",
+                "run it on the VM's host with -c qemu:///system",
+            )
+        with virt.connection(uri) as conn:
+            facts, _ = domain_facts(virt.all_domains(conn))
+        targets = measure.targets_of_domains(fs, facts, domains, uri)
+        if wanted is not None:
+            targets = measure.owners_on(targets, measure.check_cpus(fs, wanted))
+    before = tracefs.state(fs)
+    from rtlibvirt.probe.run import signals_interrupt
+
+    with signals_interrupt():
+        result = measure.run(targets, seconds, fs)
+    after = tracefs.state(fs)
+    if after != before:
+        changed = sorted(k for k in before if before.get(k) != after.get(k))
+        click.echo(
+            f"warning: the host's tracing state changed during the run ({', '.join(changed)}): "
+            "another tool traces too",
+            err=True,
+        )
+    if plot_file is not None:
+        title = "rtlibvirt noise: " + ", ".join(
+            f"CPU {c.cpu}" + (f" ({c.domain})" if c.domain else "") for c in result.cpus
+        )
+        try:
+            plot_file.write_text(report.svg(result, title), encoding="utf-8")
+        except OSError as exc:
+            raise HostError(f"cannot write {plot_file}: {exc.strerror}") from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(report.text(result), nl=False)

@@ -1,0 +1,331 @@
+"""``rtlibvirt noise``'s library: which CPUs, whose they are, the trace, the result.
+
+:func:`targets_of_domains` and :func:`targets_of_cpus` turn the command's input
+into :class:`Target` s (a host CPU, the real-time VM and vCPU that own it, and
+the thread ids of that vCPU); :func:`run` traces them for a while and returns
+a :class:`Measurement`: per CPU, disturbances and time lost per second and
+the sources, each with its hint. The probe (rtlibvirt.probe.run) calls
+:func:`run` too, beside each configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtlibvirt.domain.facts import DomainFacts
+from rtlibvirt.errors import HostError, InputError
+from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.kernel.fs import HostFS
+from rtlibvirt.noise import events, hints, tracefs
+from rtlibvirt.noise.attribute import BINS, Attribution, CpuNoise, Source
+
+MAX_DURATION_S = 24 * 3600
+METHOD = "tracepoints"
+
+
+@dataclass(frozen=True)
+class Target:
+    cpu: int
+    domain: str | None = None
+    vcpu: int | None = None
+    owners: frozenset[int] = frozenset()  # thread ids that are the CPU's owner, not noise
+
+
+@dataclass
+class SourceResult:
+    kind: str
+    name: str
+    count: int
+    time_us: float
+    max_us: float
+    hint: str
+    pid: int | None = None
+    irq: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "count": self.count,
+            "time_us": round(self.time_us, 1),
+            "max_us": round(self.max_us, 1),
+            "hint": self.hint,
+        }
+        if self.pid is not None:
+            found["pid"] = self.pid
+        if self.irq is not None:
+            found["irq"] = self.irq
+        return found
+
+
+@dataclass
+class CpuResult:
+    cpu: int
+    domain: str | None
+    vcpu: int | None
+    disturbances_per_s: float
+    us_lost_per_s: float
+    sources: list[SourceResult]
+    lost_events: int = 0
+    timeline_count: list[int] = field(default_factory=list)  # disturbances per bin
+    timeline_lost_us: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cpu": self.cpu,
+            "domain": self.domain,
+            "vcpu": self.vcpu,
+            "disturbances_per_s": round(self.disturbances_per_s, 1),
+            "us_lost_per_s": round(self.us_lost_per_s, 1),
+            "lost_events": self.lost_events,
+            "sources": [s.to_json() for s in self.sources],
+        }
+
+
+@dataclass
+class Measurement:
+    duration_s: float
+    method: str
+    cpus: list[CpuResult]
+    requested_s: float
+    interrupted: bool = False
+    bin_s: float = 0.0
+    missing_events: list[str] = field(default_factory=list)
+    events: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "duration_s": round(self.duration_s, 3),
+            "method": self.method,
+            "interrupted": self.interrupted,
+            "cpus": [c.to_json() for c in self.cpus],
+        }
+
+
+# ---- the input ------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> float:
+    """``10s``, ``500ms``, ``5m``, ``1h`` or plain seconds -> seconds (over 0, at most 24 h)."""
+    value = text.strip().lower()
+    factor = 1.0
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if value.endswith(suffix):
+            value, factor = value[: -len(suffix)].strip(), scale
+            break
+    whole, dot, frac = value.partition(".")
+    if not (whole.isdigit() or (dot and not whole)) or (frac and not frac.isdigit()):
+        raise InputError(f"--duration {text!r} is not a duration", "write e.g. 10s, 500ms or 5m")
+    if len(value) > 12 or not value.isascii():
+        raise InputError(f"--duration {text!r} is not a duration", "write e.g. 10s, 500ms or 5m")
+    seconds = float(value) * factor
+    if not 0.01 <= seconds <= MAX_DURATION_S:
+        raise InputError(
+            f"--duration {text}: must be more than 0 and at most 24 h", "write e.g. 10s"
+        )
+    return seconds
+
+
+def check_cpus(fs: HostFS, cpus: Iterable[int]) -> frozenset[int]:
+    wanted = frozenset(cpus)
+    if not wanted:
+        raise InputError("--cpus names no CPU", "give a cpulist such as 1 or 2-3")
+    present = fs.cpus_present()
+    online = fs.cpus_online()
+    missing = wanted - present
+    if missing:
+        raise InputError(
+            f"CPU{'s' if len(missing) > 1 else ''} {format_cpulist(missing)} "
+            f"{'do' if len(missing) > 1 else 'does'} not exist on this host",
+            f"this host has CPUs {format_cpulist(present)}",
+        )
+    offline = wanted - online
+    if offline:
+        raise InputError(
+            f"CPU {format_cpulist(offline)} is offline",
+            f"bring it online (echo 1 > /sys/devices/system/cpu/cpu{min(offline)}/online) "
+            f"or measure online CPUs: {format_cpulist(online)}",
+        )
+    return wanted
+
+
+def targets_of_cpus(fs: HostFS, cpus: Iterable[int]) -> list[Target]:
+    return [Target(cpu) for cpu in sorted(check_cpus(fs, cpus))]
+
+
+def vcpu_tids(fs: HostFS, name: str) -> dict[int, int]:
+    """vCPU -> thread id of a running domain's QEMU (empty when it cannot be found)."""
+    from rtlibvirt.hook import threads
+    from rtlibvirt.hook.domain import name_problem
+
+    if name_problem(name) is not None:
+        return {}
+    pid = threads.qemu_pid(fs, name)
+    return {} if pid is None else threads.vcpu_threads(fs, pid)
+
+
+def targets_of_domains(
+    fs: HostFS,
+    domains: Sequence[DomainFacts],
+    names: Sequence[str],
+    uri: str,
+) -> list[Target]:
+    """The real-time vCPUs' host CPUs of the named running domains (all of them: none named)."""
+    by_name = {d.name: d for d in domains}
+    if names:
+        chosen = []
+        for name in names:
+            dom = by_name.get(name)
+            if dom is None:
+                raise InputError(
+                    f"no domain {name!r} on {uri}", "see `virsh list --all` for the names"
+                )
+            if not dom.active:
+                raise InputError(
+                    f"domain {name!r} is not running",
+                    f"start it (virsh start {name}), or measure CPUs with --cpus",
+                )
+            if not dom.realtime_vcpus:
+                raise InputError(
+                    f"domain {name!r} has no real-time vCPUs (no FIFO or RR <vcpusched>)",
+                    "measure its CPUs with --cpus, or give it real-time vCPUs (rtlibvirt tune)",
+                )
+            chosen.append(dom)
+    else:
+        chosen = [d for d in domains if d.active and d.realtime_vcpus]
+        if not chosen:
+            raise InputError(
+                f"no real-time VM runs on {uri}",
+                "name a running domain, or measure CPUs with --cpus LIST",
+            )
+    found: dict[int, Target] = {}
+    for dom in sorted(chosen, key=lambda d: d.name):
+        tids = vcpu_tids(fs, dom.name)
+        if not tids:
+            raise HostError(
+                f"cannot find the vCPU threads of {dom.name!r} (its QEMU under /run/libvirt/qemu)",
+                "rtlibvirt noise runs as root on the host of the VM",
+            )
+        for vcpu in dom.realtime_vcpus:
+            cpus = dom.vcpu_cpus(vcpu)
+            if not cpus:
+                raise InputError(
+                    f"{dom.name!r} vCPU {vcpu} is real-time but not pinned to host CPUs",
+                    "pin it (rtlibvirt tune, or <vcpupin>), or measure CPUs with --cpus",
+                )
+            owner = frozenset({tids[vcpu]} if vcpu in tids else ())
+            for cpu in sorted(cpus):
+                prior = found.get(cpu)
+                if prior is None:
+                    found[cpu] = Target(cpu, dom.name, vcpu, owner)
+                else:
+                    found[cpu] = Target(cpu, prior.domain, prior.vcpu, prior.owners | owner)
+    check_cpus(fs, found)
+    return [found[cpu] for cpu in sorted(found)]
+
+
+def owners_on(targets: Sequence[Target], cpus: Iterable[int]) -> list[Target]:
+    """``--cpus`` with domains named: those CPUs, owned by the named VMs' vCPUs pinned there."""
+    known = {t.cpu: t for t in targets}
+    return [known.get(cpu, Target(cpu)) for cpu in sorted(cpus)]
+
+
+# ---- the trace --------------------------------------------------------------------
+
+
+def run(
+    targets: Sequence[Target],
+    duration_s: float,
+    fs: HostFS | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+) -> Measurement:
+    """Traces ``targets`` for ``duration_s`` seconds (less if interrupted: Ctrl-C)."""
+    fs = fs or HostFS("/")
+    if not fs.is_live:
+        raise HostError("rtlibvirt noise traces the running kernel; it cannot trace a tree")
+    interrupted = False
+    owners = {t.cpu: t.owners for t in targets}
+    with tracefs.Session(owners, events.EVENTS, fs) as session:
+        session.start()
+        start = session.start_us
+        attribution = Attribution(owners, start, start + int(duration_s * 1e6))
+        tail = b""
+        try:
+            end = start + int(duration_s * 1e6)
+            while True:
+                left = (end - tracefs.now_us()) / 1e6
+                if left <= 0:
+                    break
+                time.sleep(min(tracefs.READ_EVERY_S, left))
+                tail = _feed(attribution, session.read(), tail)
+                if progress is not None:
+                    progress((tracefs.now_us() - start) / 1e6)
+        except KeyboardInterrupt:
+            interrupted = True
+        session.stop()
+        attribution.end = min(attribution.end, session.stop_us)
+        tail = _feed(attribution, session.read(), tail)
+        _feed(attribution, tail + b"\n", b"")
+        lost = session.lost()
+        missing = list(session.missing)
+    attribution.finish()
+    duration = (attribution.end - attribution.start) / 1e6
+    view = hints.view(fs)
+    cpus = [_cpu_result(t, attribution.cpus[t.cpu], duration, lost, view) for t in targets]
+    return Measurement(
+        duration_s=duration,
+        method=METHOD,
+        cpus=cpus,
+        requested_s=duration_s,
+        interrupted=interrupted,
+        bin_s=duration_s / BINS,
+        missing_events=missing,
+        events=attribution.events,
+    )
+
+
+def _feed(attribution: Attribution, data: bytes, tail: bytes) -> bytes:
+    if not data:
+        return tail
+    data = tail + data
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return data
+    text = data[:cut].decode("utf-8", errors="replace")
+    attribution.feed(events.parse(line) for line in text.split("\n") if line)
+    return data[cut + 1 :]
+
+
+def _cpu_result(
+    target: Target, noise: CpuNoise, duration: float, lost: dict[int, int], view: hints.HostView
+) -> CpuResult:
+    per_s = 1 / duration if duration > 0 else 0.0
+    ordered = sorted(noise.sources.values(), key=lambda s: (-s.time_us, -s.count, s.name))
+    return CpuResult(
+        cpu=target.cpu,
+        domain=target.domain,
+        vcpu=target.vcpu,
+        disturbances_per_s=noise.disturbances * per_s,
+        us_lost_per_s=noise.lost_us * per_s,
+        sources=[_source(s, target, view) for s in ordered if s.count or s.time_us],
+        lost_events=lost.get(target.cpu, 0),
+        timeline_count=list(noise.bins_count),
+        timeline_lost_us=list(noise.bins_lost),
+    )
+
+
+def _source(source: Source, target: Target, view: hints.HostView) -> SourceResult:
+    return SourceResult(
+        kind=source.kind,
+        name=source.name,
+        count=source.count,
+        time_us=source.time_us,
+        max_us=source.max_us,
+        hint=hints.hint(source, target.cpu, view, target.domain),
+        pid=source.pid,
+        irq=source.irq,
+    )
