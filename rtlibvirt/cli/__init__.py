@@ -115,6 +115,7 @@ COMMANDS = {
     "tune": "fit:tune",
     "status": "fit:status",
     "probe": "probe:probe",
+    "cockpit": "cockpit:cockpit",
 }
 
 if __name__ == "__main__":  # pragma: no cover
