@@ -15,18 +15,23 @@
     // A domain name the probe keeps a result file for (rtlibvirt.probe.saved._NAME).
     const KEPT_NAME = /^[A-Za-z0-9_+][A-Za-z0-9_.+:-]{0,199}$/;
     const HOST_YAML = "/etc/rtlibvirt/host.yaml";
-    const DEFAULT_TUNING = [
-        "# What `rtlibvirt tune` changes: the cpu, memory_backing, numa and isolation",
-        "# sections of a vm.yaml (see docs/tune.md). The rest of the domain stays.",
-        "cpu:",
-        "  pinning: auto",
-        "  emulator: auto",
-        "  realtime:",
-        "    vcpus: all",
-        "memory_backing:",
-        "  hugepages: none",
-        "",
-    ].join("\n");
+    // A first TUNING.yaml for a domain of `vcpus` vCPUs: vCPU 0 stays the guest's
+    // housekeeping vCPU when there are more (as docs/tune.md suggests).
+    function defaultTuning(vcpus) {
+        const realtime = vcpus > 2 ? "1-" + (vcpus - 1) : vcpus === 2 ? "1" : "0";
+        return [
+            "# What `rtlibvirt tune` changes: the cpu, memory_backing, numa and isolation",
+            "# sections of a vm.yaml (see docs/tune.md). The rest of the domain stays.",
+            "cpu:",
+            "  pinning: auto",
+            "  emulator: auto",
+            "  realtime:",
+            "    vcpus: " + JSON.stringify(realtime),
+            "memory_backing:",
+            "  hugepages: none",
+            "",
+        ].join("\n");
+    }
 
     const state = {
         config: null,
@@ -457,7 +462,7 @@
                      h("span", { class: "rtl-other-name", text: dom.name }), " ",
                      dom.running ? label("running", "green") : label("shut off", "grey"), " ",
                      h("span", { class: "rtl-subtle", text: dom.vcpus + " vCPUs, " + (dom.pinned_cpus.length ? "on CPUs " + cpulist(dom.pinned_cpus) : "not pinned") }), " ",
-                     button("Make real-time", "secondary", function () { tuneDialog(dom.name) },
+                     button("Make real-time", "secondary", function () { tuneDialog(dom.name, dom.vcpus) },
                             { "data-action": "tune", disabled: state.admin ? null : true }));
         })) : h("p", { class: "rtl-subtle", text: "Every VM on this host is real-time." }));
     }
@@ -512,9 +517,9 @@
             .then(function () { return path });
     }
 
-    function tuneDialog(name) {
+    function tuneDialog(name, vcpus) {
         const textarea = h("textarea", { class: "rtl-yaml", rows: 10, spellcheck: "false", "aria-label": "TUNING.yaml", id: "tune-yaml" });
-        textarea.value = DEFAULT_TUNING;
+        textarea.value = defaultTuning(vcpus);
         const diff = h("div", { id: "tune-diff" });
         const apply = button("Apply", "primary", doApply, { disabled: true, "data-action": "apply" });
         const preview = button("Show changes", "secondary", doPreview, { "data-action": "preview" });
@@ -576,9 +581,10 @@
             state.status = status;
             renderCpus(status);
             renderVms();
-            hook.then(function (h) { renderHostLine(status, h) });
-            runJson(["host-prep", "verify", HOST_YAML, "--json"]).then(function (r) { renderHostPrep(r, null) }, function (e) { renderHostPrep(null, e) });
-            return Promise.all(status.domains.filter(isRealtime).map(function (dom) {
+            const line = hook.then(function (h) { renderHostLine(status, h) });
+            const prep = runJson(["host-prep", "verify", HOST_YAML, "--json"])
+                .then(function (r) { renderHostPrep(r, null) }, function (e) { renderHostPrep(null, e) });
+            return Promise.all([line, prep].concat(status.domains.filter(isRealtime).map(function (dom) {
                 return Promise.all([
                     runJson(["check", dom.name, "--json"]).catch(function (e) { return { error: e } }),
                     runJson(["hook", "status", "--json", "--domain", dom.name, "--lines", "30"]).catch(function () { return null }),
@@ -589,7 +595,7 @@
                     dom._kept = all[2];
                     renderVms();
                 });
-            }));
+            })));
         }).catch(function (error) {
             replace("host-line", "Could not read the host");
             showError(error.title ? error : { title: String(error) });
