@@ -176,7 +176,9 @@
                       h("div", { class: "pf-v5-c-alert__icon", "aria-hidden": "true", text: kind === "danger" ? "!" : kind === "warning" ? "⚠" : kind === "success" ? "✓" : "i" }),
                       h("p", { class: "pf-v5-c-alert__title" },
                         h("span", { class: "pf-v5-screen-reader", text: kind + " alert:" }), prose(title)),
-                      description ? h("div", { class: "pf-v5-c-alert__description" }, prose(description)) : null);
+                      description ? h("div", { class: "pf-v5-c-alert__description" }, description.split("\n").map(function (line) {
+                          return h("div", {}, prose(line.trim()));
+                      })) : null);
         const close = h("div", { class: "pf-v5-c-alert__action" },
                         button("×", "plain", function () { box.remove() }, { "aria-label": "Close alert" }));
         box.appendChild(close);
@@ -358,8 +360,8 @@
             });
             return merged;
         });
-        const W = 600;
-        const H = 220;
+        const W = 420;
+        const H = 200;
         const L = 48;
         const B = 30;
         const top = Math.ceil(Math.log10(maxCount + 1));
@@ -552,7 +554,10 @@
             spawn(["tune", name, path], { err: "out" }).then(function (out) {
                 close();
                 const area = document.getElementById("alerts");
-                area.appendChild(h("div", { class: "pf-v5-l-stack__item" }, alert("success", out.split("\n")[0], out.split("\n").slice(1).join(" ").trim())));
+                const lines = out.split("\n").filter(function (l) { return l.trim() });
+                const title = lines.filter(function (l) { return l.startsWith("Tuned domain") })[0] || lines[0] || "Tuned " + name;
+                area.appendChild(h("div", { class: "pf-v5-l-stack__item" },
+                                   alert("success", title, lines.filter(function (l) { return l !== title }).join("\n"))));
                 refresh();
             }, function (ex, out) {
                 const error = cliError(ex, out, "rtlibvirt tune");
@@ -576,6 +581,7 @@
     function refresh() {
         const button = document.getElementById("refresh");
         button.disabled = true;
+        document.body.setAttribute("data-loaded", "false");
         const hook = runJson(["hook", "status", "--json"]).catch(function () { return null });
         return runJson(["status", "--json"]).then(function (status) {
             state.status = status;

@@ -45,6 +45,16 @@ def wait_for(driver: Any, script: str, timeout: float = 60, what: str = "") -> A
         time.sleep(0.2)
 
 
+def loaded(driver: Any) -> None:
+    """Wait until the page has every part (it says so after each refresh)."""
+    wait_for(driver, "return document.body.getAttribute('data-loaded') === 'true'", what="the page")
+
+
+def refresh(driver: Any) -> None:
+    driver.find_element("id", "refresh").click()
+    loaded(driver)
+
+
 def severe(driver: Any) -> list[str]:
     """The browser's console errors (and failed loads) since the last call."""
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
@@ -77,7 +87,7 @@ def open_page(
             raise
         opened.append((ws_cm, driver))
         driver.get(ws.page_url())
-        wait_for(driver, "return document.body.getAttribute('data-loaded')", what="the page")
+        loaded(driver)
         return ws, driver
 
     yield open_
