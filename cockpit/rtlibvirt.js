@@ -164,6 +164,13 @@
             m = /^hint: (.*)$/.exec(trimmed);
             if (m) hints.push(m[1]);
         });
+        if (ex && (ex.problem === "access-denied" || ex.problem === "not-found")) {
+            return {
+                title: (what ? what + ": " : "") + "cannot run " + state.config.rtlibvirt + " as this user (" + cockpit.message(ex) + ")",
+                hint: "the page runs the rtlibvirt that installed it: install rtlibvirt where every user may run it (e.g. a venv under /opt), then `rtlibvirt cockpit install` again",
+                exit: null,
+            };
+        }
         if (message === null) {
             message = (ex && ex.problem === "not-found") ? "rtlibvirt was not found at " + state.config.rtlibvirt
                 : (lines.filter(function (l) { return l.trim() }).slice(-1)[0] || cockpit.message(ex));

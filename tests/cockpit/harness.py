@@ -68,7 +68,10 @@ def cockpit_ws(
         "--local-session=cockpit-bridge",
     ]
     if user is not None:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
+        import pwd
+
+        group = pwd.getpwnam(user).pw_gid
+        argv = ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", *argv]
     environment = {**os.environ, "XDG_DATA_HOME": str(data_home), **(env or {})}
     with log.open("wb") as out:
         process = subprocess.Popen(

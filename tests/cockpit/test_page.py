@@ -6,10 +6,16 @@ works at a narrow width, shows the CLI's errors as alerts, and "Make real-time" 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.cockpit.conftest import severe, wait_for
+import pytest
+
+from tests.cockpit.conftest import RTLIBVIRT, severe, wait_for
 
 TEST_URI = {"LIBVIRT_DEFAULT_URI": "test:///default"}
 
@@ -103,3 +109,46 @@ def test_make_real_time_shows_the_diff_first(open_page: Any, tmp_path: Path) -> 
     )
     assert "rtlibvirt tune --dry-run:" in alert and "99" in alert, alert
     assert not apply.is_enabled()
+
+
+def test_a_user_without_admin_rights_gets_a_read_only_page(open_page: Any, tmp_path: Path) -> None:
+    """cockpit-ws and its bridge run as `nobody`: no superuser, so no Measure, no tune."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run cockpit-ws as another user")
+    # a data home that `nobody` can read (the test's own folder is root's only)
+    home = Path(tempfile.mkdtemp(prefix="rtl-cockpit-"))
+    try:
+        home.chmod(0o755)
+        subprocess.run(
+            [RTLIBVIRT, "cockpit", "install", "--dir", str(home / "cockpit")],
+            check=True,
+            capture_output=True,
+        )
+        _, driver = open_page(TEST_URI, user="nobody", data_home=home)
+        note = wait_for(
+            driver,
+            "const n = document.getElementById('readonly'); return !n.hidden && n.textContent",
+            what="the read-only note",
+        )
+        assert "Read-only: you are not an administrator of this host" in note
+        # can the bridge (as nobody) run this rtlibvirt at all? Asked through Cockpit itself
+        runnable = driver.execute_async_script(
+            "const done = arguments[1];"
+            "cockpit.spawn([arguments[0], '-V']).then(() => done(true), () => done(false))",
+            RTLIBVIRT,
+        )
+        if runnable:
+            # what the user may read is shown; every action is disabled
+            assert len(texts(driver, ".rtl-cpu")) == 16, texts(driver, "#alerts")
+            tune = driver.find_element(
+                "css selector", '#other-vms [data-vm="test"] [data-action="tune"]'
+            )
+            assert not tune.is_enabled()
+        else:
+            # this venv's Python is not for other users (e.g. under /root): the page says so
+            alerts = texts(driver, "#alerts .pf-v5-c-alert")
+            assert any(f"cannot run {RTLIBVIRT} as this user" in a for a in alerts), alerts
+            assert not texts(driver, '[data-action="tune"], [data-action="measure"]')
+        driver.save_screenshot(str(tmp_path / "read-only.png"))
+    finally:
+        shutil.rmtree(home)
