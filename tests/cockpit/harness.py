@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from rtlibvirt.probe.run import _stop as stop_group  # SIGTERM its group, SIGKILL after 10 s
 
 WS = Path("/usr/lib/cockpit/cockpit-ws")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -92,14 +93,7 @@ def cockpit_ws(
                 time.sleep(0.1)
         yield Cockpit(url, process, log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)  # setsid made it the leader of its own process group
 
 
 def browser(width: int = 1280, height: int = 900):  # type: ignore[no-untyped-def]

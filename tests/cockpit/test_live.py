@@ -11,7 +11,6 @@ The domains and the hook are removed afterwards, whatever happens.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -20,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from rtlibvirt import hook
 from tests.cockpit.conftest import RTLIBVIRT, refresh, severe, wait_for
 from tests.conftest import REPO, require_rt_host
-from tests.daemon.test_hook_e2e import SPEC, claims
+from tests.daemon.test_hook_e2e import SPEC, _cleanup
 
 pytestmark = pytest.mark.libvirtd
 
@@ -181,10 +179,4 @@ def test_the_page_on_the_real_libvirtd(
         assert result["name"] == NAME and result["virt_type"] == "qemu"
         driver.save_screenshot(str(tmp_path / "measured.png"))
     finally:
-        for name in (NAME, PLAIN):
-            subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
-            subprocess.run([*virsh, "undefine", name], capture_output=True, check=False)
-        if NAME in claims():
-            hook.main([NAME, "release", "end", "-"], io.StringIO(""))
-        if not hook_was_installed:
-            subprocess.run([RTLIBVIRT, "hook", "uninstall"], capture_output=True, check=False)
+        _cleanup(virsh, RTLIBVIRT, hook_was_installed, names=(NAME, PLAIN))
