@@ -485,9 +485,10 @@
         state.busy[dom.name] = "Measuring";
         renderVms();
         const settings = document.getElementById("measure-virt-type");
-        const args = useNoise ? ["noise", dom.name, "--duration", "5s", "--json"]
-            : ["probe", dom.name, "--virt-type", settings ? settings.value : state.virtType,
-               "--duration", document.getElementById("measure-duration").value || state.duration];
+        // options first, then "--": a domain name is never taken for an option
+        const args = useNoise ? ["noise", "--duration", "5s", "--json", "--", dom.name]
+            : ["probe", "--virt-type", settings ? settings.value : state.virtType,
+               "--duration", document.getElementById("measure-duration").value || state.duration, "--", dom.name];
         let partial = "";
         const proc = spawn(args, { err: useNoise ? "message" : "out" });
         proc.stream(function (data) {
@@ -543,7 +544,7 @@
             }
             writeTuning(name, textarea.value).then(function (written) {
                 path = written;
-                return spawn(["tune", name, path, "--dry-run"], { err: "out" });
+                return spawn(["tune", "--dry-run", "--", name, path], { err: "out" });
             }).then(function (out) {
                 replace("tune-diff", h("pre", { class: "rtl-diff", "data-diff": "" }, out.split("\n").map(function (line) {
                     const cls = line.startsWith("+") ? "rtl-add" : line.startsWith("-") ? "rtl-del" : null;
@@ -558,7 +559,7 @@
         function doApply() {
             apply.disabled = true;
             preview.disabled = true;
-            spawn(["tune", name, path], { err: "out" }).then(function (out) {
+            spawn(["tune", "--", name, path], { err: "out" }).then(function (out) {
                 close();
                 const area = document.getElementById("alerts");
                 const lines = out.split("\n").filter(function (l) { return l.trim() });
@@ -599,7 +600,7 @@
                 .then(function (r) { renderHostPrep(r, null) }, function (e) { renderHostPrep(null, e) });
             return Promise.all([line, prep].concat(status.domains.filter(isRealtime).map(function (dom) {
                 return Promise.all([
-                    runJson(["check", dom.name, "--json"]).catch(function (e) { return { error: e } }),
+                    runJson(["check", "--json", "--", dom.name]).catch(function (e) { return { error: e } }),
                     runJson(["hook", "status", "--json", "--domain", dom.name, "--lines", "30"]).catch(function () { return null }),
                     readKept(dom.name),
                 ]).then(function (all) {
