@@ -17,7 +17,10 @@ def test_wheel_contains_templates_and_hook(wheel: Path) -> None:
     assert "rtlibvirt/xml_templates/domain.xml.j2" in names
     assert "rtlibvirt/xml_templates/devices.xml.j2" in names
     assert "rtlibvirt/hooks/qemu" in names
-    assert not any(n.startswith(("xml_templates/", "hooks/", "tests/")) for n in names)
+    # the Cockpit page, built: `rtlibvirt cockpit install` copies it from the package
+    for name in ("manifest.json", "index.html", "rtlibvirt.js", "rtlibvirt.css", "patternfly.css"):
+        assert f"rtlibvirt/cockpit/{name}" in names
+    assert not any(n.startswith(("xml_templates/", "hooks/", "cockpit/", "tests/")) for n in names)
 
 
 def fresh_env(env_dir: Path, wheel: Path, deps: Path) -> Path:

@@ -141,6 +141,7 @@ COMMANDS = {
     "status": "fit:status",
     "probe": "probe:probe",
     "noise": "noise:noise",
+    "cockpit": "cockpit:cockpit",
 }
 
 if __name__ == "__main__":  # pragma: no cover

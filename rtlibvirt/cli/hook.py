@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from rtlibvirt import __version__
-from rtlibvirt.cli.options import CONTEXT
+from rtlibvirt.cli.options import CONTEXT, json_option
 from rtlibvirt.errors import EXIT_DIFFERS
 
 hooks_dir_option = click.option(
@@ -120,19 +120,45 @@ def uninstall(hooks_dir: Path, force: bool) -> None:
 
 @hook.command(context_settings=CONTEXT)
 @hooks_dir_option
-def status(hooks_dir: Path) -> None:
+@json_option
+@click.option(
+    "--domain",
+    metavar="NAME",
+    help="With --json: also the hook's last log lines about domain NAME.",
+)
+@click.option(
+    "--lines",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="How many of those log lines.",
+)
+def status(hooks_dir: Path, as_json: bool, domain: str | None, lines: int) -> None:
     """Is the hook installed, current and seen by libvirtd? What does it isolate now?
 
     Exit status 0 when everything is in order, 3 when something needs doing
     (not installed, another version, libvirtd must be restarted, ...).
 
     \b
-    Example:
+    Examples:
       rtlibvirt hook status
+      rtlibvirt hook status --json --domain plc   # with its last log lines
     """
     from rtlibvirt.hook import install as hookinstall
 
     st = hookinstall.status(hooks_dir)
+    if as_json:
+        import json
+
+        from rtlibvirt.hook import log as hooklog
+
+        data = st.to_json()
+        if domain is not None:
+            data["log_lines"] = {domain: hooklog.recent(hookinstall.host_fs(), domain, lines)}
+        click.echo(json.dumps(data, indent=2))
+        if not st.ok:
+            raise click.exceptions.Exit(EXIT_DIFFERS)
+        return
     echo = click.echo
     if not st.installed:
         echo(f"hook       not installed ({st.path} is missing); run `rtlibvirt hook install`")

@@ -109,6 +109,8 @@ def probe(
     linux-image-rt-amd64, busybox-static and rt-tests, and cached in
     /var/cache/rtlibvirt/probe), runs cyclictest on each realtime vCPU and
     powers off. The domain is transient and destroyed on every way out.
+    The report is kept as /var/lib/rtlibvirt/probe/NAME.json
+    ($RTLIBVIRT_PROBE_RESULTS), the newest of each VM, for the Cockpit page.
 
     \b
     Examples:
@@ -184,6 +186,7 @@ def probe(
         title = f"rtlibvirt probe of {planned.name} ({kind}): latency histogram"
         atomic_write(plot, probeplot.svg(runs, title).encode("utf-8"), mode=0o644)
         _say(f"wrote {plot}")
+    _keep(planned.name, report.to_json())
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -197,6 +200,17 @@ def probe(
             err=True,
         )
         raise click.exceptions.Exit(EXIT_DIFFERS)
+
+
+def _keep(name: str, report: dict[str, object]) -> None:
+    """Keep the result for the Cockpit page; a failure to keep it is a warning only."""
+    from rtlibvirt.errors import HostError
+    from rtlibvirt.probe import saved
+
+    try:
+        _say(f"kept the result in {saved.save(name, report)}")
+    except HostError as exc:
+        _say(f"warning: {exc.message}")
 
 
 def _spec_target(path: Path, spec: VmSpec) -> Target:

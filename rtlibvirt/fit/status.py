@@ -45,6 +45,19 @@ def hook_unmoved(fs: HostFS | None) -> dict[str, list[str]]:
     return unmoved_by_vm(fs)
 
 
+def kernel_facts(fs: HostFS | None) -> dict[str, Any] | None:
+    """The running kernel: release, PREEMPT_RT or not, command line; None when remote."""
+    if fs is None:
+        return None
+    release = fs.read_or("/proc/sys/kernel/osrelease", "").strip() or None
+    realtime = fs.read_or("/sys/kernel/realtime", "").strip()
+    return {
+        "release": release,
+        "preempt_rt": realtime == "1",
+        "cmdline": fs.read_or("/proc/cmdline", "").strip()[:4096] or None,
+    }
+
+
 @dataclass(frozen=True)
 class Holder:
     domain: str
@@ -251,6 +264,7 @@ def to_json(host: HostModel, hook: dict[str, frozenset[int]] | None) -> dict[str
     ]
     return {
         "uri": host.uri,
+        "kernel": kernel_facts(host.fs),
         "topology": topo.describe(),
         "housekeeping": sorted(host.housekeeping) if host.isolated is not None else None,
         "isolated": sorted(host.isolated) if host.isolated is not None else None,

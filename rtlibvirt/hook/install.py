@@ -238,6 +238,33 @@ class Status:
             return None
         return self.daemon.started < self.installed_at
 
+    def to_json(self) -> dict[str, object]:
+        daemon = self.daemon
+        return {
+            "ok": self.ok,
+            "path": str(self.path),
+            "installed": self.installed,
+            "current": self.current,
+            "stale": self.stale,
+            "installed_version": self.installed_version,
+            "python": self.python,
+            "python_ok": self.python_ok,
+            "installed_at": self.installed_at,
+            "daemon": None
+            if daemon is None
+            else {"name": daemon.name, "pid": daemon.pid, "started": daemon.started},
+            "needs_restart": self.needs_restart,
+            "user_hook": str(self.user_hook) if self.user_hook is not None else None,
+            "claims": dict(self.claims),
+            "unrestored": self.unrestored,
+            "state_file": self.state_file,
+            "state_problem": self.state_problem,
+            "set_aside": list(self.set_aside),
+            "recovered": list(self.recovered),
+            "log": self.log,
+            "rt_problem": self.rt_problem,
+        }
+
     @property
     def ok(self) -> bool:
         return (

@@ -144,3 +144,46 @@ class HookLog:
         if self._file_fd is not None:
             os.close(self._file_fd)
             self._file_fd = None
+
+
+TAIL_BYTES = 1 << 20  # of the log file read for `hook status --domain` (its last MiB)
+
+
+def recent(fs: HostFS, domain: str, limit: int = 50) -> list[str]:
+    """The last ``limit`` lines the hook logged about ``domain`` (for ``hook status --json``).
+
+    From the journal (``journalctl -t rtlibvirt-hook``) where the hook logs to
+    syslog, else from the last MiB of LOG_FILE. A line is about the domain when
+    its message starts with the domain's name (as the hook writes it, escaped)
+    and an operation. Not used by the hook itself. Never raises.
+    """
+    prefix = escape(domain) + " "
+    if uses_syslog(fs):
+        import subprocess
+
+        try:
+            done = subprocess.run(
+                ["journalctl", "-t", IDENT, "-n", "5000", "-o", "short-iso", "--no-pager", "-q"],
+                capture_output=True,
+                timeout=20,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return []
+        text = done.stdout[-TAIL_BYTES:].decode("utf-8", "replace")
+    else:
+        try:
+            with open(fs.real(LOG_FILE), "rb") as log:
+                size = os.fstat(log.fileno()).st_size
+                log.seek(max(0, size - TAIL_BYTES))
+                text = log.read(TAIL_BYTES).decode("utf-8", "replace")
+        except OSError:
+            return []
+    found = []
+    for line in text.splitlines():
+        # "STAMP IDENT[PID] LEVEL: DOMAIN OP PHASE: message" (the file),
+        # "STAMP HOST IDENT[PID]: DOMAIN OP PHASE: message" (the journal)
+        head, sep, message = line.partition(": ")
+        if sep and IDENT in head and message.startswith(prefix):
+            found.append(line)
+    return found[-limit:]

@@ -237,13 +237,21 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
         _cleanup(virsh, rtlibvirt, hook_was_installed)
 
 
-def _cleanup(virsh: tuple[str, ...], rtlibvirt: str, hook_was_installed: bool) -> None:
-    for name in (FAILING, CLASH, NAME):
+def _cleanup(
+    virsh: tuple[str, ...],
+    rtlibvirt: str,
+    hook_was_installed: bool,
+    names: tuple[str, ...] = (FAILING, CLASH, NAME),
+) -> None:
+    """Remove the test's domains, undo what the hook still claims for them, and the hook
+    if the test installed it (the Cockpit page's live test uses it too)."""
+    for name in names:
         subprocess.run([*virsh, "destroy", name], capture_output=True, check=False)
         subprocess.run([*virsh, "undefine", name], capture_output=True, check=False)
-    if NAME in claims():
-        # The stop hooks did not run (e.g. the hook was not seen by libvirtd):
-        # undo by name, as they would have, so that no host value stays changed.
-        hook.main([NAME, "release", "end", "-"], io.StringIO(""))
+    for name in names:
+        if name in claims():
+            # The stop hooks did not run (e.g. the hook was not seen by libvirtd):
+            # undo by name, as they would have, so that no host value stays changed.
+            hook.main([name, "release", "end", "-"], io.StringIO(""))
     if not hook_was_installed:
         subprocess.run([rtlibvirt, "hook", "uninstall"], capture_output=True, check=False)

@@ -30,3 +30,11 @@ def userspace_debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def userspace_trees(userspace_debs: dict[str, Path]) -> list[dict[str, Entry]]:
     return [debs.read(path, image._wanted) for path in userspace_debs.values()]
+
+
+@pytest.fixture(autouse=True)
+def kept_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every probe of these tests keeps its result in the test's folder, not the host's."""
+    folder = tmp_path / "kept"
+    monkeypatch.setenv("RTLIBVIRT_PROBE_RESULTS", str(folder))
+    return folder

@@ -1,0 +1,1 @@
+"""Rtlibvirt's Cockpit page (data only: manifest, page, script, styles)."""
