@@ -81,7 +81,7 @@ def noise(
                 "run it on the VM's host with -c qemu:///system",
             )
         with virt.connection(uri) as conn:
-            facts, _ = domain_facts(virt.all_domains(conn))
+            facts, _, _ = domain_facts(virt.all_domains(conn))
         targets = measure.targets_of_domains(fs, facts, domains, uri)
         if wanted is not None:
             targets = measure.owners_on(targets, measure.check_cpus(fs, wanted))
