@@ -513,3 +513,57 @@ def test_rules_never_judge_an_invalid_value(write_spec: Callable[..., Path]) -> 
     with pytest.raises(SpecError) as info:
         load_spec(spec_file)
     assert [p.path for p in info.value.problems] == ["vcpus"]
+
+
+RICH = {
+    "name": "rich",
+    "memory": "2GiB",
+    "vcpus": 4,
+    "cpu": {
+        "pinning": [2, 3, 4, 5],
+        "emulator": "0-1",
+        "realtime": {"vcpus": "1-3", "priority": 1, "kernel_threads": {"ksoftirqd": 1}},
+        "features": {"tsc-deadline": "optional"},
+        "share_with": ["other"],
+    },
+    "memory_backing": {"hugepages": "1G", "locked": False},
+    "guest": {
+        "extra_kernel_args": ["quiet"],
+        "disable_services": ["irqbalance.service"],
+        "mask_services": ["ksm.service"],
+        "kthreads": {"ksoftirqd": 2},
+    },
+}
+
+
+def _leaves(node: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _leaves(value, (*path, key))]
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in _leaves(value, (*path, i))]
+    return [path]
+
+
+def _replaced(path: tuple[object, ...], value: object) -> dict[str, object]:
+    data = json.loads(json.dumps(RICH))
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("path", _leaves(RICH), ids=lambda p: ".".join(map(str, p)))
+def test_a_wrong_value_anywhere_is_a_spec_error_never_a_crash(path: tuple[object, ...]) -> None:
+    """The rules run on partial specs (every problem in one run): each must skip the values the
+    shape check rejected. A crash here once came from a bad kernel_threads value reaching the
+    priority rule's addition, and from the guest section's rules reading a rejected list."""
+    validate_data(RICH)  # the spec itself is valid
+    refused = 0
+    for wrong in ({"x": 1}, [[1]], "?!", -1, True, 10**30):
+        try:
+            validate_data(_replaced(path, wrong))  # some are valid here (True for a boolean)
+        except SpecError as exc:
+            assert exc.problems, (path, wrong)
+            refused += 1
+    assert refused >= 4, path
