@@ -133,15 +133,18 @@ def test_the_page_on_the_real_libvirtd(
             driver.set_window_size(1280, 1400)
         assert not severe(driver)
 
-        # Measure a running VM: no `noise` here, the probe refuses (its CPUs are taken)
+        # Measure a running VM: `rtlibvirt noise` on its CPUs, shown by source with the fix
         driver.find_element("css selector", f'[data-vm="{NAME}"] [data-action="measure"]').click()
-        refusal = wait_for(
+        noise = wait_for(
             driver,
-            f"const a = document.querySelector('[data-vm=\"{NAME}\"] .pf-v5-c-alert');"
-            "return a && a.textContent",
-            what="the probe's refusal",
+            f"const n = document.querySelector('[data-vm=\"{NAME}\"] .rtl-noise');"
+            "return n && n.textContent",
+            timeout=120,
+            what="the noise result",
         )
-        assert "rtlibvirt probe:" in refusal and NAME in refusal, refusal
+        assert f"CPU 1 ({NAME} vCPU 0)" in noise and "disturbances/s" in noise, noise
+        assert "qemu-system" not in noise and "CPU 0/KVM" not in noise, noise  # the owner
+        assert not severe(driver)
 
         # Measure the stopped VM: the probe under TCG, 3 s, its result kept and shown
         run(*virsh, "destroy", NAME)
