@@ -25,6 +25,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,12 +116,16 @@ def spin(seconds: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--pairs", type=int, default=3, help="untraced/traced busy-loop pairs")
     args = parser.parse_args()
     hooked = Path("/etc/libvirt/hooks/qemu.d/50-rtlibvirt").exists()
     # run under `flock /run/lock/rtlibvirt-tests.lock`: scripts/libvirtd-up must not wait for it
     os.environ["RTLIBVIRT_HOST_LOCK_HELD"] = "1"
     procs = load()
     rows = []
+    plain: list[int] = []
+    under: list[int] = []
+    seen: list[dict] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             if hooked:
@@ -134,19 +139,22 @@ def main() -> None:
             tid = vm(True, Path(tmp))
             rows.append(("rtlibvirt VM, hook isolating", measured(tid, args.seconds, NAME)))
             gone()
-        plain = spin(args.seconds)
-        traced = subprocess.Popen(
-            [RTL, "noise", "--cpus", "1", "--duration", f"{args.seconds + 2}s", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1)
-        under = spin(args.seconds)
-        traced_out = json.loads(traced.communicate()[0])
+        # the measurement's cost: pairs of (untraced, traced) busy loops, interleaved so that
+        # the host's other load falls on both alike; the medians are compared
+        for _ in range(args.pairs):
+            plain.append(spin(args.seconds))
+            traced = subprocess.Popen(
+                [RTL, "noise", "--cpus", "1", "--duration", f"{args.seconds + 2}s", "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+            under.append(spin(args.seconds))
+            seen.append(json.loads(traced.communicate()[0])["cpus"][0])
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         gone()
         if NAME in peek(HostFS("/")).claims:
             hook.main([NAME, "release", "end", "-"], io.StringIO(""))
@@ -158,11 +166,19 @@ def main() -> None:
         top = "; ".join(f"{s['name']} ({s['count']})" for s in cpu["sources"][:3])
         print(f"| {label} | {cpu['disturbances_per_s']:.0f} | {cpu['us_lost_per_s']:.0f} | {top} |")
     print("| the limit | 0 | 0 | |")
-    cost = 100 * (plain - under) / plain
-    busy = traced_out["cpus"][0]
+    for label, cpu in rows:
+        print(f"\n{label}: its top sources (count, µs total, µs max) and their hints")
+        for src in cpu["sources"][:12]:
+            print(
+                f"  {src['kind']:<9} {src['count']:>7} {src['time_us']:>9.0f} {src['max_us']:>7.0f}"
+                f"  {src['name']}: {src['hint']}"
+            )
+    p, u = statistics.median(plain), statistics.median(under)
+    rate = statistics.median(c["disturbances_per_s"] for c in seen)
     print(
-        f"\nbusy loop on CPU 1: {plain} iterations untraced, {under} traced "
-        f"({cost:.1f} % fewer); the trace saw {busy['disturbances_per_s']:.0f} disturbances/s"
+        f"\nbusy loop on CPU 1, {args.pairs} interleaved pairs of {args.seconds:g} s: "
+        f"median {p:.0f} iterations untraced, {u:.0f} traced ({100 * (p - u) / p:.1f} % fewer); "
+        f"untraced {plain}, traced {under}; the trace saw a median {rate:.0f} disturbances/s"
     )
 
 
