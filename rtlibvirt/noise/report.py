@@ -124,7 +124,13 @@ def svg(m: Measurement, title: str) -> str:
         f'transform="rotate(-90 18 {TOP + plot_h / 2})">disturbances per second</text>'
     )
     out.append("</g>")
-    legend_w = 420
+    labels = [f"CPU {c.cpu}" + (f" ({c.domain} vCPU {c.vcpu})" if c.domain else "") for c in m.cpus]
+    texts = [
+        f"{label}: {c.disturbances_per_s:.0f} disturbances/s, {c.us_lost_per_s:.0f} µs lost/s"
+        for label, c in zip(labels, m.cpus, strict=True)
+    ]
+    # about 7 px a character at 12 px sans-serif, at most the plot's width
+    legend_w = min(plot_w - 8, 40 + 7 * max((len(t) for t in texts), default=0))
     legend = (
         f'<rect class="legend" x="{LEFT + plot_w - legend_w - 4}" y="{TOP + 4}" '
         f'width="{legend_w}" height="{18 * len(m.cpus) + 6}" fill="white" '
@@ -137,7 +143,7 @@ def svg(m: Measurement, title: str) -> str:
         for i, v in enumerate(values):
             points.append(f"L{x(i * bin_s):.1f},{y(v):.1f}")
             points.append(f"L{x((i + 1) * bin_s):.1f},{y(v):.1f}")
-        label = f"CPU {c.cpu}" + (f" ({c.domain} vCPU {c.vcpu})" if c.domain else "")
+        label = labels[index]
         mean = y(c.disturbances_per_s)
         out.append(
             f'<g class="series" data-cpu="{c.cpu}" data-label={quoteattr(label)} '
@@ -155,14 +161,11 @@ def svg(m: Measurement, title: str) -> str:
         out.append("</g>")
         ly = TOP + 20 + 18 * index
         lx = LEFT + plot_w - legend_w
-        text_ = (
-            f"{label}: {c.disturbances_per_s:.0f} disturbances/s, {c.us_lost_per_s:.0f} µs lost/s"
-        )
         lines.append(
             f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" '
             f'stroke="{color}" stroke-width="3"/>'
         )
-        lines.append(f'<text x="{lx + 26}" y="{ly}">{escape(text_)}</text>')
+        lines.append(f'<text x="{lx + 26}" y="{ly}">{escape(texts[index])}</text>')
     out += [legend, *lines, "</svg>"]
     return "\n".join(out) + "\n"
 
