@@ -51,6 +51,7 @@ bench: daemon
 	$(BIN)/python bench/kthreads.py
 	$(BIN)/python bench/big_host.py
 	$(BIN)/python bench/start_stop.py
+	flock /run/lock/rtlibvirt-tests.lock $(BIN)/python bench/noise.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -21,7 +21,7 @@ from rtlibvirt.errors import HostError, InputError
 @click.option(
     "--plot",
     "plot_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # judged by _check_plot_file, in one line
     metavar="FILE.svg",
     help="Write an SVG of disturbances over time per CPU.",
 )
@@ -64,15 +64,15 @@ def noise(
             raise InputError(
                 f"--cpus {cpus!r}: {exc}", "write a cpulist such as 1 or 2-3"
             ) from None
-    if plot_file is not None and not plot_file.parent.is_dir():
-        raise InputError(f"--plot {plot_file}: its folder does not exist")
+    if plot_file is not None:
+        _check_plot_file(plot_file)
     fs = HostFS("/")
     if os.geteuid() != 0:
         raise HostError("rtlibvirt noise traces the kernel: it needs root", "run it with sudo")
     if wanted is not None and not domains:
         targets = measure.targets_of_cpus(fs, wanted)
     else:
-        from rtlibvirt.fit.host import domain_facts, is_local
+        from rtlibvirt.fit.host import is_local
         from rtlibvirt.virt import connection as virt
 
         if not is_local(uri):
@@ -81,7 +81,15 @@ def noise(
                 "run it on the VM's host with -c qemu:///system",
             )
         with virt.connection(uri) as conn:
-            facts, _, _ = domain_facts(virt.all_domains(conn))
+            facts, unreadable = measure.live_domains(virt.all_domains(conn))
+        for name in sorted(unreadable):
+            if name in domains:
+                raise HostError(
+                    f"cannot read the XML of {name!r}: {unreadable[name]}",
+                    f"see `virsh dumpxml {name}`",
+                )
+            if not domains:
+                click.echo(f"warning: {name!r} not measured: {unreadable[name]}", err=True)
         targets = measure.targets_of_domains(fs, facts, domains, uri)
         if wanted is not None:
             targets = measure.owners_on(targets, measure.check_cpus(fs, wanted))
@@ -102,11 +110,43 @@ def noise(
         title = "rtlibvirt noise: " + ", ".join(
             f"CPU {c.cpu}" + (f" ({c.domain})" if c.domain else "") for c in result.cpus
         )
+        from rtlibvirt.kernel.files import atomic_write
+
         try:
-            plot_file.write_text(report.svg(result, title), encoding="utf-8")
+            atomic_write(plot_file, report.svg(result, title).encode("utf-8"), mode=0o644)
         except OSError as exc:
             raise HostError(f"cannot write {plot_file}: {exc.strerror}") from None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(report.text(result), nl=False)
+
+
+def _check_plot_file(path: Path) -> None:
+    """--plot FILE.svg is judged before the trace starts: an SVG name, in a folder that
+    exists and where this user can create a file, and not something other than a file."""
+    if path.suffix.lower() != ".svg":
+        raise InputError(f"--plot {path}: the picture is written as SVG", "name it FILE.svg")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(
+            f"--plot {path}: the folder {folder} does not exist", "create it, or name another file"
+        )
+    if path.is_symlink():
+        raise InputError(
+            f"--plot {path}: it is a symbolic link (noise runs as root and does not write "
+            "through links)",
+            "name the file itself",
+        )
+    if path.exists() and not path.is_file():
+        raise InputError(f"--plot {path}: it exists and is not a regular file", "name a file")
+    # can a file be created there? (an O_EXCL probe, removed at once: nothing is left)
+    probe = folder / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise InputError(
+            f"--plot {path}: cannot create a file in {folder} ({exc.strerror})",
+            "name a file in a folder you can write",
+        ) from None
+    os.unlink(probe)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtlibvirt.domain.facts import DomainFacts
+from rtlibvirt.domain.facts import DomainFacts, DomainXMLError, facts
 from rtlibvirt.errors import HostError, InputError
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.kernel.fs import HostFS
@@ -165,6 +165,26 @@ def vcpu_tids(fs: HostFS, name: str) -> dict[int, int]:
         return {}
     pid = threads.qemu_pid(fs, name)
     return {} if pid is None else threads.vcpu_threads(fs, pid)
+
+
+def live_domains(
+    entries: Iterable[tuple[str, str, str | None]],
+) -> tuple[list[DomainFacts], dict[str, str]]:
+    """Each domain as it is now: a running domain from its live XML alone, the others
+    from their definition; and the unreadable ones (name -> why).
+
+    Not :func:`rtlibvirt.fit.host.domain_facts`, which merges a running domain's
+    pending new definition into its live state (what the domain may claim after its
+    next start): noise traces the CPUs its vCPUs are pinned to now.
+    """
+    found: list[DomainFacts] = []
+    unreadable: dict[str, str] = {}
+    for name, definition, live in entries:
+        try:
+            found.append(facts(live, active=True) if live is not None else facts(definition))
+        except DomainXMLError as exc:
+            unreadable[name] = str(exc)
+    return found, unreadable
 
 
 def targets_of_domains(

@@ -7,6 +7,7 @@ the measurement's time; µs lost per second are in the legend.
 
 from __future__ import annotations
 
+import math
 from xml.sax.saxutils import escape, quoteattr
 
 from rtlibvirt.noise.measure import Measurement
@@ -51,15 +52,32 @@ def text(m: Measurement) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+def _round_up(value: float) -> float:
+    """``value`` (over 0) rounded up to 1, 2 or 5 times a power of ten: an axis' step or top."""
+    decade = 10.0 ** math.floor(math.log10(value))
+    return next(k * decade for k in (1, 2, 5, 10) if k * decade >= value * (1 - 1e-9))
+
+
 def svg(m: Measurement, title: str) -> str:
-    """Disturbances per second over time, one line per CPU."""
+    """Disturbances per second over the measurement's time, one step line per CPU.
+
+    As the probe's plot draws its histograms: a white picture, a framed plot
+    with a light grid, one coloured step line per CPU (here each bin's
+    disturbances per second), a dashed line at the CPU's mean, and a legend on
+    a white box with the per-second figures. Each CPU's ``<g class="series">``
+    carries its figures and the count of every bin as data attributes, for
+    tools that read the picture.
+    """
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    bin_s = m.bin_s or 1.0
-    used = max(1, min(len(c.timeline_count) for c in m.cpus) if m.cpus else 1)
-    shown_bins = max(1, min(used, round(m.duration_s / bin_s) or 1))
-    rates = [[n / bin_s for n in c.timeline_count[:shown_bins]] for c in m.cpus]
-    top = max([max(r, default=0) for r in rates] + [1.0])
-    span = shown_bins * bin_s
+    bin_s = m.bin_s if m.bin_s > 0 else max(m.duration_s, 0.001)
+    lengths = [len(c.timeline_count) for c in m.cpus if c.timeline_count]
+    bins = max(1, min([*lengths, max(1, round(m.duration_s / bin_s))]))
+    counts = [(list(c.timeline_count[:bins]) + [0] * bins)[:bins] for c in m.cpus]
+    rates = [[n / bin_s for n in row] for row in counts]
+    peak = max([max(row, default=0.0) for row in rates] + [c.disturbances_per_s for c in m.cpus])
+    top = _round_up(max(peak, 1.0))
+    span = bins * bin_s
+    x_step = _round_up(span / 8)  # 4 to 8 ticks along the time
 
     def x(t: float) -> float:
         return LEFT + plot_w * t / span
@@ -73,48 +91,84 @@ def svg(m: Measurement, title: str) -> str:
         f"<title>{escape(title)}</title>",
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
         f'<text x="{WIDTH / 2}" y="24" text-anchor="middle" font-size="15">{escape(title)}</text>',
-        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" '
-        'fill="none" stroke="#999"/>',
+        '<g class="axes" stroke="#999" stroke-width="1">',
     ]
+    for i in range(5):
+        gy = y(top * i / 4)
+        out.append(
+            f'<line x1="{LEFT}" y1="{gy:.1f}" x2="{LEFT + plot_w}" y2="{gy:.1f}" stroke="#eee"/>'
+        )
+    out.append(
+        f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none"/>'
+    )
+    out.append("</g>")
+    out.append('<g class="labels" fill="#333">')
     for i in range(5):
         v = top * i / 4
         out.append(
-            f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{LEFT + plot_w}" y2="{y(v):.1f}" '
-            'stroke="#eee"/>'
+            f'<text class="y-tick" x="{LEFT - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>'
         )
-        out.append(f'<text x="{LEFT - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
-    for i in range(6):
-        t = span * i / 5
+    tick = 0.0
+    while tick <= span * (1 + 1e-9):
         out.append(
-            f'<text x="{x(t):.1f}" y="{TOP + plot_h + 18}" text-anchor="middle">{t:.1f}</text>'
+            f'<text class="x-tick" x="{x(tick):.1f}" y="{TOP + plot_h + 18}" '
+            f'text-anchor="middle">{round(tick, 6):g}</text>'
         )
+        tick += x_step
     out.append(
         f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 16}" text-anchor="middle">'
-        f"time (s), bins of {bin_s * 1000:.0f} ms</text>"
+        f"time (s), bins of {_ms(bin_s)}</text>"
     )
     out.append(
         f'<text x="18" y="{TOP + plot_h / 2}" text-anchor="middle" '
         f'transform="rotate(-90 18 {TOP + plot_h / 2})">disturbances per second</text>'
     )
-    for index, (c, values) in enumerate(zip(m.cpus, rates, strict=True)):
+    out.append("</g>")
+    labels = [f"CPU {c.cpu}" + (f" ({c.domain} vCPU {c.vcpu})" if c.domain else "") for c in m.cpus]
+    texts = [
+        f"{label}: {c.disturbances_per_s:.0f} disturbances/s, {c.us_lost_per_s:.0f} µs lost/s"
+        for label, c in zip(labels, m.cpus, strict=True)
+    ]
+    # about 7 px a character at 12 px sans-serif, at most the plot's width
+    legend_w = min(plot_w - 8, 40 + 7 * max((len(t) for t in texts), default=0))
+    legend = (
+        f'<rect class="legend" x="{LEFT + plot_w - legend_w - 4}" y="{TOP + 4}" '
+        f'width="{legend_w}" height="{18 * len(m.cpus) + 6}" fill="white" '
+        'fill-opacity="0.85" stroke="#ccc"/>'
+    )
+    lines: list[str] = []
+    for index, (c, row, values) in enumerate(zip(m.cpus, counts, rates, strict=True)):
         color = COLORS[index % len(COLORS)]
         points = [f"M{x(0):.1f},{y(values[0] if values else 0):.1f}"]
         for i, v in enumerate(values):
             points.append(f"L{x(i * bin_s):.1f},{y(v):.1f}")
             points.append(f"L{x((i + 1) * bin_s):.1f},{y(v):.1f}")
-        label = f"CPU {c.cpu}" + (f" ({c.domain} vCPU {c.vcpu})" if c.domain else "")
+        label = labels[index]
+        mean = y(c.disturbances_per_s)
         out.append(
-            f'<g class="series" data-cpu="{c.cpu}" data-label={quoteattr(label)}>'
-            f'<path d="{" ".join(points)}" fill="none" stroke="{color}" stroke-width="1.5"/></g>'
+            f'<g class="series" data-cpu="{c.cpu}" data-label={quoteattr(label)} '
+            f'data-disturbances-per-s="{c.disturbances_per_s:.1f}" '
+            f'data-us-lost-per-s="{c.us_lost_per_s:.1f}" data-bin-s="{bin_s:g}" '
+            f'data-counts="{" ".join(str(n) for n in row)}">'
         )
-        ly = TOP + 20 + 18 * index
         out.append(
-            f'<line x1="{LEFT + 10}" y1="{ly - 4}" x2="{LEFT + 30}" y2="{ly - 4}" '
+            f'<path d="{" ".join(points)}" fill="none" stroke="{color}" stroke-width="1.5"/>'
+        )
+        out.append(
+            f'<line class="mean" x1="{LEFT}" y1="{mean:.1f}" x2="{LEFT + plot_w}" '
+            f'y2="{mean:.1f}" stroke="{color}" stroke-dasharray="4 3"/>'
+        )
+        out.append("</g>")
+        ly = TOP + 20 + 18 * index
+        lx = LEFT + plot_w - legend_w
+        lines.append(
+            f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" '
             f'stroke="{color}" stroke-width="3"/>'
         )
-        legend = (
-            f"{label}: {c.disturbances_per_s:.0f} disturbances/s, {c.us_lost_per_s:.0f} µs lost/s"
-        )
-        out.append(f'<text x="{LEFT + 36}" y="{ly}">{escape(legend)}</text>')
-    out.append("</svg>")
+        lines.append(f'<text x="{lx + 26}" y="{ly}">{escape(texts[index])}</text>')
+    out += [legend, *lines, "</svg>"]
     return "\n".join(out) + "\n"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:g} s"

@@ -3,8 +3,10 @@
 The hook is installed and libvirtd restarted as in test_hook_e2e.py; the VM
 `rtl-noise-e2e` has one FIFO vCPU pinned to CPU 1 (TCG). Before it starts,
 `noise --cpus 1` sees a task that wakes every millisecond and ttyS0's IRQ
-(its affinity set to CPU 1, and made to fire by writing to the port). While
-the VM runs, `noise rtl-noise-e2e` measures CPU 1 as the VM's: the task and
+(its affinity set to CPU 1, and made to fire by writing to the port), and
+`noise rtl-noise-e2e` refuses the defined VM that is not running. While the
+VM runs (its definition changed to pin the vCPU to CPU 0 at the next start),
+`noise rtl-noise-e2e` measures CPU 1 alone, as the VM's: the task and
 every IRQ the hook may move are gone from it, the vCPU thread is not counted,
 and an IRQ the kernel would not let the hook move is reported with the fix
 (isolcpus=managed_irq). Everything is undone afterwards, even on failure.
@@ -92,7 +94,14 @@ def test_noise_sees_the_hook_isolate_cpu1(system_uri: str, tmp_path: Path) -> No
         run(rtlibvirt, "hook", "install")
         run(str(REPO / "scripts/libvirtd-up"))
         run(rtlibvirt, "define", str(spec), "-c", system_uri)
+        down = subprocess.run(
+            [rtlibvirt, "noise", NAME, "--duration", "1s"], capture_output=True, text=True
+        )
+        assert down.returncode == 2 and down.stdout == "", down.stderr
+        assert down.stderr.splitlines()[0] == f"error: domain {NAME!r} is not running"
         run(*virsh, "start", NAME)
+        # a pending new definition pins the vCPU to CPU 0: noise measures where it runs now
+        run(*virsh, "vcpupin", NAME, "0", "0", "--config")
         pid = vcputhreads.qemu_pid(fs, NAME)
         assert pid is not None
         vcpu_tid = vcputhreads.vcpu_threads(fs, pid)[0]

@@ -192,3 +192,83 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(
     assert done.stdout == "" and words in done.stderr.splitlines()[0]
     assert "Traceback" not in done.stderr
     assert _state() == before
+
+
+def test_plot_writes_the_svg_of_the_run(live_host: None, ticker: int, tmp_path: Path) -> None:
+    from lxml import etree
+
+    picture = tmp_path / "noise.svg"
+    result = _noise("--cpus", "1", "--duration", "2s", "--plot", str(picture))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.svg"]  # no temporary file left
+    assert picture.stat().st_mode & 0o777 == 0o644
+    root = etree.parse(str(picture)).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg" and root.findtext(f"{ns}title") == "rtlibvirt noise: CPU 1"
+    (series,) = root.findall(f".//{ns}g[@class='series']")
+    (cpu,) = result["cpus"]
+    assert series.get("data-cpu") == "1" and series.get("data-label") == "CPU 1"
+    assert float(series.get("data-disturbances-per-s")) == pytest.approx(
+        cpu["disturbances_per_s"], abs=0.1
+    )
+    assert float(series.get("data-us-lost-per-s")) == pytest.approx(cpu["us_lost_per_s"], abs=0.1)
+    counts = [int(n) for n in series.get("data-counts").split()]
+    bin_s = float(series.get("data-bin-s"))
+    assert len(counts) == round(result["duration_s"] / bin_s)
+    # the timeline holds every disturbance of the run, spread over it: the ticker wakes
+    # every millisecond, so (nearly) every bin of 20 ms has some, and none holds the bulk
+    assert sum(counts) == pytest.approx(cpu["disturbances_per_s"] * result["duration_s"], abs=2)
+    assert sum(1 for n in counts if n) >= len(counts) * 9 // 10, counts
+    assert max(counts) < sum(counts) / 10, counts
+    assert len(series.find(f"{ns}path").get("d").split()) == 1 + 2 * len(counts)
+
+
+def test_bad_plot_files_exit_2_before_tracing_and_leave_nothing(
+    live_host: None, tmp_path: Path
+) -> None:
+    (tmp_path / "folder.svg").mkdir()
+    (tmp_path / "link.svg").symlink_to(tmp_path / "elsewhere.svg")
+    cases = {
+        str(tmp_path / "noise.png"): "the picture is written as SVG",
+        str(tmp_path / "missing" / "noise.svg"): "does not exist",
+        str(tmp_path / "folder.svg"): "is not a regular file",
+        str(tmp_path / "link.svg"): "symbolic link",
+        "/proc/noise.svg": "cannot create a file in /proc",
+    }
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    before = _state()
+    for plot, words in cases.items():
+        done = subprocess.run(
+            [*CLI, "noise", "--cpus", "1", "--duration", "30s", "--plot", plot],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (plot, done.stderr)
+        first, *rest = done.stderr.splitlines()
+        assert first.startswith(f"error: --plot {plot}: ") and words in first, first
+        assert [line for line in rest if not line.startswith("  hint: ")] == []
+        assert done.stdout == "" and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+    assert not Path("/proc/noise.svg").exists()
+    assert _state() == before
+
+
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def test_not_root_is_a_host_error_in_one_line() -> None:
+    done = subprocess.run(
+        [*NOBODY, *CLI, "noise", "--cpus", "1", "--duration", "1s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    if "No module named" in done.stderr or "Permission denied" in done.stderr:
+        pytest.skip("user nobody cannot read this checkout")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: rtlibvirt noise traces the kernel: it needs root",
+        "  hint: run it with sudo",
+    ]
+    assert done.stdout == ""
