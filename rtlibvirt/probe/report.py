@@ -14,6 +14,7 @@ from rtlibvirt.probe.results import RunResult, Summary, summarize
 EDGES = (0, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
 BAR_STEPS_PER_DECADE = 2  # one '#' per factor of about 3.2
 BAR_MAX = 14
+TCG_NO_VERDICT = "meaningless under TCG (software emulation, not the tuning, sets the worst case)"
 
 
 @dataclass(frozen=True)
@@ -154,13 +155,18 @@ def text(report: Report) -> list[str]:
         out.append(f"  guest isolation: {report.guest_cmdline}")
     out += ["", "latency in µs:"]
     out += table(report.runs)
+    # Under TCG the emulator, not the tuning, makes the worst case: a ratio is no verdict,
+    # and it says so on the same line (a reader of one line must not take it for one).
+    caveat = f", {TCG_NO_VERDICT}" if report.virt_type == "qemu" else ""
     ratio = report.ratio
     if ratio is not None:
-        out += ["", f"worst case, guest / bare metal: {ratio:g}x"]
+        out += ["", f"worst case, guest / bare metal: {ratio:g}x{caveat}"]
     untuned, tuned = report.run("untuned"), report.run("rtlibvirt")
     if untuned is not None and tuned is not None and tuned.summary.max_us > 0:
         factor = untuned.summary.max_us / tuned.summary.max_us
-        out.append(f"worst case, untuned / rtlibvirt: {factor:.2g}x")
+        if ratio is None:
+            out.append("")
+        out.append(f"worst case, untuned / rtlibvirt: {factor:.2g}x{caveat}")
     out += ["", *histogram(report.runs)]
     refused = [r.label for r in report.runs if r.summary.past_histogram]
     if refused:
