@@ -44,6 +44,16 @@ SUFFIX = "-probe"  # the probe domains are NAME-probe, NAME-probe-untuned, NAME-
 BOOT_ALLOWANCE_S = {"kvm": 90, "qemu": 240}  # from start to the guest's power-off, past -D
 HISTOGRAM_US = {"kvm": 10_000, "qemu": 100_000}  # TCG's tail reaches tens of ms
 POLL_S = 0.2
+# How long the console of a probe guest that has not begun measuring may stay silent.
+# The guest boots with loglevel=4 (errors only), so a healthy boot prints nothing until
+# its init says "rtlprobe: cyclictest on ..." (just after RTLPROBE BEGIN on the results
+# port): on the development machine TCG reaches it about 5 s after the start (8 MB
+# kernel, 2 MB initramfs, no firmware menu), and KVM runs the same boot at native speed,
+# in a second or two. A KVM guest that never boots (a nested hypervisor that starts QEMU
+# but runs no guest kernel) prints nothing at all. 30 s of silence is ten times a slow
+# KVM boot, 120 s twenty times a TCG one, both far below BOOT_ALLOWANCE_S, the bound
+# for a guest that boots and then never finishes.
+SILENT_BOOT_S = {"kvm": 30, "qemu": 120}
 MAX_DURATION_S = 24 * 3600
 TCG_WARNING = (
     "TCG (--virt-type qemu) emulates the guest CPU in software: these figures show that the "
@@ -244,18 +254,30 @@ class Prober:
         )
         limit = options.duration_s + BOOT_ALLOWANCE_S[options.virt_type]
         started = time.monotonic()
+        watch = BootWatch(SILENT_BOOT_S[options.virt_type], started)
         domain = transient.create(self.conn, xml)
         load: subprocess.Popen[bytes] | None = None
+        began = False
         try:
             while transient.is_running(domain):
-                if time.monotonic() - started > limit:
+                now = time.monotonic()
+                if now - started > limit:
                     raise ProbeError(
                         f"{label}: the probe guest did not finish within {limit} s"
                         + _console_tail(files.console),
-                        "a KVM guest that never boots here may need --virt-type qemu",
+                        _boot_hint(options.virt_type),
                     )
-                if options.load and load is None and _began(files.results):
-                    load = self._start_load()
+                if not began:
+                    began = _began(files.results)
+                    if began and options.load:
+                        load = self._start_load()
+                if not began and watch.silent(now, _size(files.console)):
+                    raise ProbeError(
+                        f"{label}: the probe guest's console stayed silent for "
+                        f"{watch.silence_s} s, well past a normal boot, and it has not begun "
+                        "measuring" + _console_tail(files.console),
+                        _boot_hint(options.virt_type),
+                    )
                 time.sleep(POLL_S)
         finally:
             transient.destroy(domain)
@@ -441,6 +463,38 @@ def _run_host(argv: list[str], timeout: int) -> subprocess.CompletedProcess[str]
         raise ProbeError(f"cyclictest on the host did not end within {timeout} s") from None
     except OSError as exc:
         raise ProbeError(f"cannot run cyclictest on the host: {exc}") from None
+
+
+@dataclass
+class BootWatch:
+    """Is the console of a booting guest silent for longer than ``silence_s``?
+
+    Fed the console's size on every poll; the silence runs from the start or from
+    the last time the console grew, so a guest that prints and then hangs is
+    caught too.
+    """
+
+    silence_s: float
+    since: float  # when the console last grew (the start, at first)
+    size: int = 0
+
+    def silent(self, now: float, size: int) -> bool:
+        if size != self.size:
+            self.size, self.since = size, now
+        return now - self.since > self.silence_s
+
+
+def _boot_hint(virt_type: str) -> str:
+    if virt_type == "kvm":
+        return "a KVM guest that never boots here may need --virt-type qemu"
+    return "see the console above; --kernel FILE boots another kernel"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _began(path: Path) -> bool:
