@@ -324,9 +324,7 @@ class Recording:
         attribution.finish()
         duration = (attribution.end - attribution.start) / 1e6
         view = hints.view(self.fs)
-        cpus = [
-            _cpu_result(t, attribution.cpus[t.cpu], duration, lost, view) for t in self.targets
-        ]
+        cpus = [_cpu_result(t, attribution.cpus[t.cpu], duration, lost, view) for t in self.targets]
         return Measurement(
             duration_s=duration,
             method=METHOD,

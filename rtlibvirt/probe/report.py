@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rtlibvirt.probe.hostnoise import TOP_SOURCES
 from rtlibvirt.probe.results import RunResult, Summary, summarize
 
 # Latency ranges of the text histogram (µs): 1-2-5 steps, as a log axis.
@@ -144,6 +145,37 @@ def histogram(runs: Sequence[RunResult]) -> list[str]:
     return lines
 
 
+def noise(runs: Sequence[RunResult]) -> list[str]:
+    """Beside each worst case, what disturbed its host CPUs meanwhile: the top sources, fixes."""
+    traced = [run for run in runs if run.noise is not None]
+    if not traced:
+        return []
+    out = ["", "host noise on the measured CPUs while each configuration ran (rtlibvirt noise):"]
+    for run in traced:
+        assert run.noise is not None
+        head = f"{run.label}: worst case {run.summary.max_us} µs; {run.noise.headline()}"
+        out.append(head)
+        for cpu in run.noise.cpus:
+            if not cpu.sources:
+                out.append(f"  host CPU {cpu.cpu}: nothing disturbed it")
+                continue
+            for source in cpu.sources[:TOP_SOURCES]:
+                out.append(
+                    f"  host CPU {cpu.cpu}: {source.kind} {source.name}: {source.count}x, "
+                    f"{source.time_us:.0f} µs in all, longest {source.max_us:.0f} µs"
+                )
+                out.append(f"    fix: {source.hint}")
+            if len(cpu.sources) > TOP_SOURCES:
+                rest = cpu.sources[TOP_SOURCES:]
+                total = sum(s.time_us for s in rest)
+                out.append(
+                    f"  host CPU {cpu.cpu}: {len(rest)} more sources, {total:.0f} µs (--json)"
+                )
+            if cpu.lost_events:
+                out.append(f"  host CPU {cpu.cpu}: the trace lost {cpu.lost_events} events")
+    return out
+
+
 def text(report: Report) -> list[str]:
     """The whole report for a terminal."""
     out = [
@@ -167,6 +199,7 @@ def text(report: Report) -> list[str]:
         if ratio is None:
             out.append("")
         out.append(f"worst case, untuned / rtlibvirt: {factor:.2g}x{caveat}")
+    out += noise(report.runs)
     out += ["", *histogram(report.runs)]
     refused = [r.label for r in report.runs if r.summary.past_histogram]
     if refused:

@@ -16,6 +16,7 @@ import pytest
 
 from rtlibvirt.config.vm import load_spec
 from rtlibvirt.domain.render import render
+from rtlibvirt.kernel.fs import HostFS
 from rtlibvirt.probe import run as proberun
 from rtlibvirt.probe.image import Image
 from rtlibvirt.virt import transient
@@ -77,8 +78,9 @@ def probe(
         workdir = tmp_path / "rtlibvirt-probe-1"
         workdir.mkdir()
         options = proberun.Options(duration_s=5, virt_type=virt_type)
+        tree = HostFS(tmp_path / "root")  # no live host here: the trace is left out, said why
         prober = proberun.Prober(
-            None, target, options, image, lambda _: None, True, workdir=workdir
+            None, target, options, image, lambda _: None, True, workdir=workdir, noise_fs=tree
         )
         return guest, prober
 
@@ -128,6 +130,8 @@ def test_a_slow_healthy_boot_and_a_silent_measurement_are_not_stopped(
     guest, prober = probe(script, ends=25 + 201, virt_type="qemu")
     [result] = prober.run()
     assert result.label == "rtlibvirt" and result.summary.samples > 0
+    assert result.noise is not None and result.noise.measurement is None
+    assert "cannot trace a tree" in (result.noise.unavailable or "")
     assert guest.elapsed >= 226 > proberun.SILENT_BOOT_S["qemu"]
 
 
