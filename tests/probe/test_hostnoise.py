@@ -147,3 +147,25 @@ def test_the_tracer_names_a_task_on_the_probes_cpu_and_not_the_cpus_owner(
     assert pids[noisy].count >= 1000  # ~1,000 wake-ups a second for 2 s
     assert pids[noisy].hint
     assert owner not in pids  # the CPU's owner is not noise
+
+
+def test_the_plot_has_a_noise_panel_beside_the_histograms() -> None:
+    from lxml import etree
+
+    from rtlibvirt.probe import plot
+
+    svg = "{http://www.w3.org/2000/svg}"
+    runs = with_noise().runs
+    root = etree.fromstring(plot.svg(runs, "t").encode())
+    assert float(root.get("height")) > plot.HEIGHT  # the panel is below the plot
+    panel = root.find(f".//{svg}g[@class='noise-panel']")
+    rows = panel.findall(f"{svg}g[@class='noise']")
+    assert [g.get("data-configuration") for g in rows] == ["bare metal", "rtlibvirt"]
+    bare, tuned = ("".join(g.itertext()).strip() for g in rows)
+    assert bare == "bare metal (worst case 23723 µs): no noise figure: tracing the host needs root"
+    assert tuned.startswith("rtlibvirt (worst case 4024 µs): host CPU 1: 1280 disturbances/s")
+    assert "rtl-ticker (pid 4242) 9000 µs" in tuned
+    # without any trace (older results), no panel and the usual height
+    plain = etree.fromstring(plot.svg(make().runs, "t").encode())
+    assert plain.find(f".//{svg}g[@class='noise-panel']") is None
+    assert float(plain.get("height")) == plot.HEIGHT

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
+import pytest
 from lxml import etree
 
 from rtlibvirt.probe import plot, report, results
@@ -104,7 +106,7 @@ def test_the_json_is_complete_and_the_gate_fails_above_the_limit() -> None:
     assert make().to_json()["gate"] is None
 
 
-def test_the_plot_is_a_valid_svg_with_a_log_axis_and_every_configuration() -> None:
+def test_the_plot_is_a_valid_svg_with_log_axes_and_every_configuration() -> None:
     text = plot.svg(runs(), "rtlibvirt probe of small-rt (TCG, not real-time figures)")
     root = etree.fromstring(text.encode())
     assert root.tag == f"{SVG}svg"
@@ -116,8 +118,55 @@ def test_the_plot_is_a_valid_svg_with_a_log_axis_and_every_configuration() -> No
         path = group.find(f"{SVG}path").get("d")
         assert path.startswith("M") and path.count("L") > 10
     labels = "".join(root.itertext())
-    assert "samples (log scale)" in labels and "latency (µs)" in labels
+    assert "samples per bin (log scale)" in labels and "latency (µs, log scale)" in labels
     # decade labels 10^0 .. 10^k of the y axis
     decades = [t for t in root.iter(f"{SVG}text") if t.text == "10"]
     assert len(decades) >= 5
     assert "refused (past the histogram)" in labels  # the bare-metal legend
+
+
+def test_the_x_axis_is_logarithmic_so_the_bulk_is_not_crushed_left_of_the_worst_case() -> None:
+    root = etree.fromstring(plot.svg(runs(), "t").encode())
+    ticks = root.findall(f".//{SVG}text[@class='x-tick']")
+    # the worst case is 23723 µs: decades from 1 µs to 100 000 µs, equally wide
+    assert [t.text for t in ticks] == ["1", "10", "100", "1 000", "10 000", "100 000"]
+    xs = [float(t.get("x")) for t in ticks]
+    widths = {round(b - a, 3) for a, b in itertools.pairwise(xs)}
+    assert len(widths) == 1
+    left, decade = xs[0], xs[1] - xs[0]
+
+    def at(us: float) -> float:
+        return left + decade * math.log10(us)
+
+    # each dashed line stands at its configuration's worst case on that log axis
+    for group in root.findall(f".//{SVG}g[@class='series']"):
+        line = group.find(f"{SVG}line[@class='worst-case']")
+        assert line.get("stroke-dasharray")
+        assert float(line.get("x1")) == pytest.approx(at(int(group.get("data-max-us"))), abs=0.1)
+    # the tuned guest's bulk (50-99 µs here) lies mid-plot, not in the leftmost 5 %
+    tuned = root.find(f".//{SVG}g[@data-configuration='rtlibvirt']/{SVG}path").get("d")
+    points = [tuple(map(float, p[1:].split(","))) for p in tuned.split()]
+    peak_x = min(points, key=lambda p: p[1])[0]  # the highest bin (smallest y)
+    assert at(40) < peak_x < at(110)
+    assert (peak_x - left) / (xs[-1] - left) > 0.3
+
+
+def test_the_legend_explains_the_dashed_lines() -> None:
+    root = etree.fromstring(plot.svg(runs(), "t").encode())
+    swatch = root.find(f".//{SVG}line[@class='legend-dashed']")
+    worst = root.find(f".//{SVG}line[@class='worst-case']")
+    assert swatch.get("stroke-dasharray") == worst.get("stroke-dasharray")
+    explained = [t.text for t in root.iter(f"{SVG}text") if t.text and "dashed" in t.text]
+    assert explained == ["dashed: the worst case of each (largest latency)"]
+    box = root.find(f".//{SVG}rect[@class='legend']")
+    assert float(box.get("y")) + float(box.get("height")) > float(swatch.get("y1"))  # inside
+
+
+def test_samples_under_one_microsecond_are_said_to_be_in_the_first_bin() -> None:
+    base = runs()[2]
+    fast = results.ThreadResult(1, 10, 0, 1.0, 3, {0: 4, 1: 5, 3: 1}, 10000)
+    root = etree.fromstring(
+        plot.svg([base, dataclasses.replace(base, threads=(fast,))], "t").encode()
+    )
+    assert "also holds the samples under 1 µs" in "".join(root.itertext())
+    assert plot.edges(25)[:4] == [0, 2, 3, 4] and plot.edges(25)[-1] > 25
