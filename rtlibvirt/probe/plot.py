@@ -31,7 +31,7 @@ COLORS = {"bare metal": "#2ca02c", "rtlibvirt": "#1f77b4", "untuned": "#d62728"}
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2")
 NOISE_LINE = 16  # px per line of the noise panel
 NOISE_SOURCES = 2  # sources named per CPU in the panel
-NOISE_CHARS = 150  # a panel line is cut there (the text report and --json have it all)
+NOISE_CHARS = 120  # a panel line is cut there (the text report and --json have it all)
 
 
 def edges(top_us: int) -> list[int]:
@@ -53,7 +53,8 @@ def edges(top_us: int) -> list[int]:
 def svg(runs: Sequence[RunResult], title: str) -> str:
     """The picture as SVG text."""
     top_us = max([r.summary.max_us for r in runs] + [1])
-    decades_x = max(2, math.ceil(math.log10(top_us + 1)))  # 1 µs to 10^decades_x µs
+    x_end = max(100, _nice(top_us + 1))  # the first 1, 2 or 5 x 10^k past the worst case
+    decades_x = math.log10(x_end)  # the axis runs from 1 µs to x_end
     bounds = edges(top_us)
     binned = []
     for run in runs:
@@ -67,12 +68,13 @@ def svg(runs: Sequence[RunResult], title: str) -> str:
     y_top = max([max(v, default=0) for _, v in binned] + [1])
     decades = max(1, math.ceil(math.log10(y_top)) if y_top > 1 else 1)
     noise_lines = _noise_lines(runs)
-    panel = NOISE_LINE * (len(noise_lines) + 1) + 10 if noise_lines else 0
+    rows = sum(len(lines) for _, lines in noise_lines)
+    panel = NOISE_LINE * (rows + 1) + 10 if noise_lines else 0
     height = HEIGHT + panel
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(us: float) -> float:
-        """Log scale from 1 µs at the left to 10^decades_x µs at the right."""
+        """Log scale from 1 µs at the left to x_end at the right."""
         return LEFT + plot_w * math.log10(max(us, 1)) / decades_x
 
     def y(count: float) -> float:
@@ -95,8 +97,10 @@ def svg(runs: Sequence[RunResult], title: str) -> str:
         out.append(
             f'<line x1="{LEFT}" y1="{gy:.1f}" x2="{LEFT + plot_w}" y2="{gy:.1f}" stroke="#eee"/>'
         )
-    for d in range(decades_x):
+    for d in range(math.ceil(decades_x)):
         for step in (1, 2, 5):
+            if step * 10**d >= x_end:
+                break
             gx = x(step * 10**d)
             shade = "#ddd" if step == 1 else "#f3f3f3"
             out.append(
@@ -111,10 +115,13 @@ def svg(runs: Sequence[RunResult], title: str) -> str:
             f'<text x="{LEFT - 8}" y="{y(10**d) + 4:.1f}" text-anchor="end">10<tspan '
             f'dy="-5" font-size="9">{d}</tspan></text>'
         )
-    for d in range(decades_x + 1):
+    ticks = [10**d for d in range(math.floor(decades_x) + 1)]
+    if ticks[-1] != x_end:
+        ticks.append(x_end)
+    for tick in ticks:
         out.append(
-            f'<text class="x-tick" x="{x(10**d):.1f}" y="{TOP + plot_h + 18}" '
-            f'text-anchor="middle">{10**d:,}</text>'.replace(",", " ")
+            f'<text class="x-tick" x="{x(tick):.1f}" y="{TOP + plot_h + 18}" '
+            f'text-anchor="middle">{tick:,}</text>'.replace(",", " ")
         )
     under_1 = any(r.histogram.get(0, 0) for r in runs)
     axis = "latency (µs, log scale), 20 bins per decade"
@@ -180,39 +187,57 @@ def svg(runs: Sequence[RunResult], title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _noise_lines(runs: Sequence[RunResult]) -> list[tuple[RunResult, str]]:
-    """Per traced configuration: its worst case, the noise per second, the costliest sources."""
+def _nice(value: float) -> int:
+    """The smallest 1, 2 or 5 times a power of ten at or above ``value``."""
+    if value <= 1:
+        return 1
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if step * power >= value:
+            return int(step * power)
+    return int(10 * power)  # pragma: no cover
+
+
+def _noise_lines(runs: Sequence[RunResult]) -> list[tuple[RunResult, list[str]]]:
+    """Per traced configuration: its worst case and noise per second; the costliest sources."""
     found = []
     for run in runs:
         if run.noise is None:
             continue
-        text = f"{run.label} (worst case {run.summary.max_us} µs): {run.noise.headline()}"
+        lines = [f"{run.label} (worst case {run.summary.max_us} µs): {run.noise.headline()}"]
         for cpu in run.noise.cpus:
-            top = ", ".join(f"{s.name} {s.time_us:.0f} µs" for s in cpu.sources[:NOISE_SOURCES])
+            top = ", ".join(
+                f"{s.kind} {s.name} {s.time_us:.0f} µs" for s in cpu.sources[:NOISE_SOURCES]
+            )
             if top:
-                text += f"; costliest on CPU {cpu.cpu}: {top}"
-        if len(text) > NOISE_CHARS:
-            text = text[: NOISE_CHARS - 1] + "…"
-        found.append((run, text))
+                lines.append(f"costliest on host CPU {cpu.cpu}: {top}")
+        found.append((run, [_cut(line) for line in lines]))
     return found
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= NOISE_CHARS else text[: NOISE_CHARS - 1] + "…"
+
+
 def _noise_panel(
-    runs: Sequence[RunResult], lines: list[tuple[RunResult, str]], top: int
+    runs: Sequence[RunResult], groups: list[tuple[RunResult, list[str]]], top: int
 ) -> list[str]:
     out = [
         '<g class="noise-panel" font-size="11">',
         f'<text x="{LEFT}" y="{top}" font-weight="bold">host noise on the measured CPUs '
         "while each configuration ran (rtlibvirt noise; the text report has the fixes)</text>",
     ]
-    for index, (run, text) in enumerate(lines):
+    row = 0
+    for run, lines in groups:
         color = COLORS.get(run.label, OTHER_COLORS[runs.index(run) % len(OTHER_COLORS)])
-        ly = top + NOISE_LINE * (index + 1)
         out.append(f'<g class="noise" data-configuration={quoteattr(run.label)}>')
-        out.append(
-            f'<rect x="{LEFT}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
-            f'<text x="{LEFT + 16}" y="{ly}">{escape(text)}</text>'
-        )
+        for index, text in enumerate(lines):
+            row += 1
+            ly = top + NOISE_LINE * row
+            if index == 0:
+                out.append(f'<rect x="{LEFT}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
+            indent = 16 if index == 0 else 32
+            out.append(f'<text x="{LEFT + indent}" y="{ly}">{escape(text)}</text>')
         out.append("</g>")
     out.append("</g>")
     return out
