@@ -5,7 +5,8 @@ into :class:`Target` s (a host CPU, the real-time VM and vCPU that own it, and
 the thread ids of that vCPU); :func:`run` traces them for a while and returns
 a :class:`Measurement`: per CPU, disturbances and time lost per second and
 the sources, each with its hint. The probe (rtlibvirt.probe.run) calls
-:func:`run` too, beside each configuration.
+:class:`Recording` (what :func:`run` drives) in its own loop, beside each
+configuration.
 """
 
 from __future__ import annotations
@@ -264,48 +265,96 @@ def run(
     progress: Callable[[float], None] | None = None,
 ) -> Measurement:
     """Traces ``targets`` for ``duration_s`` seconds (less if interrupted: Ctrl-C)."""
-    fs = fs or HostFS("/")
-    if not fs.is_live:
-        raise HostError("rtlibvirt noise traces the running kernel; it cannot trace a tree")
-    interrupted = False
-    owners = {t.cpu: t.owners for t in targets}
-    with tracefs.Session(owners, events.EVENTS, fs) as session:
-        session.start()
-        start = session.start_us
-        attribution = Attribution(owners, start, start + int(duration_s * 1e6))
-        tail = b""
+    with Recording(targets, duration_s, fs) as recording:
         try:
-            end = start + int(duration_s * 1e6)
             while True:
-                left = (end - tracefs.now_us()) / 1e6
+                left = recording.left_s()
                 if left <= 0:
                     break
                 time.sleep(min(tracefs.READ_EVERY_S, left))
-                tail = _feed(attribution, session.read(), tail)
+                recording.poll()
                 if progress is not None:
-                    progress((tracefs.now_us() - start) / 1e6)
+                    progress(recording.elapsed_s())
         except KeyboardInterrupt:
-            interrupted = True
+            recording.interrupted = True
+        return recording.finish()
+
+
+class Recording:
+    """A trace of ``targets`` that the caller drives: :func:`run`'s loop, or the probe's,
+    which polls its guest and the trace in one loop.
+
+    Entering starts the trace; :meth:`poll` reads what the kernel holds (call it
+    every :data:`tracefs.READ_EVERY_S` or so, the buffers are bounded); :meth:`finish`
+    stops it at once (even before ``duration_s``) and returns the measurement;
+    leaving removes the instance on every way out.
+    """
+
+    def __init__(
+        self, targets: Sequence[Target], duration_s: float, fs: HostFS | None = None
+    ) -> None:
+        self.targets = list(targets)
+        self.duration_s = duration_s
+        self.fs = fs or HostFS("/")
+        if not self.fs.is_live:
+            raise HostError("rtlibvirt noise traces the running kernel; it cannot trace a tree")
+        self.owners = {t.cpu: t.owners for t in self.targets}
+        self.session = tracefs.Session(self.owners, events.EVENTS, self.fs)
+        self.attribution: Attribution | None = None
+        self.interrupted = False
+        self._tail = b""
+        self._end = 0
+
+    def __enter__(self) -> Recording:
+        self.session.__enter__()
+        try:
+            self.session.start()
+        except BaseException:
+            self.session.close()
+            raise
+        start = self.session.start_us
+        self._end = start + int(self.duration_s * 1e6)
+        self.attribution = Attribution(self.owners, start, self._end)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    def left_s(self) -> float:
+        return (self._end - tracefs.now_us()) / 1e6
+
+    def elapsed_s(self) -> float:
+        return (tracefs.now_us() - self.session.start_us) / 1e6
+
+    def poll(self) -> None:
+        assert self.attribution is not None
+        self._tail = _feed(self.attribution, self.session.read(), self._tail)
+
+    def finish(self) -> Measurement:
+        """Stops the trace and attributes the rest; the instance goes on leaving."""
+        attribution = self.attribution
+        assert attribution is not None
+        session = self.session
         session.stop()
         attribution.end = min(attribution.end, session.stop_us)
-        tail = _feed(attribution, session.read(), tail)
+        tail = _feed(attribution, session.read(), self._tail)
         _feed(attribution, tail + b"\n", b"")
+        self._tail = b""
         lost = session.lost()
-        missing = list(session.missing)
-    attribution.finish()
-    duration = (attribution.end - attribution.start) / 1e6
-    view = hints.view(fs)
-    cpus = [_cpu_result(t, attribution.cpus[t.cpu], duration, lost, view) for t in targets]
-    return Measurement(
-        duration_s=duration,
-        method=METHOD,
-        cpus=cpus,
-        requested_s=duration_s,
-        interrupted=interrupted,
-        bin_s=duration_s / BINS,
-        missing_events=missing,
-        events=attribution.events,
-    )
+        attribution.finish()
+        duration = (attribution.end - attribution.start) / 1e6
+        view = hints.view(self.fs)
+        cpus = [_cpu_result(t, attribution.cpus[t.cpu], duration, lost, view) for t in self.targets]
+        return Measurement(
+            duration_s=duration,
+            method=METHOD,
+            cpus=cpus,
+            requested_s=self.duration_s,
+            interrupted=self.interrupted,
+            bin_s=self.duration_s / BINS,
+            missing_events=list(session.missing),
+            events=attribution.events,
+        )
 
 
 def _feed(attribution: Attribution, data: bytes, tail: bytes) -> bytes:

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rtlibvirt.probe.hostnoise import TOP_SOURCES
 from rtlibvirt.probe.results import RunResult, Summary, summarize
 
 # Latency ranges of the text histogram (µs): 1-2-5 steps, as a log axis.
 EDGES = (0, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
 BAR_STEPS_PER_DECADE = 2  # one '#' per factor of about 3.2
 BAR_MAX = 14
+TCG_NO_VERDICT = "meaningless under TCG (software emulation, not the tuning, sets the worst case)"
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,37 @@ def histogram(runs: Sequence[RunResult]) -> list[str]:
     return lines
 
 
+def noise(runs: Sequence[RunResult]) -> list[str]:
+    """Beside each worst case, what disturbed its host CPUs meanwhile: the top sources, fixes."""
+    traced = [run for run in runs if run.noise is not None]
+    if not traced:
+        return []
+    out = ["", "host noise on the measured CPUs while each configuration ran (rtlibvirt noise):"]
+    for run in traced:
+        assert run.noise is not None
+        head = f"{run.label}: worst case {run.summary.max_us} µs; {run.noise.headline()}"
+        out.append(head)
+        for cpu in run.noise.cpus:
+            if not cpu.sources:
+                out.append(f"  host CPU {cpu.cpu}: nothing disturbed it")
+                continue
+            for source in cpu.sources[:TOP_SOURCES]:
+                out.append(
+                    f"  host CPU {cpu.cpu}: {source.kind} {source.name}: {source.count}x, "
+                    f"{source.time_us:.0f} µs in all, longest {source.max_us:.0f} µs"
+                )
+                out.append(f"    fix: {source.hint}")
+            if len(cpu.sources) > TOP_SOURCES:
+                rest = cpu.sources[TOP_SOURCES:]
+                total = sum(s.time_us for s in rest)
+                out.append(
+                    f"  host CPU {cpu.cpu}: {len(rest)} more sources, {total:.0f} µs (--json)"
+                )
+            if cpu.lost_events:
+                out.append(f"  host CPU {cpu.cpu}: the trace lost {cpu.lost_events} events")
+    return out
+
+
 def text(report: Report) -> list[str]:
     """The whole report for a terminal."""
     out = [
@@ -154,13 +187,19 @@ def text(report: Report) -> list[str]:
         out.append(f"  guest isolation: {report.guest_cmdline}")
     out += ["", "latency in µs:"]
     out += table(report.runs)
+    # Under TCG the emulator, not the tuning, makes the worst case: a ratio is no verdict,
+    # and it says so on the same line (a reader of one line must not take it for one).
+    caveat = f", {TCG_NO_VERDICT}" if report.virt_type == "qemu" else ""
     ratio = report.ratio
     if ratio is not None:
-        out += ["", f"worst case, guest / bare metal: {ratio:g}x"]
+        out += ["", f"worst case, guest / bare metal: {ratio:g}x{caveat}"]
     untuned, tuned = report.run("untuned"), report.run("rtlibvirt")
     if untuned is not None and tuned is not None and tuned.summary.max_us > 0:
         factor = untuned.summary.max_us / tuned.summary.max_us
-        out.append(f"worst case, untuned / rtlibvirt: {factor:.2g}x")
+        if ratio is None:
+            out.append("")
+        out.append(f"worst case, untuned / rtlibvirt: {factor:.2g}x{caveat}")
+    out += noise(report.runs)
     out += ["", *histogram(report.runs)]
     refused = [r.label for r in report.runs if r.summary.past_histogram]
     if refused:

@@ -23,10 +23,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtlibvirt.errors import HostError
 from rtlibvirt.probe import guest
+
+if TYPE_CHECKING:
+    from rtlibvirt.probe.hostnoise import HostNoise
 
 MAX_OUTPUT = 16 * 1024 * 1024  # bytes of results read from a guest or a host run
 MAX_THREADS = 4096
@@ -294,6 +297,7 @@ class RunResult:
     cmdline: str
     duration_s: int
     notes: tuple[str, ...] = field(default=())
+    noise: HostNoise | None = None  # the host's noise on the measured CPUs meanwhile
 
     @property
     def summary(self) -> Summary:
@@ -324,6 +328,7 @@ class RunResult:
                 for t in self.threads
             ],
             "notes": list(self.notes),
+            "noise": self.noise.to_json() if self.noise is not None else None,
         }
 
 

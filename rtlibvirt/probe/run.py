@@ -33,8 +33,10 @@ from typing import Any
 from rtlibvirt.domain.facts import DomainFacts, DomainXMLError, facts, merge_live
 from rtlibvirt.errors import HostError, InputError, LibvirtError
 from rtlibvirt.kernel.cpuset import format_cpulist
+from rtlibvirt.kernel.fs import HostFS
+from rtlibvirt.noise import tracefs
 from rtlibvirt.probe import domain as probedomain
-from rtlibvirt.probe import guest, results
+from rtlibvirt.probe import guest, hostnoise, results
 from rtlibvirt.probe.image import Image
 
 LABEL_BASELINE = "bare metal"
@@ -44,6 +46,17 @@ SUFFIX = "-probe"  # the probe domains are NAME-probe, NAME-probe-untuned, NAME-
 BOOT_ALLOWANCE_S = {"kvm": 90, "qemu": 240}  # from start to the guest's power-off, past -D
 HISTOGRAM_US = {"kvm": 10_000, "qemu": 100_000}  # TCG's tail reaches tens of ms
 POLL_S = 0.2
+THREADS_WAIT_S = 2  # for the host's cyclictest to start its threads before the trace begins
+# How long the console of a probe guest that has not begun measuring may stay silent.
+# The guest boots with loglevel=4 (errors only), so a healthy boot prints nothing until
+# its init says "rtlprobe: cyclictest on ..." (just after RTLPROBE BEGIN on the results
+# port): on the development machine TCG reaches it about 5 s after the start (8 MB
+# kernel, 2 MB initramfs, no firmware menu), and KVM runs the same boot at native speed,
+# in a second or two. A KVM guest that never boots (a nested hypervisor that starts QEMU
+# but runs no guest kernel) prints nothing at all. 30 s of silence is ten times a slow
+# KVM boot, 120 s twenty times a TCG one, both far below BOOT_ALLOWANCE_S, the bound
+# for a guest that boots and then never finishes.
+SILENT_BOOT_S = {"kvm": 30, "qemu": 120}
 MAX_DURATION_S = 24 * 3600
 TCG_WARNING = (
     "TCG (--virt-type qemu) emulates the guest CPU in software: these figures show that the "
@@ -192,6 +205,11 @@ class Prober:
     say: Callable[[str], None]
     hook_installed: bool
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rtlibvirt-probe-")))
+    noise_fs: HostFS | None = None  # where the host's noise is traced (the live host)
+
+    def tracer(self) -> hostnoise.Tracer:
+        """The host CPUs of the measured vCPUs, traced for --duration from cyclictest's start."""
+        return hostnoise.Tracer(self.target.host_cpus, self.options.duration_s, self.noise_fs)
 
     def run(self) -> list[results.RunResult]:
         done: list[results.RunResult] = []
@@ -244,28 +262,71 @@ class Prober:
         )
         limit = options.duration_s + BOOT_ALLOWANCE_S[options.virt_type]
         started = time.monotonic()
+        watch = BootWatch(SILENT_BOOT_S[options.virt_type], started)
+        tracer = self.tracer()
         domain = transient.create(self.conn, xml)
         load: subprocess.Popen[bytes] | None = None
+        began = False
         try:
             while transient.is_running(domain):
-                if time.monotonic() - started > limit:
+                now = time.monotonic()
+                if now - started > limit:
                     raise ProbeError(
                         f"{label}: the probe guest did not finish within {limit} s"
                         + _console_tail(files.console),
-                        "a KVM guest that never boots here may need --virt-type qemu",
+                        _boot_hint(options.virt_type),
                     )
-                if options.load and load is None and _began(files.results):
-                    load = self._start_load()
-                time.sleep(POLL_S)
+                if not began:
+                    began = _began(files.results)
+                    if began and options.load:
+                        load = self._start_load()
+                    if began:
+                        tracer.begin(*self._guest_owners(name, tuned))
+                if not began and watch.silent(now, _size(files.console)):
+                    raise ProbeError(
+                        f"{label}: the probe guest's console stayed silent for "
+                        f"{watch.silence_s} s, well past a normal boot, and it has not begun "
+                        "measuring" + _console_tail(files.console),
+                        _boot_hint(options.virt_type),
+                    )
+                tracer.poll()
+                time.sleep(tracefs.READ_EVERY_S if tracer.tracing else POLL_S)
+            noise = tracer.end()
         finally:
+            tracer.close()
             transient.destroy(domain)
             _stop(load)
         elapsed = time.monotonic() - started
         self.say(f"{label}: {name} ended after {elapsed:.0f} s")
-        return self._guest_result(label, files, measurement)
+        return self._guest_result(label, files, measurement, noise)
+
+    def _guest_owners(
+        self, name: str, tuned: bool
+    ) -> tuple[dict[int, frozenset[int]], str, dict[int, int]]:
+        """Host CPU -> the vCPU threads that own it (not noise), the domain, host CPU -> vCPU.
+
+        The tuned guest's measured vCPU owns its host CPU; an untuned guest's vCPUs
+        float, so every measured vCPU's thread owns each traced CPU.
+        """
+        from rtlibvirt.noise.measure import vcpu_tids
+
+        target = self.target
+        tids = vcpu_tids(self.noise_fs or HostFS("/"), name)
+        if target.host_cpus is None:
+            return {}, name, {}
+        pairs = list(zip(target.host_cpus, target.measured, strict=True))
+        if tuned:
+            owners = {cpu: frozenset({tids[v]} if v in tids else ()) for cpu, v in pairs}
+            return owners, name, {cpu: v for cpu, v in pairs}
+        every = frozenset(tids[v] for v in target.measured if v in tids)
+        return {cpu: every for cpu in target.host_cpus}, name, {}
 
     def _guest_result(
-        self, label: str, files: probedomain.Files, measurement: guest.Measurement
+        self,
+        label: str,
+        files: probedomain.Files,
+        measurement: guest.Measurement,
+        noise: hostnoise.HostNoise | None = None,
     ) -> results.RunResult:
         target, options = self.target, self.options
         try:
@@ -308,6 +369,7 @@ class Prober:
             cmdline=header["cmdline"],
             duration_s=options.duration_s,
             notes=tuple(notes),
+            noise=noise,
         )
 
     # ---- the host ---------------------------------------------------------------------
@@ -342,13 +404,16 @@ class Prober:
         )
         json_path = folder / "cyclictest.json"
         argv = [*self.image.host_cyclictest(), *measurement.argv(), f"--json={json_path}"]
+        tracer = self.tracer()
         domain = transient.create(self.conn, xml, paused=True)
         load = None
         try:
             if options.load:
                 load = self._start_load()
-            done = _run_host(argv, options.duration_s + 60)
+            done = _run_host(argv, options.duration_s + 60, folder, tracer, target.host_cpus)
+            noise = tracer.end()
         finally:
+            tracer.close()
             _stop(load)
             transient.destroy(domain)
         if done.returncode != 0:
@@ -377,6 +442,7 @@ class Prober:
             cmdline=header["cmdline"],
             duration_s=options.duration_s,
             notes=tuple(notes),
+            noise=noise,
         )
 
     # ---- load ---------------------------------------------------------------------------
@@ -434,13 +500,84 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def _run_host(argv: list[str], timeout: int) -> subprocess.CompletedProcess[str]:
+def _run_host(
+    argv: list[str],
+    timeout: int,
+    folder: Path,
+    tracer: hostnoise.Tracer,
+    cpus: tuple[int, ...],
+) -> subprocess.CompletedProcess[str]:
+    """cyclictest on the host; its threads own ``cpus`` in the trace, which begins with them.
+
+    Its output goes to files in ``folder`` (its ``-h`` histogram is megabytes:
+    a pipe read only at the end would stall it).
+    """
+    out_path, err_path = folder / "histogram.txt", folder / "stderr.txt"
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ProbeError(f"cyclictest on the host did not end within {timeout} s") from None
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
     except OSError as exc:
         raise ProbeError(f"cannot run cyclictest on the host: {exc}") from None
+    started = time.monotonic()
+    try:
+        while process.poll() is None:
+            if time.monotonic() - started > timeout:
+                raise ProbeError(f"cyclictest on the host did not end within {timeout} s")
+            if not tracer.tracing:
+                threads = _threads(process.pid)
+                # its main thread and one per CPU: the measurement has begun
+                if len(threads) > len(cpus) or time.monotonic() - started > THREADS_WAIT_S:
+                    tracer.begin({cpu: threads for cpu in cpus})
+            tracer.poll()
+            time.sleep(tracefs.READ_EVERY_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    try:
+        stdout, stderr = _read_bounded(out_path), _read_bounded(err_path)
+    except (OSError, results.ResultError) as exc:
+        raise ProbeError(f"cannot read cyclictest's output on the host: {exc}") from None
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def _threads(pid: int) -> frozenset[int]:
+    try:
+        return frozenset(int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit())
+    except OSError:
+        return frozenset()
+
+
+@dataclass
+class BootWatch:
+    """Is the console of a booting guest silent for longer than ``silence_s``?
+
+    Fed the console's size on every poll; the silence runs from the start or from
+    the last time the console grew, so a guest that prints and then hangs is
+    caught too.
+    """
+
+    silence_s: float
+    since: float  # when the console last grew (the start, at first)
+    size: int = 0
+
+    def silent(self, now: float, size: int) -> bool:
+        if size != self.size:
+            self.size, self.since = size, now
+        return now - self.since > self.silence_s
+
+
+def _boot_hint(virt_type: str) -> str:
+    if virt_type == "kvm":
+        return "a KVM guest that never boots here may need --virt-type qemu"
+    return "see the console above; --kernel FILE boots another kernel"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _began(path: Path) -> bool:

@@ -31,6 +31,7 @@ from rtlibvirt.hook import threads as vcputhreads
 from rtlibvirt.hostprep.profiles.guest import kernel_args
 from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
+from rtlibvirt.noise import tracefs
 from tests.conftest import EXAMPLES, REPO, require_rt_host
 from tests.daemon.test_hook_e2e import HOOK_LOG, WORKQUEUES, claims, host_values
 
@@ -69,6 +70,7 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
     )
     hook_was_installed = Path("/etc/libvirt/hooks/qemu.d/50-rtlibvirt").exists()
     before = host_values()
+    tracing = tracefs.state(HostFS("/"))
     log_start = HOOK_LOG.stat().st_size if HOOK_LOG.exists() else 0
     sampler = Sampler()
     try:
@@ -110,7 +112,27 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         assert report["guest_isolation"] == " ".join(kernel_args(2, [1]))  # guest-prep's
         assert "isolcpus=managed_irq,domain,1 " in report["guest_isolation"]
         assert report["worst_case_ratio_guest_to_bare_metal"] is not None
-        assert etree.parse(str(plot)).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+        svg = etree.parse(str(plot)).getroot()
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+
+        # the host's noise on CPU 1 was traced beside each configuration, its owner left out:
+        # the tuned guest's vCPU 1 thread, the baseline's cyclictest
+        for label, configuration in configurations.items():
+            noise = configuration["noise"]
+            assert noise["unavailable"] is None, label
+            [cpu] = noise["cpus"]
+            assert cpu["cpu"] == 1 and 4 <= noise["duration_s"] <= 5.5, label
+            assert cpu["disturbances_per_s"] > 0 and cpu["sources"], label  # TCG is noisy
+            for source in cpu["sources"]:
+                assert source["hint"] and source["count"] > 0, (label, source)
+        names = {
+            label: [s["name"] for s in c["noise"]["cpus"][0]["sources"]]
+            for label, c in configurations.items()
+        }
+        assert not [n for n in names["rtlibvirt"] if n.startswith("CPU 1/TCG ")], names
+        assert not [n for n in names["bare metal"] if n.startswith("cyclictest ")], names
+        panel = svg.findall(".//{http://www.w3.org/2000/svg}g[@class='noise']")
+        assert [g.get("data-configuration") for g in panel] == list(configurations)
 
         # the hook isolated the host for the baseline's paused domain and for the tuned
         # guest, and undid it when each stopped; the untuned guest is none of its business
@@ -132,6 +154,7 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         assert not set(PROBES) & set(listed.stdout.split())
         assert not set(PROBES) & set(claims())
         assert host_values() == before
+        assert tracefs.state(HostFS("/")) == tracing
     finally:
         sampler.stop.set()
         for name in PROBES:
@@ -168,6 +191,7 @@ def test_an_interrupted_probe_leaves_no_domain_and_the_host_as_it_was(
     before = host_values()
     workdirs = set(Path(tempfile.gettempdir()).glob("rtlibvirt-probe-*"))
     fs = HostFS("/")
+    tracing = tracefs.state(fs)  # the baseline is interrupted while its noise is traced
     argv = [rtlibvirt, "probe", str(spec), "-c", system_uri, "--virt-type", "qemu"]
     process = subprocess.Popen(
         [*argv, "--duration", "120s", *options],
@@ -182,6 +206,10 @@ def test_an_interrupted_probe_leaves_no_domain_and_the_host_as_it_was(
             assert time.monotonic() < deadline, f"{domain} did not start"
             time.sleep(0.2)
         time.sleep(2)  # the guest boots (or the host measures): a probe in full swing
+        if options:  # the host measures: its noise is being traced in an instance of ours
+            while not list(Path("/sys/kernel/tracing/instances").glob("rtlibvirt-noise-*")):
+                assert time.monotonic() < deadline, "the baseline's noise is not traced"
+                time.sleep(0.1)
         process.send_signal(signal_number)
         out, err = process.communicate(timeout=60)
     finally:
@@ -198,4 +226,5 @@ def test_an_interrupted_probe_leaves_no_domain_and_the_host_as_it_was(
     assert not set(PROBES) & set(listed.stdout.split())
     assert not set(PROBES) & set(claims())
     assert host_values() == before
+    assert tracefs.state(fs) == tracing  # no tracefs instance, mount or setting left
     assert set(Path(tempfile.gettempdir()).glob("rtlibvirt-probe-*")) == workdirs  # files gone
