@@ -53,7 +53,8 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
     )
     if plan.bootloader:
         add(f"  boot loader   {plan.bootloader}\n")
-    notes = {topic: [t for p, t in plan.notes if p == topic] for topic, _ in plan.notes}
+    all_notes = [*plan.notes, *pv.notes]
+    notes = {topic: [t for p, t in all_notes if p == topic] for topic, _ in all_notes}
 
     if not plan.runtime_only:
         if plan.cmdline_problem is None:
@@ -314,7 +315,9 @@ class PlanResult:
             "done": list(self.applied.lines) if self.applied else [],
             "warnings": [p.render(self.prepared.source) for p in self.prepared.warnings]
             + (list(self.applied.warnings) if self.applied else []),
-            "notes": [{"topic": topic, "text": text} for topic, text in plan.notes],
+            "notes": [
+                {"topic": topic, "text": text} for topic, text in [*plan.notes, *self.preview.notes]
+            ],
         }
 
 
