@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rtlibvirt.hostprep import cmdline, grub, services
@@ -45,6 +46,9 @@ def compared(plan: Plan, effects: Effects) -> str:
     return "the running kernel's /proc/cmdline, and the boot entry for a reboot pending"
 
 
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}-")  # entries are named MACHINE-ID-KERNEL.conf
+
+
 def _other_entries(plan: Plan) -> list[Row]:
     """A tree's other boot entries (older kernels, rescue), which `grubby
     --update-kernel=ALL` and apply --root give the same arguments: one row."""
@@ -58,9 +62,12 @@ def _other_entries(plan: Plan) -> list[Row]:
     wrong = []
     for entry, options in sorted(others.items()):
         problems = grub.entry_problems(options, args)
-        if problems:
+        name = _MACHINE_ID.sub("", entry.rsplit("/", 1)[-1].removesuffix(".conf"))
+        if len(problems) == len(args) and all(p.endswith(" missing") for p in problems):
+            wrong.append(f"{name}: none of them")
+        elif problems:
             more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-            wrong.append(f"{entry.rsplit('/', 1)[-1]}: {problems[0]}{more}")
+            wrong.append(f"{name}: {problems[0]}{more}")
     what = f"the other boot entries ({len(others)})"
     if not wrong:
         return [Row(what, "the arguments above", "configured", "ok")]
