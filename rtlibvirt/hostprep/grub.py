@@ -417,8 +417,9 @@ def tree_changes(
         kernelopts = kernelopts or "$kernelopts" in " ".join(_options_lines(base or "")).split()
     if not entries:
         notes.append(
-            f"no boot entries under {BLS_DIR} in the tree: the kernel arguments reach only "
-            "the kernels installed later (through GRUB_CMDLINE_LINUX)"
+            f"no boot entries under {BLS_DIR} in the tree (no kernel installed yet?): only "
+            "GRUB_CMDLINE_LINUX gets the arguments; install the kernel first, or apply again "
+            "after it, so that its boot entry gets them"
         )
     if kernelopts:
 

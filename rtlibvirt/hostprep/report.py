@@ -53,7 +53,12 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
         f"housekeeping {cpuset.format_cpulist(host.housekeeping)}\n"
     )
     if plan.bootloader:
-        add(f"  boot loader   {plan.bootloader}\n")
+        tree = (
+            " (a tree: host-prep writes what it would)"
+            if plan.grubby and not effects.commands
+            else ""
+        )
+        add(f"  boot loader   {plan.bootloader}{tree}\n")
     all_notes = [*plan.notes, *pv.notes]
     notes = {topic: [t for p, t in all_notes if p == topic] for topic, _ in all_notes}
 

@@ -212,3 +212,15 @@ def test_guest_prep_verify_root_compares_the_entries(tmp_path: Path) -> None:
     assert "isolcpus=managed_irq,domain,1-3" in options(root, DEFAULT)
     assert run_cli("guest-prep", "revert", "--root", str(root))[0] == 0
     assert snapshot(root) == before
+
+
+def test_a_tree_without_boot_entries_says_so(tmp_path: Path, spec: Path) -> None:
+    root = make_tree(tmp_path / "root", "rhel", cpus=8)
+    for entry in (root / ENTRIES).iterdir():
+        entry.unlink()
+    code, out, err = run_cli("host-prep", "plan", str(spec), "--root", str(root))
+    assert code == 0, err
+    assert "boot loader: no boot entries under /boot/loader/entries in the tree" in out
+    assert "update /etc/default/grub: GRUB_CMDLINE_LINUX" in out
+    code, out, err = run_cli("host-prep", "verify", str(spec), "--root", str(root))
+    assert code == 3 and "(there are none)" in err
