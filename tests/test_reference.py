@@ -45,9 +45,10 @@ def test_a_help_text_change_shows_in_the_table() -> None:
 
 def test_registry_is_complete() -> None:
     codes = [c.code for c in CHECKS]
-    assert len(codes) == len(set(codes)) == 32
+    assert len(codes) == len(set(codes)) == 35
     assert {"kernel-not-rt", "cpufreq-governor", "thp-enabled"} <= set(codes)  # issue 22
     assert "emulated-devices" in codes  # issue 21
+    assert {"network-missing", "network-inactive", "network-no-autostart"} <= set(codes)
     for registered in CHECKS:
         assert registered.about, f"{registered.code} has no docstring"
         assert registered.severity in ("error", "warning", "info")

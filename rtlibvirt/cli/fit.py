@@ -40,7 +40,8 @@ def check(target: str, uri: str, as_json: bool, allow_shared: bool) -> None:
 
     Checks the host (CPUs that do not exist or are offline or not isolated,
     CPUs other domains pin, busy SMT siblings, NUMA locality, free hugepages,
-    PCI devices and their IOMMU groups and drivers, RT group scheduling) and
+    PCI devices and their IOMMU groups and drivers, RT group scheduling, the
+    libvirt networks of its NICs) and
     what the domain itself lacks (pinning, FIFO vCPUs, balloon, USB, hugepages,
     locked memory, ...). Works on any domain, also one made in virt-manager.
 

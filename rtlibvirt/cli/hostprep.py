@@ -224,6 +224,17 @@ def verify(ctx: click.Context, host_file: Path, root: Path, as_json: bool) -> No
     do_verify(ctx, _prepare(host_file, root, False, need_bootloader=False), as_json)
 
 
+def _terminal_width() -> int | None:
+    """The terminal's width (COLUMNS first, at least 80), or None when standard output
+    is not a terminal: then the verify table is not wrapped."""
+    import shutil
+    import sys
+
+    if not sys.stdout.isatty():
+        return None
+    return max(80, shutil.get_terminal_size().columns)
+
+
 def do_verify(ctx: click.Context, prepared: Any, as_json: bool) -> None:
     """``verify``: host-prep's and guest-prep's; exit 3 on drift."""
     from rtlibvirt.hostprep import api
@@ -243,7 +254,7 @@ def do_verify(ctx: click.Context, prepared: Any, as_json: bool) -> None:
         if drift:
             ctx.exit(EXIT_DIFFERS)
         return
-    click.echo(render_rows(rows), nl=False)
+    click.echo(render_rows(rows, _terminal_width()), nl=False)
     if any(r.what == "kernel" and r.status == "warning" for r in rows):
         from rtlibvirt.kernel.realtime import RT_KERNEL_HINT
 

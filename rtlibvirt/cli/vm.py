@@ -102,7 +102,8 @@ def define(
     edit it as usual.
 
     First it checks the spec against the host (CPUs, isolation, other domains'
-    pins, SMT siblings, NUMA, hugepages, PCI devices, RT group scheduling):
+    pins, SMT siblings, NUMA, hugepages, PCI devices, RT group scheduling,
+    libvirt networks):
     errors stop it, warnings are printed. `cpu.pinning: auto` and
     `cpu.emulator: auto` are resolved here, and the choice is shown. With a
     remote URI (qemu+ssh://...) the checks that need the host's kernel files

@@ -153,6 +153,7 @@ class DomainFacts:
         "memory_nodes",
         "metadata_text",
         "name",
+        "networks",
         "nosharepages",
         "origin",
         "pmu_off",
@@ -196,6 +197,7 @@ class DomainFacts:
     disks: int
     emulated: tuple[str, ...]  # display and audio devices QEMU emulates: "SPICE graphics", ...
     macs: tuple[str | None, ...]  # each <interface>'s MAC address, None when libvirt picks
+    networks: tuple[str, ...]  # the libvirt networks its NICs use (<source network>), in order
     managed: bool  # carries rtlibvirt's metadata element
     origin: str | None  # that element's origin attribute ("tune"), if any
     metadata_text: str | None  # that element's text: the stored spec as JSON
@@ -226,6 +228,7 @@ class DomainFacts:
         "disks": 0,
         "emulated": (),
         "macs": (),
+        "networks": (),
         "managed": False,
         "origin": None,
         "metadata_text": None,
@@ -448,6 +451,7 @@ def _read_devices(root: ET.Element, values: dict[str, Any]) -> None:
     usb_devices: list[str] = []
     hostdevs: list[Hostdev] = []
     macs: list[str | None] = []
+    networks: dict[str, None] = {}  # ordered, each name once
     emulated: list[str] = []
     disks = 0
     for device in devices:
@@ -468,6 +472,10 @@ def _read_devices(root: ET.Element, values: dict[str, Any]) -> None:
         elif tag == "interface":
             mac = device.find("mac")
             macs.append(mac.get("address") if mac is not None else None)
+            source = device.find("source")
+            network = source.get("network") if source is not None else None
+            if device.get("type") == "network" and network:
+                networks[network] = None
         elif tag == "memballoon":
             values.setdefault("memballoon", device.get("model", ""))
         elif tag == "controller":
@@ -489,6 +497,7 @@ def _read_devices(root: ET.Element, values: dict[str, Any]) -> None:
         usb_devices=tuple(usb_devices),
         hostdevs=tuple(hostdevs),
         macs=tuple(macs),
+        networks=tuple(networks),
         disks=disks,
         emulated=tuple(emulated),
     )

@@ -9,9 +9,9 @@ it finds (``docs/host-checks.md`` is generated from the registry).
 :class:`~rtlibvirt.domain.facts.DomainFacts`): CPUs that do not exist or are
 offline, CPUs that are not isolated, CPUs other domains pin, busy SMT
 siblings, NUMA locality, free hugepages, PCI devices and their IOMMU groups
-and drivers, and RT group scheduling. :func:`domain_findings` runs the domain
-checks: what the definition itself lacks for real time (pins, scheduling,
-balloon, USB, hugepages, locking, ...).
+and drivers, RT group scheduling, and the libvirt networks of its NICs.
+:func:`domain_findings` runs the domain checks: what the definition itself
+lacks for real time (pins, scheduling, balloon, USB, hugepages, locking, ...).
 
 Both are pure functions of their inputs; what could not be checked (no access
 to the host's /sys) is listed in ``skipped``, not reported as a finding.
@@ -26,7 +26,7 @@ from typing import Literal
 from rtlibvirt.config.units import GIB, hugepage_name
 from rtlibvirt.domain.facts import DomainFacts
 from rtlibvirt.fit.findings import Finding, Severity
-from rtlibvirt.fit.host import HostModel, PciDevice
+from rtlibvirt.fit.host import HostModel, Network, PciDevice
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.records import frozen_record, record
 
@@ -536,6 +536,75 @@ def _rt_group_sched(ctx: Context) -> Iterator[Found]:
         "from cgroup_controllers in /etc/libvirt/qemu.conf and restart libvirtd; or boot a "
         "kernel without CONFIG_RT_GROUP_SCHED (or with rt_group_sched=0, Linux 6.16+)",
     )
+
+
+# ---- libvirt networks ---------------------------------------------------------------
+
+
+def _networks(ctx: Context) -> Iterator[tuple[str, Network | None]]:
+    """(name, the host's network or None) of each libvirt network the domain's NICs use;
+    nothing when the host's networks could not be listed (noted as skipped)."""
+    if not ctx.dom.networks:
+        return
+    known = ctx.on.networks
+    if known is None:
+        if not any(s.startswith("libvirt networks:") for s in ctx.skipped):
+            ctx.skipped.append(f"libvirt networks: {ctx.on.networks_unknown}")
+        return
+    for name in ctx.dom.networks:
+        yield name, known.get(name)
+
+
+@check("network-missing", "error", "host")
+def _network_missing(ctx: Context) -> Iterator[Found]:
+    """A NIC on a libvirt network (``network: NAME``) that the host does not have:
+    the domain cannot start."""
+    for name, network in _networks(ctx):
+        if network is None:
+            have = ctx.on.networks or {}
+            listed = ", ".join(repr(n) for n in sorted(have)[:8]) or "none"
+            yield Found(
+                f"a NIC uses libvirt network {name!r}, which this host does not have "
+                f"(its networks: {listed}): the domain cannot start",
+                f"define the network (`virsh net-define NETWORK.xml`, then `virsh net-start "
+                f"{name}` and `virsh net-autostart {name}`), or use one the host has "
+                "(`devices.networks`: `network: NAME`, or `bridge: BRIDGE` for a host bridge)",
+            )
+
+
+@check("network-inactive", "error", "host")
+def _network_inactive(ctx: Context) -> Iterator[Found]:
+    """A NIC on a libvirt network that is not active: ``virsh start`` fails ("network
+    'NAME' is not active") until the network is started."""
+    for name, network in _networks(ctx):
+        if network is not None and not network.active:
+            state = (
+                "is not active (it autostarts, but only when libvirtd starts)"
+                if network.autostart
+                else "is not active and does not autostart"
+            )
+            fix = f"start it: `virsh net-start {name}`"
+            if not network.autostart:
+                fix += f"; and to start it with the host: `virsh net-autostart {name}`"
+            yield Found(
+                f"a NIC uses libvirt network {name!r}, which {state}: the domain cannot "
+                "start until it is started",
+                fix,
+            )
+
+
+@check("network-no-autostart", "warning", "host")
+def _network_no_autostart(ctx: Context) -> Iterator[Found]:
+    """A NIC on a libvirt network that is active but does not autostart: after the host
+    reboots, the domain cannot start (nor autostart) until someone starts the network."""
+    for name, network in _networks(ctx):
+        if network is not None and network.active and not network.autostart:
+            yield Found(
+                f"a NIC uses libvirt network {name!r}, which is active but does not "
+                "autostart: after a reboot of the host the domain cannot start until the "
+                "network is started by hand",
+                f"`virsh net-autostart {name}`",
+            )
 
 
 # ---- the host kernel and its tuning (host-prep's recipe) ----------------------------

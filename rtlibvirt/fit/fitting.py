@@ -36,6 +36,8 @@ CANNOT_START = frozenset(
         "iommu-group-shared",
         "hostdev-not-vfio",
         "rt-group-sched",
+        "network-missing",
+        "network-inactive",
     }
 )
 

@@ -27,7 +27,7 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from rtlibvirt.domain.facts import DomainFacts, DomainXMLError, facts, merge_live
-from rtlibvirt.errors import HostError
+from rtlibvirt.errors import HostError, LibvirtError
 from rtlibvirt.kernel import rtgroup
 from rtlibvirt.kernel.cpuset import CpuListError, format_cpulist, parse_cpulist
 from rtlibvirt.kernel.fs import HostFS
@@ -235,6 +235,15 @@ class PciDevice:
 
 
 @frozen_record
+class Network:
+    """A libvirt network of the host, as ``virsh net-list --all`` shows it."""
+
+    name: str
+    active: bool
+    autostart: bool
+
+
+@frozen_record
 class HostModel:
     """The libvirt host of one URI: its topology, its domains and, where they can be read,
     its kernel's files (isolated CPUs, hugepages, PCI devices, RT group scheduling)."""
@@ -250,6 +259,9 @@ class HostModel:
     unreadable: dict[str, str] = field(default_factory=dict)
     # running domains with a new definition that waits for their next start
     pending: frozenset[str] = frozenset()
+    # libvirt's networks by name; None: unknown (networks_unknown says why)
+    networks: dict[str, Network] | None = None
+    networks_unknown: str = "the host's libvirt networks were not read"
 
     @property
     def housekeeping(self) -> frozenset[int]:
@@ -382,6 +394,14 @@ def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = T
     simulated = fs is not None or bool(os.environ.get(HOST_ROOT_ENV))
     if fs is None and use_fs:
         fs = host_fs(uri)
+    try:
+        networks: dict[str, Network] | None = {
+            name: Network(name, active, autostart)
+            for name, (active, autostart) in virt.networks(conn).items()
+        }
+        networks_unknown = ""
+    except LibvirtError as exc:  # a driver without networks, or a user who may not list them
+        networks, networks_unknown = None, exc.message
     isolated = nohz = None
     if fs is not None:
         isolated = fs.cpus_isolated()
@@ -396,4 +416,6 @@ def gather(conn: object, uri: str, fs: HostFS | None = None, *, use_fs: bool = T
         qemu=urlsplit(uri).scheme.split("+")[0] == "qemu" or (simulated and fs is not None),
         unreadable=unreadable,
         pending=pending,
+        networks=networks,
+        networks_unknown=networks_unknown,
     )

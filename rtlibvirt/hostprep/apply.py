@@ -34,11 +34,13 @@ def apply(plan: Plan, effects: Effects, journal: Journal) -> Report:
                 report.warn(f"{change.path}: kept: systemctl would remove it, but it is not empty")
                 continue
             _ensure_parents(change.path, effects, journal)
-            journal.record_file(change.path, now, change.then)
+            journal.record_file(change.path, now, change.then, guarded=change.guarded)
             if effects.commands:
                 for then in change.then:
                     journal.add_pending(list(then))
             effects.put(change.path, change.want)
+            if change.guarded:
+                journal.set_after(change.path, effects.state(change.path))
             report.did(f"{'removed' if change.want.kind == 'absent' else 'wrote'} {change.path}")
         if plan.grubby is not None and pv.grubby is not None:
             _apply_grubby(plan.grubby.args, effects, journal, report)

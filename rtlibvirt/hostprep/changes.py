@@ -30,6 +30,9 @@ class FileChange:
     topic: str
     reboot: bool = False
     then: tuple[tuple[str, ...], ...] = ()
+    # a file of the user's that host-prep edits (a tree's boot entries): revert puts the
+    # original back only if nobody changed the file since
+    guarded: bool = False
 
 
 @dataclass(frozen=True)

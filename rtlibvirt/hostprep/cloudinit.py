@@ -108,7 +108,13 @@ def user_data(plan: Plan, preview: Any, source: str) -> str:
         runcmd.append(["systemctl", "disable", "--now", *host.services])
     if host.masks:
         runcmd.append(["systemctl", "mask", "--now", *host.masks])
-    for argv in preview.grubby or []:
+    grubby = preview.grubby
+    if grubby is None and plan.grubby is not None:  # an image's tree: grubby runs at first boot
+        from rtlibvirt.hostprep import grub
+
+        if grub.grubby_needed(plan.facts.fs, plan.grubby.args):
+            grubby = grub.grubby_apply_argvs(plan.facts.fs, plan.grubby.args)
+    for argv in grubby or []:
         runcmd.append(list(argv))
     for argv in preview.commands:
         if list(argv) not in runcmd and list(argv) != ["systemctl", "daemon-reload"]:  # rebooting

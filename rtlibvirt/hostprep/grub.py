@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,8 +157,12 @@ GRUBENV = "/boot/grub2/grubenv"
 
 def grubenv(fs: HostFS) -> dict[str, str]:
     """``/boot/grub2/grubenv``: GRUB's environment block (``saved_entry=``, ``kernelopts=``)."""
+    return _env_values(read_text(fs, GRUBENV) or "")
+
+
+def _env_values(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for line in (read_text(fs, GRUBENV) or "").splitlines():
+    for line in text.splitlines():
         if line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
@@ -177,11 +182,7 @@ def bls_entries(fs: HostFS) -> dict[str, str]:
         if not name.endswith(".conf"):
             continue
         text = read_text(fs, f"{BLS_DIR}/{name}") or ""
-        options = ""
-        for line in text.splitlines():
-            key, _, value = line.strip().partition(" ")
-            if key == "options":
-                options = value.strip()
+        options = " ".join(_options_lines(text))
         if "$kernelopts" in options.split():
             env = grubenv(fs) if env is None else env
             words = options.split()
@@ -192,7 +193,20 @@ def bls_entries(fs: HostFS) -> dict[str, str]:
     return entries
 
 
-def bls_default_args(fs: HostFS) -> list[str] | None:
+def _options_lines(text: str) -> list[str]:
+    """The values of an entry's ``options`` lines: the BootLoaderSpec (and GRUB's blscfg)
+    joins them all, in order."""
+    values = []
+    for line in text.splitlines():
+        parts = line.split(None, 1)
+        if parts and parts[0] == "options":
+            values.append(parts[1].strip() if len(parts) > 1 else "")
+    return values
+
+
+def default_entry(fs: HostFS) -> str | None:
+    """The host path of the BootLoaderSpec entry GRUB boots by default: grubenv's
+    ``saved_entry``, else the newest kernel's (rescue entries last); None without any."""
     entries = bls_entries(fs)
     if not entries:
         return None
@@ -201,7 +215,19 @@ def bls_default_args(fs: HostFS) -> list[str] | None:
     if chosen is None or chosen not in entries:
         normal = sorted(e for e in entries if "rescue" not in e) or sorted(entries)
         chosen = normal[-1]
-    return cmdline.split_cmdline(entries[chosen])
+    return chosen
+
+
+def uses_kernelopts(fs: HostFS, entry: str) -> bool:
+    """Whether the entry's options say ``$kernelopts`` (RHEL 8: grubenv holds them)."""
+    return "$kernelopts" in " ".join(_options_lines(read_text(fs, entry) or "")).split()
+
+
+def bls_default_args(fs: HostFS) -> list[str] | None:
+    chosen = default_entry(fs)
+    if chosen is None:
+        return None
+    return cmdline.split_cmdline(bls_entries(fs)[chosen])
 
 
 _DROPIN_ARGS = re.compile(r"rtlibvirt_args='([^'\n]*)'")
@@ -227,7 +253,13 @@ def configured_args(fs: HostFS, method: str | None) -> tuple[list[str] | None, s
     if method == "grub-dropin":
         return dropin_args(fs), f"the GRUB drop-in {DROPIN} (grub.cfg is made by update-grub)"
     if method == "grubby":
-        return bls_default_args(fs), f"the default boot entry under {BLS_DIR}"
+        entry = default_entry(fs)
+        if entry is None:
+            return None, f"the boot entries under {BLS_DIR} (there are none)"
+        where = f"the options of the default boot entry {entry}"
+        if uses_kernelopts(fs, entry):
+            where += f" (its $kernelopts: kernelopts= in {GRUBENV})"
+        return bls_default_args(fs), where
     return boot_entry_args(fs, None), f"the boot entry ({GRUB_CFG} or {BLS_DIR})"
 
 
@@ -238,6 +270,177 @@ def boot_entry_args(fs: HostFS, method: str | None) -> list[str] | None:
     if method == "grub-dropin":
         return grub_cfg_args(fs)
     return grub_cfg_args(fs) or bls_default_args(fs)
+
+
+# ---- a tree (--root): the files grubby would write --------------------------
+#
+# grubby is the tree's own program and is not run in a tree (nor could this host
+# run another distribution's binary). What `grubby --update-kernel=ALL` with
+# host-prep's arguments leaves behind is plain text, and host-prep writes that
+# itself: every BootLoaderSpec entry's options (or, where they say $kernelopts,
+# RHEL 8's kernelopts= in grubenv) and GRUB_CMDLINE_LINUX in /etc/default/grub,
+# which grub2-mkconfig turns into kernelopts again and RHEL 9's grubby edits too.
+# Each holds every argument of ours exactly once, no other value of their names,
+# and the user's other arguments in their order (what entry_problems checks).
+
+GRUBENV_SIZE = 1024  # GRUB's environment block is exactly this long, padded with '#'
+GRUBENV_HEADER = "# GRUB Environment Block\n"
+_SHELL_SPECIAL = frozenset('"$`\\')
+
+
+def with_args(words: Sequence[str], args: Sequence[str]) -> list[str]:
+    """``words`` without any argument of ``args``' names, then ``args``."""
+    keys = {arg_key(a) for a in args}
+    return [w for w in words if arg_key(w) not in keys] + list(args)
+
+
+def _entry_text(text: str, args: Sequence[str]) -> str:
+    """A BootLoaderSpec entry with ``args`` in its options (one ``options`` line); where
+    the options say ``$kernelopts``, only a literal word of our names is taken out."""
+    lines = text.splitlines(keepends=True)
+    at = [i for i, line in enumerate(lines) if line.split(None, 1)[:1] == ["options"]]
+    words = " ".join(_options_lines(text)).split()
+    if "$kernelopts" in words:
+        keys = {arg_key(a) for a in args}
+        new = [w for w in words if w.startswith("$") or arg_key(w) not in keys]
+    else:
+        new = with_args(words, args)
+    if new == words and len(at) == 1:
+        return text
+    line = "options " + " ".join(new) + "\n"
+    if not at:
+        return text + ("" if not text or text.endswith("\n") else "\n") + line
+    lines[at[0]] = line
+    return "".join(kept for i, kept in enumerate(lines) if i not in at[1:])
+
+
+def grubenv_block(text: str, key: str, value: str) -> bytes:
+    """GRUB's environment block ``text`` with ``key=value`` set, as grub2-editenv writes
+    it: the header, one ``key=value`` line each (backslash and newline escaped), then
+    '#' to 1024 bytes; HostError when it does not fit."""
+    escaped = value.replace("\\", "\\\\").replace("\n", "\\\n")
+    lines, seen = [], False
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name = line.split("=", 1)[0]
+        if name == key:
+            if seen:
+                continue
+            line, seen = f"{key}={escaped}", True
+        lines.append(line + "\n")
+    if not seen:
+        lines.append(f"{key}={escaped}\n")
+    body = (GRUBENV_HEADER + "".join(lines)).encode("utf-8")
+    if len(body) > GRUBENV_SIZE:
+        raise HostError(
+            f"{GRUBENV}: {key}= with the kernel arguments needs {len(body)} bytes; GRUB's "
+            f"environment block holds {GRUBENV_SIZE}",
+            "write the arguments into the boot entries' options instead of $kernelopts "
+            "(grubby --update-kernel=ALL on the booted system does that), then apply again",
+        )
+    return body + b"#" * (GRUBENV_SIZE - len(body))
+
+
+def _defaults_text(text: str, args: Sequence[str]) -> str:
+    """/etc/default/grub with ``args`` in every ``GRUB_CMDLINE_LINUX=`` line."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("GRUB_CMDLINE_LINUX="):
+            value = line.split("=", 1)[1].strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            words = with_args(value.split(), args)
+            line = f'GRUB_CMDLINE_LINUX="{" ".join(words)}"\n'
+        out.append(line)
+    return "".join(out)
+
+
+def _in_root(fs: HostFS, host_path: str) -> str:
+    """``host_path`` with its symlinks resolved inside the root (grubenv is often a link
+    to the EFI partition's): the file to write, not the link."""
+    if fs.is_live:
+        return host_path
+    return "/" + os.path.relpath(fs.real(host_path), fs.root_str)
+
+
+def _file(fs: HostFS, host_path: str, data: bytes) -> FileState:
+    """``data`` with the mode of the file now at ``host_path``."""
+    try:
+        mode = os.stat(fs.path(host_path)).st_mode & 0o7777
+    except OSError:
+        mode = 0o644
+    return FileState.file(data, mode)
+
+
+TREE_WHY = (
+    "the kernel arguments, as `grubby --update-kernel=ALL` writes them (grubby is not run "
+    "in a tree)"
+)
+
+
+def tree_changes(
+    fs: HostFS, args: Sequence[str], original: Callable[[str], str | None] = lambda _: None
+) -> tuple[list[FileChange], list[str]]:
+    """For a tree, where grubby is not run: the boot-loader files as grubby would leave
+    them with ``args`` (see above), each a change of a file of the user's (put back on
+    revert only if unchanged since); and notes on what was not written.
+
+    ``original(path)``: the file's text before host-prep changed it, when host-prep's
+    own change is still what is there; the arguments are then added to that, so that
+    one that host.yaml no longer asks for goes away again.
+    """
+    changes: list[FileChange] = []
+    notes: list[str] = []
+
+    def edit(host_path: str, make: Callable[[str], bytes], why: str) -> str | None:
+        path = _in_root(fs, host_path)
+        text = read_text(fs, path)
+        if text is None:
+            return None
+        base = original(path) or text
+        data = make(base)
+        if data != text.encode("utf-8"):
+            changes.append(
+                FileChange(
+                    path, _file(fs, path, data), why, "boot loader", reboot=True, guarded=True
+                )
+            )
+        return base
+
+    entries = sorted(bls_entries(fs))
+    kernelopts = False
+    for entry in entries:
+        base = edit(
+            entry, lambda t: _entry_text(t, args).encode("utf-8"), f"boot entry: {TREE_WHY}"
+        )
+        kernelopts = kernelopts or "$kernelopts" in " ".join(_options_lines(base or "")).split()
+    if not entries:
+        notes.append(
+            f"no boot entries under {BLS_DIR} in the tree (no kernel installed yet?): only "
+            "GRUB_CMDLINE_LINUX gets the arguments; install the kernel first, or apply again "
+            "after it, so that its boot entry gets them"
+        )
+    if kernelopts:
+
+        def env(text: str) -> bytes:
+            words = _env_values(text).get("kernelopts", "").split()
+            return grubenv_block(text, "kernelopts", " ".join(with_args(words, args)))
+
+        if edit(GRUBENV, env, f"kernelopts=, the boot entries' $kernelopts: {TREE_WHY}") is None:
+            notes.append(f"the boot entries say $kernelopts, but the tree has no {GRUBENV}")
+    if any(c in _SHELL_SPECIAL for a in args for c in a):
+        notes.append(
+            "/etc/default/grub: not changed: an argument holds a character the shell reads "
+            'inside "..." (" $ ` \\); add it to GRUB_CMDLINE_LINUX by hand'
+        )
+    else:
+        edit(
+            "/etc/default/grub",
+            lambda t: _defaults_text(t, args).encode("utf-8"),
+            f"GRUB_CMDLINE_LINUX, for grub2-mkconfig: {TREE_WHY}",
+        )
+    return changes, notes
 
 
 # ---- grubby: apply and revert ---------------------------------------------

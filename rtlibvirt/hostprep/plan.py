@@ -107,6 +107,7 @@ class Preview:
     mounts: list[MountChange] = field(default_factory=list)
     runtime: list[tuple[RuntimeChange, str]] = field(default_factory=list)  # differing
     runtime_ok: list[tuple[RuntimeChange, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (topic, text), as the plan's
 
     @property
     def empty(self) -> bool:
@@ -122,11 +123,31 @@ class Preview:
         )
 
 
+def tree_bootloader(
+    plan: Plan, effects: Effects, journal: Journal
+) -> tuple[list[FileChange], list[str]]:
+    """In a tree (no command is run) with grubby's boot loader: the boot-loader files as
+    grubby would leave them, which apply writes itself, and notes; nothing elsewhere."""
+    if plan.grubby is None or effects.commands or plan.runtime_only:
+        return [], []
+
+    def original(host_path: str) -> str | None:
+        entry = journal.file_entry(host_path)
+        if entry is None or entry.get("after") != journal.fingerprint(effects.state(host_path)):
+            return None
+        before = journal.pre_image(entry)
+        return before.data.decode("utf-8", "replace") if before.kind == "file" else None
+
+    return grub.tree_changes(effects.fs, plan.grubby.args, original)
+
+
 def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
     """Compare the plan with the host; HostError if a file in the way cannot be read."""
     out = Preview()
-    planned = {change.path for change in plan.files}
-    for change in plan.files:
+    tree, notes = tree_bootloader(plan, effects, journal)
+    out.notes = [("boot loader", note) for note in notes]
+    planned = {change.path for change in [*plan.files, *tree]}
+    for change in [*plan.files, *tree]:
         _check_parents(effects, change.path)
         now = effects.state(change.path)
         if now.kind == "dir" and change.want.kind in ("file", "symlink"):
@@ -157,9 +178,13 @@ def preview(plan: Plan, effects: Effects, journal: Journal) -> Preview:
     for argv in journal.pending:
         if argv not in out.commands:
             out.commands.append(argv)
-    if plan.grubby is not None and (
-        grub.grubby_needed(effects.fs, plan.grubby.args)
-        or (journal.grubby or {}).get("args") not in (None, list(plan.grubby.args))
+    if (
+        plan.grubby is not None
+        and effects.commands
+        and (
+            grub.grubby_needed(effects.fs, plan.grubby.args)
+            or (journal.grubby or {}).get("args") not in (None, list(plan.grubby.args))
+        )
     ):
         out.grubby = grub.grubby_apply_argvs(effects.fs, plan.grubby.args)
     if effects.commands:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +53,14 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
         f"housekeeping {cpuset.format_cpulist(host.housekeeping)}\n"
     )
     if plan.bootloader:
-        add(f"  boot loader   {plan.bootloader}\n")
-    notes = {topic: [t for p, t in plan.notes if p == topic] for topic, _ in plan.notes}
+        tree = (
+            " (a tree: host-prep writes what it would)"
+            if plan.grubby and not effects.commands
+            else ""
+        )
+        add(f"  boot loader   {plan.bootloader}{tree}\n")
+    all_notes = [*plan.notes, *pv.notes]
+    notes = {topic: [t for p, t in all_notes if p == topic] for topic, _ in all_notes}
 
     if not plan.runtime_only:
         if plan.cmdline_problem is None:
@@ -147,7 +154,14 @@ def render_plan(plan: Plan, pv: Preview, effects: Effects, journal: Journal) -> 
     return "".join(out)
 
 
-def render_rows(rows: list[Row]) -> str:
+def render_rows(rows: list[Row], width: int | None = None) -> str:
+    """The verify table, its columns aligned whatever the values' lengths.
+
+    ``width``: the terminal's; WHAT, WANTED and FOUND then share what STATUS leaves,
+    the widest giving way first, and a longer value wraps inside its column (after a
+    ``/``, a blank, a comma, ``=`` or ``.``). None (not a terminal: a pipe, a file): every column as
+    wide as its longest value, one line per row, for grep and diff.
+    """
     headers = ("WHAT", "WANTED", "FOUND", "STATUS")
     cells = [headers] + [
         (
@@ -158,12 +172,85 @@ def render_rows(rows: list[Row]) -> str:
         )
         for r in rows
     ]
-    widths = [min(max(len(c[i]) for c in cells), 48) for i in range(3)]
+    lengths = [[len(c[i]) for c in cells] for i in range(3)]
+    widths = [max(col) for col in lengths]
+    if width is not None:
+        status = max(len(c[3]) for c in cells)
+        widths = _fit(lengths, width - status - 3 * len(GAP), [len(h) for h in headers[:3]])
     lines = []
     for cell in cells:
-        parts = [cell[i].ljust(widths[i]) for i in range(3)] + [cell[3]]
-        lines.append("  ".join(parts).rstrip())
+        parts = [_wrap(cell[i], widths[i]) for i in range(3)]
+        for k in range(max(len(p) for p in parts)):
+            texts = [(p[k] if k < len(p) else "").ljust(widths[i]) for i, p in enumerate(parts)]
+            lines.append(GAP.join([*texts, cell[3] if k == 0 else ""]).rstrip())
     return "\n".join(lines) + "\n"
+
+
+GAP = "  "
+MIN_COLUMN = 16
+
+
+def _fit(lengths: list[list[int]], budget: int, floors: list[int]) -> list[int]:
+    """Column widths that fit ``budget`` (``lengths``: each column's cell lengths).
+
+    Each column first gets what 90 % of its cells need (a few long values wrap, not
+    every row); the rest of the budget goes, step by step, where it unwraps the most
+    cells per character. If even the 90 % do not fit, the widest column gives way
+    first, none below MIN_COLUMN (nor its header): past that the table is wider than
+    asked."""
+    natural = [max(col) for col in lengths]
+    if sum(natural) <= budget:
+        return natural
+    least = [min(n, max(MIN_COLUMN, f)) for n, f in zip(natural, floors, strict=True)]
+    widths = [
+        max(lo, sorted(col)[int(0.9 * (len(col) - 1))])
+        for col, lo in zip(lengths, least, strict=True)
+    ]
+    while (spare := budget - sum(widths)) > 0:
+        best: tuple[float, int, int] | None = None  # (cells unwrapped per character, column, width)
+        for i, col in enumerate(lengths):
+            for target in sorted({n for n in col if widths[i] < n <= widths[i] + spare}):
+                gain = sum(1 for n in col if widths[i] < n <= target) / (target - widths[i])
+                if best is None or gain > best[0]:
+                    best = (gain, i, target)
+        if best is None:  # nothing more fits whole: the spare goes to the longest cells
+            i = max(range(len(widths)), key=lambda i: natural[i] - widths[i])
+            widths[i] += min(spare, natural[i] - widths[i])
+            break
+        widths[best[1]] = best[2]
+    while sum(widths) > budget:
+        widest = max(range(len(widths)), key=lambda i: (widths[i] > least[i], widths[i]))
+        if widths[widest] <= least[widest]:
+            break
+        widths[widest] -= 1
+    return widths
+
+
+_PIECES = re.compile(r"[^/ ,=.]*[/ ,=.]?")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width``: broken after a ``/``, a blank, a comma,
+    a ``=`` or a ``.`` where it can be, else cut."""
+    if len(text) <= width:
+        return [text]
+    lines: list[str] = []
+    line = ""
+    for piece in _PIECES.findall(text):
+        while len(piece) > width:  # longer than a line: cut
+            if line:
+                lines.append(line.rstrip())
+                line = ""
+            lines.append(piece[:width])
+            piece = piece[width:]
+        if len(line) + len(piece.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = piece.lstrip()
+        else:
+            line += piece
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
 
 
 @dataclass
@@ -314,7 +401,9 @@ class PlanResult:
             "done": list(self.applied.lines) if self.applied else [],
             "warnings": [p.render(self.prepared.source) for p in self.prepared.warnings]
             + (list(self.applied.warnings) if self.applied else []),
-            "notes": [{"topic": topic, "text": text} for topic, text in plan.notes],
+            "notes": [
+                {"topic": topic, "text": text} for topic, text in [*plan.notes, *self.preview.notes]
+            ],
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rtlibvirt.hostprep import cmdline, grub, services
@@ -45,6 +46,34 @@ def compared(plan: Plan, effects: Effects) -> str:
     return "the running kernel's /proc/cmdline, and the boot entry for a reboot pending"
 
 
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}-")  # entries are named MACHINE-ID-KERNEL.conf
+
+
+def _other_entries(plan: Plan) -> list[Row]:
+    """A tree's other boot entries (older kernels, rescue), which `grubby
+    --update-kernel=ALL` and apply --root give the same arguments: one row."""
+    fs = plan.facts.fs
+    entries = grub.bls_entries(fs)
+    default = grub.default_entry(fs)
+    others = {e: o for e, o in entries.items() if e != default}
+    if not others:
+        return []
+    args = plan.cmdline.texts
+    wrong = []
+    for entry, options in sorted(others.items()):
+        problems = grub.entry_problems(options, args)
+        name = _MACHINE_ID.sub("", entry.rsplit("/", 1)[-1].removesuffix(".conf"))
+        if len(problems) == len(args) and all(p.endswith(" missing") for p in problems):
+            wrong.append(f"{name}: none of them")
+        elif problems:
+            more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+            wrong.append(f"{name}: {problems[0]}{more}")
+    what = f"the other boot entries ({len(others)})"
+    if not wrong:
+        return [Row(what, "the arguments above", "configured", "ok")]
+    return [Row(what, "the arguments above", "; ".join(wrong), "differs")]
+
+
 def verify(plan: Plan, effects: Effects) -> list[Row]:
     """The live host (or the tree) against the plan, one row per thing checked.
 
@@ -68,11 +97,11 @@ def verify(plan: Plan, effects: Effects) -> list[Row]:
             else:
                 have = cmdline.find(arg, configured or [])
                 found = f"{have} instead" if have else "not configured"
-                if method == "grubby" and not have:  # apply --root lists grubby, never runs it
-                    found = "not in the boot entry (grubby is not run with --root)"
                 rows.append(
                     Row(f"cmdline {arg.key}", arg.text, found, "differs" if have else "missing")
                 )
+        if method == "grubby" and not plan.runtime_only:
+            rows += _other_entries(plan)
     if not plan.runtime_only:
         for arg in plan.cmdline.args if not tree else ():
             in_live = live is not None and cmdline.present(arg, live)

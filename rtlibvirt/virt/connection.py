@@ -182,3 +182,20 @@ def all_domains(conn: Any) -> list[tuple[str, str, str | None]]:
             continue
         result.append((name, definition, live))
     return result
+
+
+def networks(conn: Any) -> dict[str, tuple[bool, bool]]:
+    """Every libvirt network of the host: name -> (active, autostart).
+
+    Three listings (all, active, autostart) instead of two calls per network: a
+    network cannot vanish between our calls, and the cost does not grow with them.
+    """
+    try:
+        every = conn.listAllNetworks(0)
+        active = conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+        autostart = conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_AUTOSTART)
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"cannot list the networks: {_message(exc)}") from None
+    up = {str(n.name()) for n in active}
+    auto = {str(n.name()) for n in autostart}
+    return {str(n.name()): (str(n.name()) in up, str(n.name()) in auto) for n in every}

@@ -28,7 +28,7 @@ from rtlibvirt.fit.host import gather
 from rtlibvirt.kernel.cpuset import format_cpulist
 from rtlibvirt.virt import connection as virt
 from rtlibvirt.virt import define
-from tests.fakes.libvirt_hosts import DOMAINS, connection, host_file
+from tests.fakes.libvirt_hosts import DEFAULT_NETWORK, DOMAINS, connection, host_file
 
 TUNING = """\
 cpu:
@@ -54,7 +54,7 @@ SOURCES = {
 def host_with(tmp_path: Path, source: str) -> str:
     """A 1-node, 8-core SMT host for the test driver holding the domain in ``source``."""
     xml = (DOMAINS / source).read_text()
-    return host_file(tmp_path, cores=8, threads=2, domains=[xml])
+    return host_file(tmp_path, cores=8, threads=2, domains=[xml], extra=[DEFAULT_NETWORK])
 
 
 def tuning_file(tmp_path: Path, text: str) -> Path:

@@ -60,6 +60,7 @@ def test_virt_manager_xml() -> None:
     assert dom.usb_devices == ("tablet input", "spicevmc redirdev", "spicevmc redirdev")
     assert dom.machine == "pc-q35-7.2" and dom.firmware == "bios"
     assert dom.disks == 1 and dom.macs == ("52:54:00:2e:e8:a8",)
+    assert dom.networks == ("default",)
     assert not dom.managed and dom.stored_spec() is None
     assert dom.cpu_mode == "host-passthrough" and not dom.pmu_off
 
@@ -69,6 +70,21 @@ def test_every_tool_domain_reads(source: str) -> None:
     dom = facts((DOMAINS / source).read_text())
     assert dom.vcpus >= 1 and dom.memory_kib > 0 and dom.disks >= 1
     assert len(dom.macs) == 1
+
+
+def test_networks_of_the_nics() -> None:
+    """Each libvirt network once, in order; bridges and direct NICs are not networks."""
+    nics = (
+        "<interface type='network'><source network='lan'/></interface>"
+        "<interface type='bridge'><source bridge='br0'/></interface>"
+        "<interface type='network'><source network='ctl'/></interface>"
+        "<interface type='network'><source network='lan'/></interface>"
+        "<interface type='direct'><source dev='eth0' mode='bridge'/></interface>"
+        "<interface type='network'/>"
+    )
+    xml = f"<domain><name>n</name><vcpu>1</vcpu><devices>{nics}</devices></domain>"
+    dom = facts(xml)
+    assert dom.networks == ("lan", "ctl") and len(dom.macs) == 6
 
 
 def test_libvirt_cpusets_and_units() -> None:

@@ -17,6 +17,14 @@ HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
 DOMAINS = Path(__file__).resolve().parents[1] / "data" / "domains"
 
 
+# libvirt's 'default' NAT network, as a host with virt-manager has it (the test driver
+# starts the networks of its host file): the domains in tests/data/domains use it.
+DEFAULT_NETWORK = (
+    "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"
+    "<ip address='192.168.122.1' netmask='255.255.255.0'/></network>"
+)
+
+
 def uri_of(path: Path) -> str:
     """test:///ABSOLUTE/PATH.xml"""
     return f"test://{path}"
@@ -36,10 +44,14 @@ def host_file(
     active: int | None = None,
     domains: Sequence[str] = (),
     name: str = "host.xml",
+    extra: Sequence[str] = (),
 ) -> str:
-    """Write a test-driver host description; returns its URI."""
+    """Write a test-driver host description; returns its URI.
+
+    ``extra``: more elements of the host (``<network>``, ...; the driver starts them).
+    """
     total = nodes * sockets * cores * threads
-    body = "\n".join(textwrap.indent(textwrap.dedent(d).strip(), "  ") for d in domains)
+    body = "\n".join(textwrap.indent(textwrap.dedent(d).strip(), "  ") for d in (*domains, *extra))
     path = directory / name
     path.write_text(
         "<?xml version='1.0'?>\n<node>\n"

@@ -8,6 +8,7 @@ kernel's formats (tests/fakes/sysfs.py).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,15 @@ from rtlibvirt.config.vm import VmSpec, validate_data
 from rtlibvirt.domain.facts import facts
 from rtlibvirt.domain.render import render
 from rtlibvirt.fit import checks
-from rtlibvirt.fit.host import HostModel
-from tests.fakes.libvirt_hosts import DOMAINS, host, host_file, host_uri, pinned_domain
+from rtlibvirt.fit.host import HostModel, gather
+from tests.fakes.libvirt_hosts import (
+    DOMAINS,
+    connection,
+    host,
+    host_file,
+    host_uri,
+    pinned_domain,
+)
 from tests.fakes.sysfs import FakeSys
 
 
@@ -47,6 +55,11 @@ def finding(h: HostModel, spec: VmSpec, code: str) -> str:
     result = checks.host_findings(h, facts(render(spec)))
     (match,) = [f for f in result.findings if f.code == code]
     return match.what
+
+
+def fix_of(h: HostModel, spec: VmSpec, code: str) -> str:
+    (match,) = [f for f in checks.host_findings(h, facts(render(spec))).findings if f.code == code]
+    return match.fix or ""
 
 
 @pytest.fixture
@@ -408,3 +421,62 @@ def test_thp_enabled(fake: FakeSys, mode: str, severity: str) -> None:
     assert codes(h, make_spec())["thp-enabled"] == severity
     fake.write("/sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]")
     assert "thp-enabled" not in codes(host(host_uri("single-node"), fake.fs), make_spec())
+
+
+# ---- libvirt networks ------------------------------------------------------------------
+
+
+def test_networks_missing_inactive_and_not_autostarting(tmp_path: Path) -> None:
+    """What `virsh net-list --all` shows, against the NICs: only a network that is
+    active lets the domain start now, only one that also autostarts after a reboot."""
+    lan = "<network><name>lan</name><bridge name='virbr9'/></network>"  # active in the file
+    uri = host_file(tmp_path, extra=(lan,))
+    with connection(uri) as conn:
+        conn.networkDefineXML("<network><name>off</name><bridge name='virbr8'/></network>")
+        later = conn.networkDefineXML("<network><name>later</name></network>")
+        later.setAutostart(1)
+        boot = conn.networkDefineXML("<network><name>boot</name></network>")
+        boot.create()
+        boot.setAutostart(1)
+        h = gather(conn, uri)
+
+    def nic(*names: str) -> VmSpec:
+        return make_spec(devices={"networks": [{"network": n} for n in names]})
+
+    network_codes = {"network-missing", "network-inactive", "network-no-autostart"}
+    assert not network_codes & set(codes(h, nic("boot")))
+    assert not network_codes & set(codes(h, make_spec(devices={"networks": [{"bridge": "br0"}]})))
+    assert codes(h, nic("lan"))["network-no-autostart"] == "warning"
+    assert "virsh net-autostart lan" in fix_of(h, nic("lan"), "network-no-autostart")
+
+    assert codes(h, nic("off"))["network-inactive"] == "error"
+    assert "network-no-autostart" not in codes(h, nic("off"))
+    assert "'off'" in finding(h, nic("off"), "network-inactive")
+    fix = fix_of(h, nic("off"), "network-inactive")
+    assert "virsh net-start off" in fix and "virsh net-autostart off" in fix
+    assert "only when libvirtd starts" in finding(h, nic("later"), "network-inactive")
+    assert "net-autostart" not in fix_of(h, nic("later"), "network-inactive")
+
+    assert codes(h, nic("nosuch"))["network-missing"] == "error"
+    text = finding(h, nic("nosuch"), "network-missing")
+    assert "'nosuch'" in text and "'lan'" in text and "'boot'" in text
+    # two NICs on one missing network: one finding
+    result = checks.host_findings(h, facts(render(nic("nosuch", "nosuch", "off"))))
+    assert [f.code for f in result.findings if f.code.startswith("network")] == [
+        "network-missing",
+        "network-inactive",
+    ]
+
+
+def test_networks_that_cannot_be_listed_are_not_checked(tmp_path: Path) -> None:
+    h = dataclasses.replace(
+        host(host_file(tmp_path)), networks=None, networks_unknown="cannot list the networks: x"
+    )
+    spec = make_spec(devices={"networks": [{"network": "default"}, {"network": "lan"}]})
+    result = checks.host_findings(h, facts(render(spec)))
+    assert not [f for f in result.findings if f.code.startswith("network")]
+    assert [s for s in result.skipped if s.startswith("libvirt networks:")] == [
+        "libvirt networks: cannot list the networks: x"
+    ]
+    no_nics = checks.host_findings(h, facts(render(make_spec())))
+    assert not [s for s in no_nics.skipped if s.startswith("libvirt networks")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,31 @@ def test_an_unreadable_stored_definition_is_a_libvirt_error() -> None:
     with pytest.raises(LibvirtError, match="the definition of 'x' on test:///default cannot be"):
         stored_facts(bad, "x", TEST_URI)
     assert stored_facts("<domain><name>x</name></domain>", "x", TEST_URI).vcpus == 1
+
+
+def test_a_nic_on_an_inactive_network_is_refused_then_defined(
+    test_conn: Any, write_spec: Callable[..., Path]
+) -> None:
+    """`virsh start` fails on a network that is not active: define and check say so first."""
+    test_conn.networkDefineXML("<network><name>plant</name><bridge name='virbr7'/></network>")
+    spec = write_spec(
+        (EXAMPLES / "small.yaml").read_text() + "devices:\n  networks:\n    - network: plant\n"
+    )
+    shared = "--allow-shared"  # other tests' domains on the test driver may pin CPUs 0-1
+    code, out, err = run("define", str(spec), "-c", TEST_URI, shared)
+    assert code == 1 and "small-rt" not in names(test_conn)
+    assert "error: [network-inactive]" in err and "'plant'" in err
+    assert "virsh net-start plant" in err and "virsh net-autostart plant" in err
+    assert "--no-host-check" not in err, "skipping it only moves the failure to virsh start"
+    code, out, _ = run("check", str(spec), "-c", TEST_URI, "--json", shared)
+    assert code == 3
+    found = {f["code"]: f["severity"] for f in json.loads(out)["findings"]}
+    assert found["network-inactive"] == "error"
+
+    test_conn.networkLookupByName("plant").create()
+    code, out, err = run("define", str(spec), "-c", TEST_URI, shared)
+    assert code == 0, err
+    assert "warning: [network-no-autostart]" in err and "virsh net-autostart plant" in err
+    test_conn.networkLookupByName("plant").setAutostart(1)
+    code, out, _ = run("check", "small-rt", "-c", TEST_URI, "--json", shared)
+    assert not [f for f in json.loads(out)["findings"] if f["code"].startswith("network")]
