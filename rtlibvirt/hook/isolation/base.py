@@ -101,6 +101,7 @@ class ValuePlan:
         "describe",
         "explain",
         "known",
+        "loud",
         "notes",
         "problems",
         "read",
@@ -123,8 +124,12 @@ class ValuePlan:
         read: Callable[[HostFS, str], str | None] | None = None,
         write: Callable[[HostFS, str, str], None] | None = None,
         explain: Callable[[OSError], str] | None = None,
+        loud: bool = False,
     ) -> None:
         self.step = step
+        # each refusal of the kernel gets a warning line of its own, naming the file and
+        # why (a handful of workqueues); else a debug line (hundreds of managed IRQs)
+        self.loud = loud
         self.read = read or _read
         self.write = write or _write
         self.explain = explain or _explain
@@ -252,7 +257,11 @@ def converge(host: Host, plan: ValuePlan) -> int:
                 host.drop_original(path)  # never changed: nothing to undo
                 state.refused[path] = reason
                 refused.append(what)
-                log.debug(f"{what}: the kernel refused {plan.show(target)} ({reason}); skipped")
+                line = f"{what}: the kernel refused {plan.show(target)} ({reason})"
+                if plan.loud:
+                    log.warning(f"{line}; left at {plan.show(after)} while real-time VMs run")
+                else:
+                    log.debug(f"{line}; skipped")
             else:
                 failed.append(f"{what}: cannot write {plan.show(target)}: {reason}")
             continue
@@ -329,6 +338,7 @@ def mask_plan(
     owns: Callable[[str], bool],
     describe: Callable[[str], str],
     explain: Callable[[OSError], str] | None = None,
+    loud: bool = False,
 ) -> ValuePlan:
     """The plan of hex cpumask files (IRQ affinities, workqueue cpumasks).
 
@@ -397,6 +407,7 @@ def mask_plan(
         show=show_mask,
         notes=notes,
         explain=explain,
+        loud=loud,
     )
     plan.known = known
     plan.blind = blind
