@@ -271,3 +271,21 @@ def test_the_fake_answers_like_this_machines_kernel(fs: FakeKernel) -> None:
     with pytest.raises(OSError) as caught:
         fs.write(WQ_UNBOUND, "0")
     assert caught.value.errno == errno.EINVAL
+
+
+def test_an_empty_workqueue_mask_is_left_as_it_is(fs: FakeKernel, call: Hook) -> None:
+    """The kernel takes an empty cpumask for a workqueue (its workers then follow the
+    global mask, which the step narrows): nothing to take out, nothing to keep."""
+    fs.write(own("nvme-wq"), "0")
+    before = snapshot(fs)
+    start(call, "a")
+    start(call, "b")
+    assert fs.read(own("nvme-wq")) == "0"
+    assert own("nvme-wq") not in [p for p, _ in fs.writes[1:]]
+    st = call.state()
+    assert st is not None and own("nvme-wq") not in st["originals"]
+    assert "nvme-wq" not in call.log()
+    stop(call, "b")
+    stop(call, "a")
+    assert snapshot(fs) == before
+    assert call.state() is None

@@ -290,6 +290,7 @@ def converge(host: Host, plan: ValuePlan) -> int:
 
 
 _BLIND = "\0 not read"  # converge: a value not read because it is about to change
+EMPTY = "\0 empty"  # mask_plan: an original that holds no CPU, left as it is
 
 
 def _some(items: list[str], most: int = 3) -> str:
@@ -360,7 +361,7 @@ def mask_plan(
     previous: dict[str, str | None] = {}  # original text -> what the last call left
     if isolated:
         # thousands of IRQs share a handful of original masks: one answer per text
-        answers: dict[str, str | None] = {}
+        answers: dict[str, str] = {}
         for path in paths:
             if path in state.refused:
                 continue
@@ -371,13 +372,18 @@ def mask_plan(
                     continue  # gone meanwhile
             if base_text not in answers:
                 try:
-                    want = shrink(cached_mask(base_text), isolated, online)
+                    base = cached_mask(base_text)
                 except CpuListError:
                     notes.append(f"{describe(path)}: cannot parse {base_text!r}; left alone")
                     continue
-                answers[base_text] = format_mask(want, nbits) if want else None
+                # An empty mask holds no CPU to take out (a workqueue's own cpumask may be
+                # empty: its workers follow the global mask, which this step narrows).
+                want = shrink(base, isolated, online) if base else None
+                answers[base_text] = format_mask(want, nbits) if want else ("" if base else EMPTY)
             answer = answers[base_text]
-            if answer is None:
+            if answer == EMPTY:
+                continue
+            if not answer:
                 notes.append(f"{describe(path)}: no housekeeping CPU is online; left alone")
                 continue
             wanted[path] = answer
