@@ -444,7 +444,8 @@ class Isolation(Model):
     irqs: bool = setting(boolean(), "move movable host IRQs off the VM's CPUs", default=True)
     workqueues: bool = setting(
         boolean(),
-        "take the VM's CPUs out of the unbound and writeback workqueue cpumasks",
+        "take the VM's CPUs out of the unbound workqueue cpumasks (the global one and "
+        "each sysfs workqueue's own)",
         default=True,
     )
     machine_check_polling: bool | None = setting(

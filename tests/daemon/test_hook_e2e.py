@@ -4,7 +4,8 @@
 it sees the new hook), `rtlibvirt define` a VM whose single real-time vCPU is
 pinned to CPU 1 (emulator on CPU 0), `virsh start`; then: the vCPU thread runs
 on CPU 1 with SCHED_FIFO, no writable IRQ affinity holds CPU 1, the workqueue
-cpumasks hold CPU 0 only, a host process that was allowed on CPUs 0-1 runs on
+cpumasks (the global one and each sysfs workqueue's: writeback, blkcg_punt_bio
+on this machine's kernel) hold CPU 0 only, their affinity scopes untouched, a host process that was allowed on CPUs 0-1 runs on
 CPU 0 only while QEMU's own threads keep libvirt's pinning, and the real
 ``ksoftirqd/1`` runs SCHED_FIFO above the FIFO-1 vCPU (``ksoftirqd/0`` as it
 was). After `virsh destroy` every one of those values is what it was before
@@ -57,17 +58,39 @@ memory_backing:
   hugepages: none
   locked: false
 """
-WORKQUEUES = (
-    "/sys/devices/virtual/workqueue/cpumask",
-    "/sys/bus/workqueue/devices/writeback/cpumask",
-)
+WQ_DIR = "/sys/devices/virtual/workqueue"
+
+
+def workqueue_masks() -> list[str]:
+    """The global unbound cpumask and each sysfs workqueue's own (this machine's kernel
+    has writeback and blkcg_punt_bio), by the devices' own paths."""
+    fs = HostFS("/")
+    own = [
+        f"{WQ_DIR}/{name}/cpumask"
+        for name in sorted(fs.listdir(WQ_DIR))
+        if fs.exists(f"{WQ_DIR}/{name}/cpumask")
+    ]
+    return [f"{WQ_DIR}/cpumask", *own]
+
+
+def workqueue_scopes() -> dict[str, str]:
+    """Each sysfs workqueue's affinity_scope and affinity_strict (the hook never writes them)."""
+    fs = HostFS("/")
+    return {
+        f"{WQ_DIR}/{name}/{leaf}": fs.read(f"{WQ_DIR}/{name}/{leaf}")
+        for name in sorted(fs.listdir(WQ_DIR))
+        for leaf in ("affinity_scope", "affinity_strict")
+        if fs.exists(f"{WQ_DIR}/{name}/{leaf}")
+    }
+
+
 HOOK_LOG = Path("/var/log/rtlibvirt/hook.log")
 
 
 def host_values() -> dict[str, str]:
     """Every IRQ affinity and workqueue cpumask of the live host."""
     fs = HostFS("/")
-    paths = ["/proc/irq/default_smp_affinity", *WORKQUEUES]
+    paths = ["/proc/irq/default_smp_affinity", *workqueue_masks()]
     paths += [
         f"/proc/irq/{n}/smp_affinity"
         for n in sorted(fs.listdir("/proc/irq"), key=lambda n: int(n) if n.isdigit() else -1)
@@ -135,6 +158,9 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
     spec.write_text(SPEC)
     hook_was_installed = Path("/etc/libvirt/hooks/qemu.d/50-rtlibvirt").exists()
     before = host_values()
+    scopes = workqueue_scopes()
+    workqueues = workqueue_masks()
+    assert len(workqueues) > 1, f"no sysfs workqueue with a cpumask in {WQ_DIR}: nothing to test"
     softirq_threads = ksoftirqd()
     assert softirq_threads[1] == (os.SCHED_OTHER, 0), softirq_threads
     writable = writable_irqs(before)
@@ -179,8 +205,9 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
         for path in writable:
             assert 1 not in parse_mask(during[path]), f"{path} = {during[path]}"
         assert 1 not in parse_mask(during["/proc/irq/default_smp_affinity"])
-        for path in WORKQUEUES:
+        for path in workqueues:  # the global mask and every sysfs workqueue's own
             assert parse_mask(during[path]) == {0}, f"{path} = {during[path]}"
+        assert workqueue_scopes() == scopes
         assert NAME in claims()
         log = HOOK_LOG.read_text(errors="replace")
         assert f"{NAME} started begin: checked: vCPU 0 (thread {tid}) runs fifo 1" in log
@@ -207,6 +234,7 @@ def test_the_hook_isolates_a_real_vm_and_restores_the_host(
 
         run(*virsh, "destroy", NAME)
         assert host_values() == before
+        assert workqueue_scopes() == scopes
         assert ksoftirqd() == softirq_threads  # SCHED_OTHER again
         assert os.sched_getaffinity(sleeper.pid) == {0, 1}  # back on CPUs 0-1
         assert NAME not in claims()

@@ -5,9 +5,20 @@ hook run as a separate process, e.g. by the benchmark). :class:`FakeKernel`
 is a :class:`HostFS` over such a tree that also behaves like the kernel when
 the hook writes (for in-process tests):
 
-- IRQ affinities and workqueue cpumasks take a hex mask, refuse one without an
-  online CPU (EINVAL) and read back in the kernel's width; chosen IRQs refuse
-  every write (EIO), as managed and per-CPU interrupts do;
+- IRQ affinities and the global workqueue cpumask take a hex mask, refuse one
+  without an online CPU (EINVAL) and read back in the kernel's width; chosen
+  IRQs refuse every write (EIO), as managed and per-CPU interrupts do;
+- the sysfs workqueues (``WQ_SYSFS``) are devices of the ``workqueue`` bus, as
+  on Linux 6.18: ``/sys/bus/workqueue/devices/NAME`` links to
+  ``/sys/devices/virtual/workqueue/NAME``, whose files are an unbound
+  workqueue's (``affinity_scope``, ``affinity_strict``, ``cpumask``,
+  ``max_active``, ``nice``, ``per_cpu`` 0, ``uevent``) or a per-CPU one's
+  (``max_active``, ``per_cpu`` 1, ``uevent``: no cpumask); a workqueue's cpumask
+  takes any mask of possible CPUs, even an empty one (its workers use the global
+  mask then), and reads it back as written; a mask with a CPU past the possible
+  ones is EOVERFLOW and one that does not parse EINVAL, for the global mask too
+  (what this machine's Linux 6.18 answers); chosen workqueues refuse every write
+  with a chosen errno (EINVAL: an ordered workqueue on kernels that forbid it);
 - resctrl is mounted by ``mount`` (when the kernel "supports" it), a group is
   made by ``mkdir`` (ENOSPC once every CLOS id is used) and removed by
   ``rmdir`` (its CPUs and tasks go back to the default group); ``schemata``
@@ -39,6 +50,19 @@ RESCTRL = "/sys/fs/resctrl"
 IRQ_DEFAULT = "/proc/irq/default_smp_affinity"
 WQ_UNBOUND = "/sys/devices/virtual/workqueue/cpumask"
 WQ_WRITEBACK = "/sys/bus/workqueue/devices/writeback/cpumask"
+WQ_DIR = "/sys/devices/virtual/workqueue"
+WQ_BUS = "/sys/bus/workqueue/devices"
+# The sysfs workqueues of the fake host: name -> (affinity_scope, affinity_strict), or
+# None for a per-CPU one. writeback and blkcg_punt_bio are what this machine's kernel
+# has; nvme-wq is an NVMe host's; kcryptd-253:0 a dm-crypt volume's, set to a strict
+# "cpu" scope by an admin; ib-comp-wq (RDMA completions) is per-CPU: no cpumask.
+WORKQUEUES: dict[str, tuple[str, int] | None] = {
+    "blkcg_punt_bio": ("default (cache)", 0),
+    "ib-comp-wq": None,
+    "kcryptd-253:0": ("cpu", 1),
+    "nvme-wq": ("default (cache)", 0),
+    "writeback": ("default (cache)", 0),
+}
 MC_DIR = "/sys/devices/system/machinecheck"
 BTIME = 1_700_000_000
 
@@ -80,7 +104,8 @@ def build_host(
         _put(root, f"/proc/irq/{irq}/smp_affinity_list", listing)
         _put(root, f"/proc/irq/{irq}/effective_affinity_list", "0")
     _put(root, WQ_UNBOUND, full)
-    _put(root, WQ_WRITEBACK, full)
+    for name, scope in WORKQUEUES.items():
+        add_workqueue(root, name, full, scope)
     if machinecheck:
         for cpu in range(cpus):
             _put(root, f"{MC_DIR}/machinecheck{cpu}/check_interval", "300")
@@ -93,6 +118,30 @@ def build_host(
     _put(root, "/proc/sys/kernel/sched_rt_runtime_us", "950000")
     (root / "sys/fs/resctrl").mkdir(parents=True, exist_ok=True)
     (root / "run").mkdir(exist_ok=True)
+
+
+def add_workqueue(root: Path, name: str, mask: str, scope: tuple[str, int] | None) -> None:
+    """A WQ_SYSFS workqueue: its device folder and its link on the workqueue bus;
+    ``scope`` (affinity_scope, affinity_strict) for an unbound one, None per-CPU."""
+    base = f"{WQ_DIR}/{name}"
+    _put(root, f"{base}/uevent", "")
+    _put(root, f"{base}/max_active", "1024" if scope is not None else "256")
+    _put(root, f"{base}/per_cpu", "0" if scope is not None else "1")
+    if scope is not None:
+        _put(root, f"{base}/affinity_scope", scope[0])
+        _put(root, f"{base}/affinity_strict", str(scope[1]))
+        _put(root, f"{base}/cpumask", mask)
+        _put(root, f"{base}/nice", "0")
+    link = root / WQ_BUS.lstrip("/") / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(f"../../../devices/virtual/workqueue/{name}")
+
+
+def remove_workqueue(root: Path, name: str) -> None:
+    """``destroy_workqueue()``: the device and its bus link go."""
+    (root / WQ_BUS.lstrip("/") / name).unlink(missing_ok=True)
+    shutil.rmtree(root / f"{WQ_DIR.lstrip('/')}/{name}", ignore_errors=True)
 
 
 def add_vm(
@@ -135,7 +184,7 @@ def snapshot(fs: HostFS) -> dict[str, str]:
         host = "/" + str(path.relative_to(fs.root))
         if path.is_file() and (
             host.endswith(("smp_affinity", "/cpumask", "check_interval", "schemata", "cpus_list"))
-            or host.endswith(("/tasks", "/mode", "/mounts"))
+            or host.endswith(("/tasks", "/mode", "/mounts", "/affinity_scope", "/affinity_strict"))
         ):
             values[host] = path.read_text()
         elif path.is_dir() and host.startswith(RESCTRL + "/") and "/info" not in host:
@@ -161,6 +210,7 @@ class FakeKernel(HostFS):
         cpus: int = 4,
         irqs: Iterable[int] = (0, 1, 8, 9, 24, 25, 26, 27),
         refuse_irqs: Iterable[int] = (),
+        refuse_workqueues: dict[str, int] | None = None,
         machinecheck: bool = True,
         resctrl: bool = False,
         resctrl_mounted: bool = False,
@@ -174,6 +224,7 @@ class FakeKernel(HostFS):
         build_host(root, cpus=cpus, irqs=irqs, machinecheck=machinecheck, resctrl_supported=resctrl)
         self.ncpus = cpus
         self.refused = {f"/proc/irq/{irq}/smp_affinity" for irq in refuse_irqs}
+        self.refuse_workqueues = dict(refuse_workqueues or {})  # name -> errno
         self.writes: list[tuple[str, str]] = []
         self.kill: tuple[str, int] | None = None  # (path prefix, writes to let through)
         self.cbm_mask = cbm_mask
@@ -233,12 +284,20 @@ class FakeKernel(HostFS):
         self.writes.append((host_path, text))
 
     def _write_mask(self, host_path: str, text: str) -> None:
+        name = _workqueue_of(host_path)
+        if name is not None and name in self.refuse_workqueues:
+            code = self.refuse_workqueues[name]
+            raise OSError(code, os.strerror(code), host_path)
         try:
             cpus = parse_mask(text)
         except ValueError:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), host_path) from None
-        online = self.cpus_online()
-        if not cpus & online:
+        if host_path.endswith("/cpumask") and cpus and max(cpus) >= self.ncpus:
+            # cpumask_parse(): a bit past nr_cpu_ids (Linux 6.18 answers so here)
+            raise OSError(errno.EOVERFLOW, os.strerror(errno.EOVERFLOW), host_path)
+        # a workqueue's own mask may even be empty (wq_cpumask_store(): its workers use the
+        # global one then); the global mask and an IRQ's need an online CPU
+        if name is None and not cpus & self.cpus_online():
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), host_path)
         super().write(host_path, format_mask(cpus, self.ncpus))
 
@@ -410,6 +469,15 @@ class FakeKernel(HostFS):
         _put(self.root, f"{directory}/cpus_list", format_cpulist(group.cpus))
         _put(self.root, f"{directory}/tasks", "".join(f"{t}\n" for t in group.tasks))
         _put(self.root, f"{directory}/mode", group.mode)
+
+
+def _workqueue_of(host_path: str) -> str | None:
+    """The workqueue whose own cpumask ``host_path`` is (by either of its paths)."""
+    for base in (WQ_BUS, WQ_DIR):
+        head, _, leaf = host_path.removeprefix(base + "/").partition("/")
+        if host_path.startswith(base + "/") and leaf == "cpumask" and head:
+            return head
+    return None
 
 
 def _first_run(mask: int) -> int:

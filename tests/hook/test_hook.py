@@ -102,7 +102,8 @@ def test_one_vm_is_isolated_while_it_runs_and_everything_comes_back(
         "above the vCPUs (FIFO ksoftirqd 2, ktimers 3, rcu 4))" in log
     )
     assert "a prepare begin: irqs: 9 values: 9 changed" in log
-    assert "a prepare begin: workqueues: 2 values: 2 changed" in log
+    # the global mask and the 4 sysfs workqueues with a cpumask of their own
+    assert "a prepare begin: workqueues: 5 values: 5 changed" in log
     assert "a started begin: irqs:" not in log  # nothing left to change at started
     assert "IRQ 24 affinity" not in log  # the detail is at debug level only
     assert "checked: vCPU 1 (thread 1002) runs fifo 1" in log

@@ -35,6 +35,39 @@ def test_irq_owns_only_its_own_files(path: str, ours: bool) -> None:
     assert irq.owns(path) is ours
 
 
+@pytest.mark.parametrize(
+    ("path", "ours"),
+    [
+        ("/sys/devices/virtual/workqueue/cpumask", True),
+        ("/sys/bus/workqueue/devices/writeback/cpumask", True),
+        ("/sys/bus/workqueue/devices/kcryptd-253:0/cpumask", True),
+        ("/sys/bus/workqueue/devices/xfs-buf!sda1/cpumask", True),  # sysfs's "/" -> "!"
+        ("/sys/bus/workqueue/devices/../cpumask", False),
+        ("/sys/bus/workqueue/devices/./cpumask", False),
+        ("/sys/bus/workqueue/devices/a/b/cpumask", False),
+        ("/sys/bus/workqueue/devices/a b/cpumask", False),
+        ("/sys/bus/workqueue/devices/a\nb/cpumask", False),
+        ("/sys/bus/workqueue/devices/wb\n/cpumask", False),
+        ("/sys/bus/workqueue/devices/é/cpumask", False),
+        ("/sys/bus/workqueue/devices/writeback/nice", False),
+        ("/sys/bus/workqueue/devices/writeback/affinity_scope", False),
+        ("/sys/bus/workqueue/devices/" + "w" * 64 + "/cpumask", False),
+        ("/sys/devices/virtual/workqueue/writeback/cpumask", False),  # the bus path only
+        ("/sys/devices/virtual/workqueue/cpumask_requested", False),
+    ],
+)
+def test_workqueue_owns_only_its_own_files(path: str, ours: bool) -> None:
+    assert workqueue.owns(path) is ours
+
+
+def test_workqueue_refusals_are_explained() -> None:
+    assert "as for an ordered one" in workqueue.explain(OSError(errno.EINVAL, "Invalid argument"))
+    assert "user space" in workqueue.explain(OSError(errno.EIO, "Input/output error"))
+    assert workqueue.explain(OSError(errno.ENOMEM, "Cannot allocate memory")) == (
+        "Cannot allocate memory"
+    )
+
+
 def test_irq_refusals_are_the_kernels_eio_and_eperm() -> None:
     assert irq.refused(OSError(errno.EIO, "Input/output error"))
     assert irq.refused(OSError(errno.EPERM, "Operation not permitted"))
@@ -45,8 +78,17 @@ def test_irq_refusals_are_the_kernels_eio_and_eperm() -> None:
 
 def test_workqueue_and_machinecheck_files(tmp_path: Path) -> None:
     fs = FakeKernel(tmp_path, cpus=12)
-    assert workqueue.paths(fs) == list(workqueue.FILES)
+    # the global mask, then each sysfs workqueue with a cpumask (ib-comp-wq is per-CPU)
+    assert workqueue.paths(fs) == [
+        workqueue.UNBOUND,
+        "/sys/bus/workqueue/devices/blkcg_punt_bio/cpumask",
+        "/sys/bus/workqueue/devices/kcryptd-253:0/cpumask",
+        "/sys/bus/workqueue/devices/nvme-wq/cpumask",
+        workqueue.WRITEBACK,
+    ]
     assert workqueue.owns(workqueue.UNBOUND) and not workqueue.owns("/sys/x/cpumask")
+    assert workqueue.describe(workqueue.WRITEBACK) == "workqueue writeback cpumask"
+    assert workqueue.describe(workqueue.UNBOUND) == "unbound workqueue cpumask"
     paths = machinecheck.interval_paths(fs)
     assert [p.split("/")[-2] for p in paths] == [f"machinecheck{n}" for n in range(12)]
     assert machinecheck.owns(paths[11])

@@ -101,6 +101,7 @@ class ValuePlan:
         "describe",
         "explain",
         "known",
+        "loud",
         "notes",
         "problems",
         "read",
@@ -123,8 +124,12 @@ class ValuePlan:
         read: Callable[[HostFS, str], str | None] | None = None,
         write: Callable[[HostFS, str, str], None] | None = None,
         explain: Callable[[OSError], str] | None = None,
+        loud: bool = False,
     ) -> None:
         self.step = step
+        # each refusal of the kernel gets a warning line of its own, naming the file and
+        # why (a handful of workqueues); else a debug line (hundreds of managed IRQs)
+        self.loud = loud
         self.read = read or _read
         self.write = write or _write
         self.explain = explain or _explain
@@ -252,7 +257,11 @@ def converge(host: Host, plan: ValuePlan) -> int:
                 host.drop_original(path)  # never changed: nothing to undo
                 state.refused[path] = reason
                 refused.append(what)
-                log.debug(f"{what}: the kernel refused {plan.show(target)} ({reason}); skipped")
+                line = f"{what}: the kernel refused {plan.show(target)} ({reason})"
+                if plan.loud:
+                    log.warning(f"{line}; left at {plan.show(after)} while real-time VMs run")
+                else:
+                    log.debug(f"{line}; skipped")
             else:
                 failed.append(f"{what}: cannot write {plan.show(target)}: {reason}")
             continue
@@ -281,6 +290,7 @@ def converge(host: Host, plan: ValuePlan) -> int:
 
 
 _BLIND = "\0 not read"  # converge: a value not read because it is about to change
+EMPTY = "\0 empty"  # mask_plan: an original that holds no CPU, left as it is
 
 
 def _some(items: list[str], most: int = 3) -> str:
@@ -329,6 +339,7 @@ def mask_plan(
     owns: Callable[[str], bool],
     describe: Callable[[str], str],
     explain: Callable[[OSError], str] | None = None,
+    loud: bool = False,
 ) -> ValuePlan:
     """The plan of hex cpumask files (IRQ affinities, workqueue cpumasks).
 
@@ -350,7 +361,7 @@ def mask_plan(
     previous: dict[str, str | None] = {}  # original text -> what the last call left
     if isolated:
         # thousands of IRQs share a handful of original masks: one answer per text
-        answers: dict[str, str | None] = {}
+        answers: dict[str, str] = {}
         for path in paths:
             if path in state.refused:
                 continue
@@ -361,13 +372,18 @@ def mask_plan(
                     continue  # gone meanwhile
             if base_text not in answers:
                 try:
-                    want = shrink(cached_mask(base_text), isolated, online)
+                    base = cached_mask(base_text)
                 except CpuListError:
                     notes.append(f"{describe(path)}: cannot parse {base_text!r}; left alone")
                     continue
-                answers[base_text] = format_mask(want, nbits) if want else None
+                # An empty mask holds no CPU to take out (a workqueue's own cpumask may be
+                # empty: its workers follow the global mask, which this step narrows).
+                want = shrink(base, isolated, online) if base else None
+                answers[base_text] = format_mask(want, nbits) if want else ("" if base else EMPTY)
             answer = answers[base_text]
-            if answer is None:
+            if answer == EMPTY:
+                continue
+            if not answer:
                 notes.append(f"{describe(path)}: no housekeeping CPU is online; left alone")
                 continue
             wanted[path] = answer
@@ -397,6 +413,7 @@ def mask_plan(
         show=show_mask,
         notes=notes,
         explain=explain,
+        loud=loud,
     )
     plan.known = known
     plan.blind = blind

@@ -416,8 +416,14 @@ def reconcile(host: Host, claims: list[Claim]) -> None:
     state = host.state
     if not claims and not state.groups and not state.resctrl_mounted and not owned(state, owns):
         return
-    if not claims and state.resctrl_mounted and not mounted(host.fs):
-        host.set_mounted(False)  # the mount never happened (a kill), or someone else undid it
+    if not mounted(host.fs):
+        if state.resctrl_mounted and not claims:
+            host.set_mounted(False)  # the mount never happened (a kill), or someone else undid it
+        # Every file of resctrl went with its unmount (ours, whose record a kill lost, or
+        # anyone's): nothing to restore, as for any other file that is gone.
+        for key in owned(state, owns):
+            if key.endswith(("/schemata", "/cpus_list")) and host.drop_original(key):
+                host.log.debug(f"{key}: gone with resctrl's unmount; nothing to restore")
     if claims:
         info: Info | None = None
         problem = ensure_mounted(host)
