@@ -37,6 +37,8 @@ def test_the_guest_isolates_its_realtime_vcpus_and_keeps_one_for_housekeeping() 
         "rcu_nocbs=1-3",
         "rcu_nocb_poll",
         "irqaffinity=0",
+        "rcupdate.rcu_normal_after_boot=1",
+        "transparent_hugepage=never",
         "nmi_watchdog=0",
         "nosoftlockup",
         "skew_tick=1",
