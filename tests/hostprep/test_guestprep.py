@@ -165,16 +165,6 @@ def test_no_boot_unit_when_nothing_is_to_be_done_at_boot(tmp_path: Path) -> None
     assert profile.UNIT_PATH not in paths and profile.BOOT_SCRIPT not in paths
 
 
-def test_refuses_a_guest_with_fewer_cpus_than_its_realtime_vcpus(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "root", "debian", cpus=2)
-    original = snapshot(root)
-    code, out, err = run("guest-prep", "apply", str(PLC), "--root", str(root), "--yes")
-    assert code == 2, err
-    assert "need 4 CPUs" in err and "has 2 online (0-1" in err and "cpu.realtime.vcpus" in err
-    assert str(PLC) in err and not out
-    assert snapshot(root) == original
-
-
 def test_no_realtime_vcpus_nothing_to_do(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "root", "debian", cpus=4)
     spec = tmp_path / "vm.yaml"
@@ -186,6 +176,41 @@ def test_no_realtime_vcpus_nothing_to_do(tmp_path: Path) -> None:
         code, out, err = run("guest-prep", *command, str(spec), "--root", str(root))
         assert code == 0, err
         assert "no real-time vCPUs" in err and "nothing to do" in err and not out
+        # --json says so on stdout, as the Ansible module's nothing_to_do
+        code, out, err = run("guest-prep", *command, str(spec), "--root", str(root), "--json")
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["changed"] is False and data["reboot_required"] is False
+        assert "no real-time vCPUs" in data["nothing_to_do"]
+    assert snapshot(root) == original
+    assert not (root / "var/lib/rtlibvirt").exists()  # not even a journal
+
+
+@pytest.mark.parametrize(
+    ("online", "present", "have"),
+    [
+        ("0-1\n", "0-3\n", "2 online (0-1, "),  # online is read first: two vCPUs offline
+        ("0-1,3\n", "0-3\n", "3 online (0-1,3, "),  # a hole: vCPU 2 offline
+        (None, "0-1\n", "2 online (0-1, "),  # a tree with no online file: present
+    ],
+)
+def test_refuses_realtime_vcpus_that_are_not_online(
+    tmp_path: Path, online: str | None, present: str, have: str
+) -> None:
+    root = make_tree(tmp_path / "root", "debian", cpus=4)
+    cpu = root / "sys/devices/system/cpu"
+    (cpu / "present").chmod(0o644)
+    (cpu / "present").write_text(present)
+    if online is not None:
+        (cpu / "online").write_text(online)
+    original = snapshot(root)
+    for command in (["plan"], ["apply", "--yes"], ["verify"]):
+        code, out, err = run("guest-prep", *command, str(PLC), "--root", str(root))
+        assert code == 2 and not out, err
+        assert f"{PLC}:8: cpu.realtime.vcpus:" in err
+        assert "real-time vCPUs 1-3 need 4 CPUs" in err and have in err, err
+        assert ("online" if online is not None else "present") in err.split(have)[1]
+        assert "Traceback" not in err
     assert snapshot(root) == original
 
 
@@ -193,6 +218,7 @@ def test_no_realtime_vcpus_nothing_to_do(tmp_path: Path) -> None:
     ("guest", "line", "key", "message"),
     [
         ("guest:\n  idle: poll\n", 19, "guest.idle", "unknown key"),
+        ("guest:\n  kthreads:\n    ksoftirq: 2\n", 20, "guest.kthreads.ksoftirq", "unknown key"),
         (
             "guest:\n  extra_kernel_args: [isolcpus=2]\n",
             19,
@@ -207,11 +233,20 @@ def test_bad_guest_section(tmp_path: Path, guest: str, line: int, key: str, mess
     root = make_tree(tmp_path / "root", "debian", cpus=4)
     spec = spec_with(tmp_path, guest)
     original = snapshot(root)
-    code, out, err = run("guest-prep", "apply", str(spec), "--root", str(root), "--yes")
-    assert code == 2, err
-    assert f"{spec}:{line}: {key}:" in err and message in err and not out
-    assert "Traceback" not in err
+    user_data = tmp_path / "user-data"
+    for command in (
+        ["apply", str(spec), "--root", str(root), "--yes"],
+        ["plan", str(spec), "--root", str(root), "--json"],
+        ["verify", str(spec), "--root", str(root)],
+        ["cloud-init", str(spec), "--root", str(root), "-o", str(user_data)],
+        ["cloud-init", str(spec), "--distro", "rhel"],
+    ):
+        code, out, err = run("guest-prep", *command)
+        assert code == 2, (command, err)
+        assert f"{spec}:{line}: {key}:" in err and message in err and not out, (command, err)
+        assert "Traceback" not in err
     assert snapshot(root) == original
+    assert not user_data.exists()
 
 
 def test_every_vcpu_realtime_is_refused(tmp_path: Path) -> None:
