@@ -149,6 +149,21 @@ def test_guest_section_reaches_the_plan(tmp_path: Path) -> None:
     assert line in script["diff"]
 
 
+def test_a_kernel_without_transparent_hugepages_gets_no_thp_argument(tmp_path: Path) -> None:
+    """Debian's 6.1 PREEMPT_RT kernel is built without THP (test_guest_boot saw it say
+    'Unknown kernel command line parameters "transparent_hugepage=never"')."""
+    root = make_tree(tmp_path / "root", "debian", cpus=4)
+    assert "transparent_hugepage=never" in [a["arg"] for a in plan_json(PLC, root)["kernel_args"]]
+    import shutil
+
+    shutil.rmtree(root / "sys/kernel/mm/transparent_hugepage")
+    data = plan_json(PLC, root)
+    assert not [a for a in data["kernel_args"] if a["arg"].startswith("transparent_hugepage")]
+    assert any("no transparent hugepages" in n["text"] for n in data["notes"]), data["notes"]
+    (script,) = [c for c in data["changes"] if c.get("path") == profile.BOOT_SCRIPT]
+    assert "transparent_hugepage" not in script["diff"]
+
+
 def test_boot_script_quotes_what_it_writes() -> None:
     body = profile.boot_script((), [("/sys/devices/virtual/workqueue/a b;$(x)/cpumask", "1")], "v")
     assert "> '/sys/devices/virtual/workqueue/a b;$(x)/cpumask' || status=1" in body
