@@ -7,6 +7,7 @@ the engine is ``hostprep`` with ``hostprep.profiles.guest``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,8 +24,15 @@ vm_argument = click.argument(
 )
 
 
-def _prepare(vm_file: Path, root: Path, runtime_only: bool, need_bootloader: bool = True) -> Any:
-    """The guest profile's plan (nothing changed yet); exit 0 when there is nothing to do."""
+def _prepare(
+    vm_file: Path,
+    root: Path,
+    runtime_only: bool,
+    need_bootloader: bool = True,
+    as_json: bool = False,
+) -> Any:
+    """The guest profile's plan (nothing changed yet); exit 0 when there is nothing to do
+    (with --json, an object that says so, as the Ansible module's ``nothing_to_do``)."""
     from rtlibvirt.hostprep import api
     from rtlibvirt.hostprep.profiles.guest import NothingToDo
 
@@ -34,6 +42,10 @@ def _prepare(vm_file: Path, root: Path, runtime_only: bool, need_bootloader: boo
         )
     except NothingToDo as exc:
         click.echo(str(exc), err=True)
+        if as_json:
+            click.echo(
+                json.dumps({"nothing_to_do": str(exc), "changed": False, "reboot_required": False})
+            )
         raise click.exceptions.Exit(0) from None
     for problem in prepared.warnings:
         click.echo(f"warning: {problem.render(prepared.source)}", err=True)
@@ -77,7 +89,7 @@ def plan(vm_file: Path, root: Path, as_json: bool) -> None:
       rtlibvirt guest-prep plan plc.yaml
       rtlibvirt guest-prep plan plc.yaml --root /srv/guest-image
     """
-    show_plan(_prepare(vm_file, root, False), as_json)
+    show_plan(_prepare(vm_file, root, False, as_json=as_json), as_json)
 
 
 @guest_prep.command(context_settings=CONTEXT)
@@ -96,7 +108,14 @@ def apply(vm_file: Path, root: Path, yes: bool, as_json: bool) -> None:
       rtlibvirt guest-prep apply plc.yaml
       rtlibvirt guest-prep apply plc.yaml --yes --json | jq .reboot_required
     """
-    do_apply(lambda: _prepare(vm_file, root, False), root, yes, False, as_json, "guest-prep")
+    do_apply(
+        lambda: _prepare(vm_file, root, False, as_json=as_json),
+        root,
+        yes,
+        False,
+        as_json,
+        "guest-prep",
+    )
 
 
 @guest_prep.command(context_settings=CONTEXT)
@@ -112,7 +131,7 @@ def verify(ctx: click.Context, vm_file: Path, root: Path, as_json: bool) -> None
       rtlibvirt guest-prep verify plc.yaml && echo "guest ready"
       rtlibvirt guest-prep verify plc.yaml --root /srv/guest-image
     """
-    do_verify(ctx, _prepare(vm_file, root, False, need_bootloader=False), as_json)
+    do_verify(ctx, _prepare(vm_file, root, False, need_bootloader=False, as_json=as_json), as_json)
 
 
 @guest_prep.command(context_settings=CONTEXT)

@@ -24,6 +24,7 @@ from rtlibvirt.hostprep.facts import HostFacts
 from rtlibvirt.kernel import cpuset
 
 PATIENCE = "/sys/module/rcutree/parameters/nohz_full_patience_delay"
+THP = "/sys/kernel/mm/transparent_hugepage"
 NX_HUGE_PAGES_WHY = (
     "KVM keeps guests' huge pages whole: no 4K split of executable pages and no "
     "kvm-nx-lpage-recovery thread zapping them; security trade-off: this turns off the "
@@ -59,7 +60,8 @@ def plan(host: Resolved, facts: HostFacts | None = None) -> CmdlinePlan:
 
     ``facts``: the host's, to add a parameter only where its kernel has it
     (``rcutree.nohz_full_patience_delay``); without them such a parameter is
-    left out with a note.
+    left out with a note. ``transparent_hugepage`` is left out (with a note) only
+    where the facts show a kernel without transparent hugepages.
     """
     spec = host.spec
     hypervisor = host.hypervisor
@@ -111,7 +113,15 @@ def plan(host: Resolved, facts: HostFacts | None = None) -> CmdlinePlan:
         add("default_hugepagesz", "1G", "1G pages are the default hugepage size")
         add("hugepagesz", "1G", "the next hugepages= counts 1G pages")
         add("hugepages", str(one_g), f"{one_g} x 1G reserved at boot, while memory is unfragmented")
-    if spec.transparent_hugepages != "default":
+    if spec.transparent_hugepages != "default" and facts is not None and not facts.fs.exists(THP):
+        # PREEMPT_RT kernels may be built without THP (Debian's 6.1 rt-amd64 is): there
+        # the argument is an unknown one, passed on to init
+        where = "under the root" if not facts.fs.is_live else "here"
+        notes.append(
+            f"transparent_hugepage: not added: the running kernel {where} has no transparent "
+            f"hugepages ({THP})"
+        )
+    elif spec.transparent_hugepages != "default":
         add(
             "transparent_hugepage",
             spec.transparent_hugepages,
