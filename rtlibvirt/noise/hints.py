@@ -250,7 +250,8 @@ def _thread(source: Source, cpu: int, v: HostView, domain: str | None) -> str:
         state = "excludes" if moved else "includes"
         return (
             f"an unbound kworker: the workqueue cpumask ({WQ_CPUMASK}) {state} CPU {cpu} now; "
-            "the hook sets it to the housekeeping CPUs while a real-time VM runs"
+            "the hook sets it, and each sysfs workqueue's own cpumask, to the housekeeping "
+            "CPUs while a real-time VM runs (host-prep's unbound_workqueues: from boot on)"
         )
     if info.kernel_thread and not info.movable:
         what = KTHREADS.get(base, "a per-CPU kernel thread")

@@ -9,6 +9,15 @@ while the trace runs keeps the buffers small; and it needs nothing beyond the
 kernel (trace-cmd is not installed by default, perf's own tracepoint parsing
 mounts tracefs for good, and rtla's osnoise needs a tracer this kernel lacks).
 
+Why not the osnoise or timerlat tracer where the kernel has one: both measure
+the noise their own per-CPU workload thread sees (osnoise's busy loop,
+timerlat's timer wake-ups), and a running real-time VM's CPU belongs to a FIFO
+vCPU that never yields. The workload would either never run there (nothing
+measured) or, raised above the vCPU, take the CPU from the guest it is meant
+to observe. Their ``osnoise:*_noise`` events are emitted only while that
+workload samples. The tracepoints below see the same interruptions from the
+outside, with the names the hints need, and cost the guest only the events.
+
 Nothing outlives us. The instance (and tracefs itself, when we had to mount
 it) is removed on the way out of :class:`Session` on errors and on SIGINT or
 SIGTERM (the CLI turns them into exceptions), and, should this process be
@@ -73,10 +82,6 @@ def state(fs: HostFS) -> dict[str, str]:
         found[name] = fs.read_or(f"{root}/{name}", "?")
     found["instances"] = " ".join(sorted(fs.listdir(f"{root}/instances")))
     return found
-
-
-def osnoise_available(fs: HostFS, root: str) -> bool:
-    return "osnoise" in fs.read_or(f"{root}/available_tracers", "").split()
 
 
 class Watchdog:

@@ -33,7 +33,7 @@ from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
 from rtlibvirt.noise import tracefs
 from tests.conftest import EXAMPLES, REPO, require_rt_host
-from tests.daemon.test_hook_e2e import HOOK_LOG, WORKQUEUES, claims, host_values
+from tests.daemon.test_hook_e2e import HOOK_LOG, WQ_DIR, claims, host_values
 
 pytestmark = pytest.mark.libvirtd
 
@@ -54,7 +54,7 @@ class Sampler(threading.Thread):
         while not self.stop.wait(0.2):
             for name in PROBES:
                 if vcputhreads.qemu_pid(fs, name) is not None:
-                    mask = parse_mask(fs.read(WORKQUEUES[0]))
+                    mask = parse_mask(fs.read(f"{WQ_DIR}/cpumask"))
                     self.seen.setdefault(name, set()).add(mask)
 
 
