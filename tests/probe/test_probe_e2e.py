@@ -33,7 +33,7 @@ from rtlibvirt.kernel.cpuset import parse_mask
 from rtlibvirt.kernel.fs import HostFS
 from rtlibvirt.noise import tracefs
 from tests.conftest import EXAMPLES, REPO, require_rt_host
-from tests.daemon.test_hook_e2e import HOOK_LOG, WQ_DIR, claims, host_values
+from tests.daemon.test_hook_e2e import HOOK_LOG, WQ_DIR, claims, host_values, workqueue_masks
 
 pytestmark = pytest.mark.libvirtd
 
@@ -137,9 +137,10 @@ def test_probe_of_an_example_under_tcg_with_baseline_untuned_and_load(
         # the hook isolated the host for the baseline's paused domain and for the tuned
         # guest, and undid it when each stopped; the untuned guest is none of its business
         log = HOOK_LOG.read_text(errors="replace")[log_start:]
+        masks = len(workqueue_masks())  # the global mask and every sysfs workqueue's own
         for name in (f"{NAME}-probe-baseline", f"{NAME}-probe"):
             isolating = log.find(f"{name} prepare begin: isolating CPUs 1 (IRQs, workqueues")
-            moved = log.find(f"{name} prepare begin: workqueues: 2 values: 2 changed")
+            moved = log.find(f"{name} prepare begin: workqueues: {masks} values: {masks} changed")
             releasing = log.find(f"{name} stopped end: releasing CPUs 1")
             restored = log.find(f"{name} stopped end: no real-time VM is left: every value is back")
             assert 0 <= isolating < moved < releasing < restored, tail(log_start)
