@@ -23,6 +23,7 @@ from rtlibvirt.noise.attribute import Source
 
 GRUB_DROPIN = "/etc/default/grub.d/99-rtlibvirt.cfg"  # host-prep's (hostprep.grub.DROPIN)
 WQ_CPUMASK = "/sys/devices/virtual/workqueue/cpumask"
+RT_RUNTIME = "/proc/sys/kernel/sched_rt_runtime_us"
 _ARG = re.compile(r"(isolcpus|nohz_full|rcu_nocbs|irqaffinity)=([\w,.-]{1,256})")
 _IRQ_LINE = re.compile(r" *(\d{1,10}): +((?:\d+ +)*)(.{0,256})")
 
@@ -77,6 +78,7 @@ class HostView:
     nohz_full: frozenset[int] = frozenset()
     isolated: frozenset[int] = frozenset()
     wq_cpumask: frozenset[int] | None = None
+    rt_runtime_us: str | None = None  # kernel.sched_rt_runtime_us now
     hook: dict[str, frozenset[int]] | None = None
     unmoved: dict[str, list[str]] = field(default_factory=dict)
     fs: HostFS | None = None
@@ -115,6 +117,7 @@ def view(fs: HostFS) -> HostView:
     found.nohz_full = fs.cpus_nohz_full()
     found.isolated = fs.cpus_isolated()
     found.wq_cpumask = fs.cpulist(WQ_CPUMASK) if fs.exists(WQ_CPUMASK) else None
+    found.rt_runtime_us = fs.read_or(RT_RUNTIME, "").strip() or None
     from rtlibvirt.hook.state import isolated_by_vm, unmoved_by_vm
 
     found.hook = isolated_by_vm(fs)
@@ -209,6 +212,29 @@ def _timer(source: Source, cpu: int, v: HostView) -> str:
             parts.append("a task's sleep ending (nanosleep, poll): see the thread it woke")
         if "watchdog" in funcs:
             parts.append("the soft-lockup watchdog timer: nohz_full= keeps it off")
+        if "sched_rt_period_timer" in funcs:
+            if v.rt_runtime_us == "-1":
+                parts.append(
+                    "RT throttling's period timer; throttling is off now "
+                    "(kernel.sched_rt_runtime_us -1), so it stops after its last period"
+                )
+            else:
+                now = v.rt_runtime_us or "?"
+                parts.append(
+                    f"RT throttling's period timer (kernel.sched_rt_runtime_us {now}): "
+                    "host-prep's sysctl sets -1, which also lets a FIFO vCPU use its whole CPU"
+                )
+        if "pit_timer_fn" in funcs:
+            parts.append(
+                "the guest's emulated PIT (KVM's i8254): its firmware or a kernel without a "
+                "TSC-deadline clock programmed it; rtlibvirt's domains require tsc-deadline, "
+                "so a booted guest kernel leaves the PIT idle"
+            )
+        if "apic_timer_fn" in funcs:
+            parts.append(
+                "the guest's own LAPIC timer, emulated by KVM on the host: the guest's tick; "
+                "nohz_full= inside the guest (rtlibvirt guest-prep) stops it on real-time vCPUs"
+            )
         return "; ".join(parts) or f"hrtimers armed on this CPU: {funcs.strip()}"
     func = name.split(":", 1)[-1].strip()
     if func == "delayed_work_timer_fn":

@@ -13,7 +13,7 @@ import pytest
 
 from rtlibvirt.kernel.fs import HostFS
 from rtlibvirt.noise.attribute import Source
-from rtlibvirt.noise.hints import HostView, hint, kernel_args
+from rtlibvirt.noise.hints import HostView, hint, kernel_args, view
 
 
 def _pid_of(prefix: str) -> int:
@@ -97,3 +97,22 @@ def test_a_work_item_queued_on_the_cpu_names_its_cause_and_that_no_mask_moves_it
     assert "no cpumask moves" in said and said != hint(
         Source("workqueue", "x"), 1, HostView(), None
     )
+
+
+def test_the_guests_own_timers_emulated_by_kvm_say_what_stops_them() -> None:
+    pit = hint(Source("timer", "local timer: pit_timer_fn"), 1, HostView(), "plc")
+    assert "emulated PIT" in pit and "tsc-deadline" in pit
+    apic = hint(Source("timer", "local timer: apic_timer_fn"), 1, HostView(), "plc")
+    assert "LAPIC timer" in apic and "guest-prep" in apic
+
+
+def test_rt_throttling_timer_says_whether_throttling_is_on() -> None:
+    timer = Source("timer", "local timer: sched_rt_period_timer")
+    on = hint(timer, 1, HostView(rt_runtime_us="950000"), None)
+    assert "sched_rt_runtime_us 950000" in on and "host-prep's sysctl sets -1" in on
+    assert "throttling is off now" in hint(timer, 1, HostView(rt_runtime_us="-1"), None)
+
+
+def test_the_view_of_this_host_reads_the_rt_runtime() -> None:
+    with open("/proc/sys/kernel/sched_rt_runtime_us") as f:
+        assert view(HostFS("/")).rt_runtime_us == f.read().strip()
